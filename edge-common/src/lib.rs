@@ -1,0 +1,291 @@
+//! The contract between the edge-ctl kernel programs and the edge-ctl controller.
+//!
+//! Everything both sides must agree on lives here and nowhere else: map names and sizes, the
+//! layout of every key and value, the table-index arithmetic, and the verdict enums with the names
+//! every tool prints. The crate is `no_std` and holds no logic beyond that arithmetic.
+//!
+//! Byte order: IPv4/IPv6 addresses are stored exactly as they appear on the wire, read as native
+//! `u32` words (`u32::from_ne_bytes(octets)`), so the kernel compares them without swapping.
+//! Ports are host order.
+#![no_std]
+
+/// Number of policy generations kept side by side. The live one is named by [`maps::ACTIVE`];
+/// a reload fills the other and flips the index, so a packet is judged wholly by one policy.
+pub const GENERATIONS: u32 = 2;
+/// Rule counter slots (rules of both directions share the slot space).
+pub const MAX_RULES: u32 = 16_384;
+/// Port classes per generation (distinct ordered candidate lists over all ports).
+pub const MAX_CLASSES: u32 = 8_192;
+/// Rules that can apply to one (direction, protocol, port).
+pub const MAX_CANDIDATES: usize = 16;
+/// Local address entries (CIDRs of the sets used as `local`) per family.
+pub const MAX_LOCAL_V4: usize = 16;
+pub const MAX_LOCAL_V6: usize = 16;
+/// Distinct address sets usable as `local` (bit positions in a `u32`).
+pub const MAX_LOCAL_SETS: usize = 32;
+/// Distinct address sets usable as `remote` (bit positions in a `u64`).
+pub const MAX_REMOTE_SETS: usize = 64;
+/// Remote prefixes per family, over both generations.
+pub const MAX_REMOTE_PREFIXES: u32 = 65_536;
+/// Marker in [`Candidate::local`] / [`Candidate::remote`]: the rule accepts any address.
+pub const ANY_SET: u8 = 0xff;
+/// Class 0 is the empty class: no rule applies to the port.
+pub const NO_CLASS: u32 = 0;
+
+/// Names of the maps in the eBPF object. They are pinned by name in the interface's pin directory.
+pub mod maps {
+    pub const ACTIVE: &str = "EDGE_ACTIVE";
+    pub const GEN_CONFIG: &str = "EDGE_GEN";
+    pub const PORTS: &str = "EDGE_PORTS";
+    pub const CLASSES: &str = "EDGE_CLASSES";
+    pub const REMOTE_V4: &str = "EDGE_REMOTE4";
+    pub const REMOTE_V6: &str = "EDGE_REMOTE6";
+    pub const RULE_COUNTERS: &str = "EDGE_RULES";
+    pub const DROP_COUNTERS: &str = "EDGE_DROPS";
+    pub const PASS_COUNTERS: &str = "EDGE_PASSES";
+}
+
+/// Names of the programs in the eBPF object.
+pub mod programs {
+    /// The ingress filter.
+    pub const XDP_FILTER: &str = "edge_xdp";
+    /// An XDP program that passes everything: the floor of the benchmark harness.
+    pub const XDP_FLOOR: &str = "edge_xdp_floor";
+}
+
+/// Direction of a rule relative to the edge node.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// Packets arriving on the interface (judged by XDP).
+    Inbound = 0,
+    /// Packets the node sends (judged by TC egress).
+    Outbound = 1,
+}
+
+/// Layer-4 protocols a rule can name.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum L4Proto {
+    Tcp = 0,
+    Udp = 1,
+}
+
+/// Index into [`maps::PORTS`] for a port of a protocol in a direction of a generation.
+#[inline(always)]
+pub const fn port_index(generation: u32, direction: u32, proto: u32, port: u16) -> u32 {
+    (((generation << 1) | direction) << 1 | proto) << 16 | port as u32
+}
+
+/// Total entries of [`maps::PORTS`].
+pub const PORT_TABLE_LEN: u32 = GENERATIONS * 2 * 2 * 65_536;
+
+/// Index into [`maps::CLASSES`] for a class of a generation.
+#[inline(always)]
+pub const fn class_index(generation: u32, class: u32) -> u32 {
+    generation * MAX_CLASSES + class
+}
+
+/// Flags of [`GenConfig::flags`].
+pub mod flags {
+    /// Pass ARP (essential: IPv4 neighbours).
+    pub const ESSENTIAL_ARP: u32 = 1 << 0;
+    /// Pass ICMPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect).
+    pub const ESSENTIAL_NDP: u32 = 1 << 1;
+    /// Pass ICMP fragmentation-needed and ICMPv6 packet-too-big (path MTU discovery).
+    pub const ESSENTIAL_PMTU: u32 = 1 << 2;
+}
+
+/// Value of [`maps::PORTS`]: which class of rules applies to a (generation, direction,
+/// protocol, port). Array values are 8-byte aligned by the kernel anyway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortEntry {
+    /// Index of the class within its generation, [`NO_CLASS`] when no rule applies.
+    pub class: u32,
+    pub _pad: u32,
+}
+
+/// One rule that may decide a packet of a class, in policy order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Candidate {
+    /// Counter slot of the rule in [`maps::RULE_COUNTERS`].
+    pub rule: u16,
+    /// Bit of the local address set the packet's local address must be in, or [`ANY_SET`].
+    pub local: u8,
+    /// Bit of the remote address set the packet's remote address must be in, or [`ANY_SET`].
+    pub remote: u8,
+}
+
+/// Value of [`maps::CLASSES`]: the ordered rules that can apply to the ports of this class.
+/// The first candidate whose address conditions hold decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassEntry {
+    pub len: u32,
+    /// Non-zero when some candidate needs the remote-set lookup.
+    pub needs_remote: u32,
+    pub candidates: [Candidate; MAX_CANDIDATES],
+}
+
+/// A local IPv4 prefix and the local sets it belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalV4 {
+    pub addr: u32,
+    pub mask: u32,
+    pub sets: u32,
+    pub _pad: u32,
+}
+
+/// A local IPv6 prefix and the local sets it belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalV6 {
+    pub addr: [u32; 4],
+    pub mask: [u32; 4],
+    pub sets: u32,
+    pub _pad: u32,
+}
+
+/// Value of [`maps::GEN_CONFIG`], one per generation: switches and the local address table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenConfig {
+    pub flags: u32,
+    pub local_v4_len: u32,
+    pub local_v6_len: u32,
+    pub _pad: u32,
+    pub local_v4: [LocalV4; MAX_LOCAL_V4],
+    pub local_v6: [LocalV6; MAX_LOCAL_V6],
+}
+
+impl GenConfig {
+    pub const fn zeroed() -> Self {
+        Self {
+            flags: 0,
+            local_v4_len: 0,
+            local_v6_len: 0,
+            _pad: 0,
+            local_v4: [LocalV4 { addr: 0, mask: 0, sets: 0, _pad: 0 }; MAX_LOCAL_V4],
+            local_v6: [LocalV6 { addr: [0; 4], mask: [0; 4], sets: 0, _pad: 0 }; MAX_LOCAL_V6],
+        }
+    }
+}
+
+/// Key data of [`maps::REMOTE_V4`]: the generation byte, then the address. The LPM prefix length
+/// counts the generation byte, so it is `8 + prefix`.
+pub type RemoteKeyV4 = [u8; 5];
+/// Key data of [`maps::REMOTE_V6`]: the generation byte, then the address.
+pub type RemoteKeyV6 = [u8; 17];
+/// Value of the remote tries: bit `i` set when the prefix lies in remote set `i`.
+pub type RemoteSets = u64;
+
+/// Packet and byte counter (per CPU in the maps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        $vis enum $name { $($(#[$vmeta])* $variant = $value,)* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            pub const COUNT: u32 = 0 $(+ { let _ = $value; 1 })*;
+            /// The name every tool prints.
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+            pub const fn from_u32(v: u32) -> Option<Self> {
+                match v { $($value => Some($name::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// Why a packet was dropped. Indexes [`maps::DROP_COUNTERS`].
+    pub enum DropReason {
+        /// No rule allows the packet and it belongs to no tracked flow.
+        PolicyDefault = 0 => "policy-default",
+        /// A header ends beyond the frame.
+        Truncated = 1 => "truncated",
+        /// A header field is impossible (IPv4 IHL below 5, total length beyond the frame, TCP data
+        /// offset below 5, wrong IP version).
+        BadHeader = 2 => "bad-header",
+        /// A non-first IPv4/IPv6 fragment: it carries no ports to judge.
+        Fragment = 3 => "fragment",
+        /// An EtherType other than IPv4, IPv6 and ARP (after up to two VLAN tags).
+        EtherType = 4 => "ethertype",
+        /// An IP protocol other than TCP, UDP, ICMP and ICMPv6.
+        L4Protocol = 5 => "l4-protocol",
+        /// An ICMP/ICMPv6 message that is not an enabled essential.
+        Icmp = 6 => "icmp",
+        /// ARP or neighbour discovery with the essential switched off.
+        EssentialOff = 7 => "essential-off",
+    }
+}
+
+named_enum! {
+    /// Why a packet passed without a rule. Indexes [`maps::PASS_COUNTERS`].
+    pub enum PassReason {
+        /// ARP (essential).
+        Arp = 0 => "arp",
+        /// IPv6 neighbour discovery (essential).
+        Ndp = 1 => "ndp",
+        /// ICMP fragmentation-needed / ICMPv6 packet-too-big (essential).
+        Pmtu = 2 => "pmtu",
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all are repr(C) plain old data without padding holes that matter.
+    unsafe impl aya::Pod for PortEntry {}
+    unsafe impl aya::Pod for Candidate {}
+    unsafe impl aya::Pod for ClassEntry {}
+    unsafe impl aya::Pod for LocalV4 {}
+    unsafe impl aya::Pod for LocalV6 {}
+    unsafe impl aya::Pod for GenConfig {}
+    unsafe impl aya::Pod for Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_index_covers_table_without_overlap() {
+        assert_eq!(port_index(0, 0, 0, 0), 0);
+        assert_eq!(port_index(1, 1, 1, 65535), PORT_TABLE_LEN - 1);
+        assert_eq!(port_index(0, 0, 1, 0), 65_536);
+        assert_eq!(port_index(0, 1, 0, 0), 2 * 65_536);
+        assert_eq!(port_index(1, 0, 0, 0), 4 * 65_536);
+    }
+
+    #[test]
+    fn enums_round_trip_by_value() {
+        for r in DropReason::ALL {
+            assert_eq!(DropReason::from_u32(*r as u32), Some(*r));
+        }
+        assert_eq!(DropReason::COUNT as usize, DropReason::ALL.len());
+        assert_eq!(PassReason::COUNT as usize, PassReason::ALL.len());
+    }
+
+    #[test]
+    fn layouts_are_stable() {
+        assert_eq!(core::mem::size_of::<PortEntry>(), 8);
+        assert_eq!(core::mem::size_of::<Candidate>(), 4);
+        assert_eq!(core::mem::size_of::<ClassEntry>(), 8 + 4 * MAX_CANDIDATES);
+        assert_eq!(core::mem::size_of::<Counter>(), 16);
+    }
+}

@@ -1,0 +1,36 @@
+//! Builds the eBPF object (edge-ebpf, for bpfel-unknown-none with the nightly toolchain and
+//! bpf-linker) and leaves it in OUT_DIR, where `dataplane::object()` embeds it.
+//! `cargo xtask setup` installs what this needs; every xtask command runs it when missing.
+use anyhow::{Context as _, anyhow};
+use aya_build::Toolchain;
+
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("cargo metadata")?;
+    let ebpf = packages
+        .into_iter()
+        .find(|p| p.name.as_str() == "edge-ebpf")
+        .ok_or_else(|| anyhow!("edge-ebpf package not found in the workspace"))?;
+    let root = ebpf
+        .manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
+    if !skip && which_bpf_linker().is_none() {
+        return Err(anyhow!(
+            "bpf-linker is not on PATH: run `cargo xtask setup` (it builds bpf-linker into .tools/bin), \
+             or build through `cargo xtask ...`, which puts it on PATH"
+        ));
+    }
+    aya_build::build_ebpf(
+        [aya_build::Package { name: ebpf.name.as_str(), root_dir: root.as_str(), ..Default::default() }],
+        Toolchain::default(),
+    )
+}
+
+fn which_bpf_linker() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join("bpf-linker")).find(|p| p.is_file())
+}

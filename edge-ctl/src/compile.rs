@@ -1,0 +1,430 @@
+//! Policy -> lookup tables for one interface role.
+//!
+//! The kernel answers "which rule allows this packet" with constant work per packet:
+//! - per (direction, protocol) a dense 65,536-entry port table names a *class*: the ordered list
+//!   of rules whose ports include that port (so a range costs the same as one port);
+//! - the local address is matched against a short table of the local sets' prefixes, giving a
+//!   bitmask of local sets;
+//! - only when a candidate restricts the remote side, one longest-prefix lookup gives a bitmask of
+//!   remote sets;
+//! - the first candidate whose local and remote bits are set decides.
+//!
+//! This module is pure: no BPF, no I/O. The dataplane writes [`Tables`] into maps.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+
+use edge_common::{
+    ANY_SET, Candidate, ClassEntry, LocalV4, LocalV6, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_SETS,
+    MAX_LOCAL_V4, MAX_LOCAL_V6, MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES, flags,
+};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{
+    AddrMatch, AddrTerm, Direction, Policy, PolicyError, Protocol, Role, Rule, SetEntry,
+};
+
+/// Stable counter slots by rule name. A rule keeps its slot across reloads so its counters
+/// continue; a new rule gets a slot no live generation uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotMap(pub BTreeMap<String, u16>);
+
+impl SlotMap {
+    /// Slots for `names`: kept from `keep` where present, otherwise the lowest slot not in
+    /// `keep` and not in `busy`.
+    pub fn assign<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+        keep: &SlotMap,
+        busy: &HashSet<u16>,
+    ) -> Result<SlotMap, String> {
+        let mut used: HashSet<u16> = busy.iter().copied().collect();
+        used.extend(keep.0.values().copied());
+        let mut next = 0u32;
+        let mut out = BTreeMap::new();
+        for name in names {
+            let slot = match keep.0.get(name) {
+                Some(s) => *s,
+                None => {
+                    while next < MAX_RULES && used.contains(&(next as u16)) {
+                        next += 1;
+                    }
+                    if next >= MAX_RULES {
+                        return Err(format!(
+                            "more than {MAX_RULES} rule counter slots would be in use; \
+                             reduce the number of rules"
+                        ));
+                    }
+                    used.insert(next as u16);
+                    next as u16
+                }
+            };
+            out.insert(name.to_string(), slot);
+        }
+        Ok(SlotMap(out))
+    }
+
+    pub fn slots(&self) -> HashSet<u16> {
+        self.0.values().copied().collect()
+    }
+}
+
+/// A rule as compiled: its slot and how it reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompiledRule {
+    pub slot: u16,
+    pub name: String,
+    pub direction: Direction,
+    pub protocol: Protocol,
+    pub ports: String,
+    pub local: String,
+    pub remote: String,
+}
+
+/// Everything the kernel needs for one role, ready to write into one generation.
+#[derive(Clone, Debug)]
+pub struct Tables {
+    pub role: Role,
+    pub flags: u32,
+    pub local_v4: Vec<LocalV4>,
+    pub local_v6: Vec<LocalV6>,
+    /// `ports[direction][protocol][port]` = class index (0: no rule).
+    pub ports: [[Vec<u32>; 2]; 2],
+    /// Class 0 is the empty class.
+    pub classes: Vec<ClassEntry>,
+    pub remote_v4: Vec<(Ipv4Net, u64)>,
+    pub remote_v6: Vec<(Ipv6Net, u64)>,
+    pub rules: Vec<CompiledRule>,
+    pub slots: SlotMap,
+}
+
+/// Compiles the enabled rules of `role`. `interface` holds the attached interface's addresses,
+/// which `@interface` set entries stand for.
+pub fn compile(
+    policy: &Policy,
+    role: Role,
+    interface: &[IpAddr],
+    slots: &SlotMap,
+) -> Result<Tables, PolicyError> {
+    let rules: Vec<&Rule> = policy.rules_of(role).collect();
+    let first_at = |pred: &dyn Fn(&Rule) -> bool| {
+        rules.iter().find(|r| pred(r)).map(|r| r.at).unwrap_or_default()
+    };
+    let mut local_bits = SetBits::new(MAX_LOCAL_SETS);
+    let mut remote_bits = SetBits::new(MAX_REMOTE_SETS);
+    // Per rule: (local bit, remote bit), or None when the rule can never match.
+    let mut conds = Vec::with_capacity(rules.len());
+    for rule in &rules {
+        let local = resolve(policy, &rule.local, interface);
+        let remote = resolve(policy, &rule.remote, interface);
+        let cond = match (local, remote) {
+            (Some(l), _) if l.is_empty() => None,
+            (_, Some(r)) if r.is_empty() => None,
+            (l, r) => {
+                let lb = local_bits.bit(l).map_err(|n| {
+                    policy.error_at(
+                        rule.at,
+                        format!(
+                            "role {role}: more than {n} distinct local address sets; \
+                             local sets name the edge's own addresses, merge them"
+                        ),
+                    )
+                })?;
+                let rb = remote_bits.bit(r).map_err(|n| {
+                    policy.error_at(
+                        rule.at,
+                        format!(
+                            "role {role}: more than {n} distinct remote address sets; \
+                             merge rules that differ only in remote addresses into one set"
+                        ),
+                    )
+                })?;
+                Some((lb, rb))
+            }
+        };
+        conds.push(cond);
+    }
+    let (local_v4, local_v6) = local_table(&local_bits).map_err(|msg| {
+        policy.error_at(first_at(&|r| r.local != AddrMatch::Any), format!("role {role}: {msg}"))
+    })?;
+    let (remote_v4, remote_v6) = remote_table(&remote_bits);
+    if remote_v4.len() as u32 > MAX_REMOTE_PREFIXES / 2 || remote_v6.len() as u32 > MAX_REMOTE_PREFIXES / 2 {
+        return Err(policy.error_at(
+            first_at(&|r| r.remote != AddrMatch::Any),
+            format!("role {role}: more than {} remote prefixes per address family", MAX_REMOTE_PREFIXES / 2),
+        ));
+    }
+    let slots = SlotMap::assign(rules.iter().map(|r| r.name.as_str()), slots, &HashSet::new())
+        .map_err(|msg| policy.error_at(first_at(&|_| true), msg))?;
+    let mut classes = ClassTable::new();
+    let mut ports: [[Vec<u32>; 2]; 2] = Default::default();
+    for direction in Direction::ALL {
+        for protocol in Protocol::ALL {
+            let members: Vec<(usize, &Rule)> = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.direction == direction && r.protocol == protocol)
+                .map(|(i, r)| (i, *r))
+                .collect();
+            let table = port_table(&members, &conds, &slots, &mut classes).map_err(|(rule, port)| {
+                policy.error_at(
+                    rule.at,
+                    format!(
+                        "role {role}: more than {MAX_CANDIDATES} rules apply to {protocol} port {port} \
+                         {direction}; merge rules that differ only in their addresses"
+                    ),
+                )
+            })?;
+            ports[direction as usize][protocol as usize] = table;
+        }
+    }
+    if classes.entries.len() as u32 > MAX_CLASSES {
+        return Err(policy.error_at(
+            first_at(&|_| true),
+            format!("role {role}: the rules form more than {MAX_CLASSES} distinct port classes"),
+        ));
+    }
+    let settings = policy.role(role);
+    let mut f = 0;
+    if settings.essentials.arp {
+        f |= flags::ESSENTIAL_ARP;
+    }
+    if settings.essentials.ndp {
+        f |= flags::ESSENTIAL_NDP;
+    }
+    if settings.essentials.pmtu {
+        f |= flags::ESSENTIAL_PMTU;
+    }
+    let compiled = rules
+        .iter()
+        .map(|r| CompiledRule {
+            slot: slots.0[&r.name],
+            name: r.name.clone(),
+            direction: r.direction,
+            protocol: r.protocol,
+            ports: r.ports.to_string(),
+            local: r.local.to_string(),
+            remote: r.remote.to_string(),
+        })
+        .collect();
+    Ok(Tables {
+        role,
+        flags: f,
+        local_v4,
+        local_v6,
+        ports,
+        classes: classes.entries,
+        remote_v4,
+        remote_v6,
+        rules: compiled,
+        slots,
+    })
+}
+
+/// The prefixes an address match stands for, sorted and deduplicated; `None` for any.
+pub fn resolve(policy: &Policy, m: &AddrMatch, interface: &[IpAddr]) -> Option<Vec<IpNet>> {
+    let AddrMatch::Terms(terms) = m else { return None };
+    let mut nets = BTreeSet::new();
+    for term in terms {
+        match term {
+            AddrTerm::Net(n) => {
+                nets.insert(*n);
+            }
+            AddrTerm::Set(name) => {
+                for entry in policy.set(name).map(|s| s.entries.as_slice()).unwrap_or_default() {
+                    match entry {
+                        SetEntry::Net(n) => {
+                            nets.insert(*n);
+                        }
+                        SetEntry::Interface => nets.extend(interface.iter().map(|a| IpNet::from(*a))),
+                    }
+                }
+            }
+        }
+    }
+    Some(nets.into_iter().collect())
+}
+
+/// Interns distinct address specs as bit positions.
+struct SetBits {
+    max: usize,
+    specs: Vec<Vec<IpNet>>,
+}
+
+impl SetBits {
+    fn new(max: usize) -> Self {
+        SetBits { max, specs: Vec::new() }
+    }
+
+    /// The bit for a spec ([`ANY_SET`] for any); `Err(max)` when there are too many.
+    fn bit(&mut self, spec: Option<Vec<IpNet>>) -> Result<u8, usize> {
+        let Some(spec) = spec else { return Ok(ANY_SET) };
+        if let Some(i) = self.specs.iter().position(|s| *s == spec) {
+            return Ok(i as u8);
+        }
+        if self.specs.len() == self.max {
+            return Err(self.max);
+        }
+        self.specs.push(spec);
+        Ok((self.specs.len() - 1) as u8)
+    }
+
+    /// Each distinct prefix with the bits of the specs that list it.
+    fn direct(&self) -> BTreeMap<IpNet, u64> {
+        let mut out = BTreeMap::new();
+        for (bit, spec) in self.specs.iter().enumerate() {
+            for net in spec {
+                *out.entry(*net).or_insert(0) |= 1u64 << bit;
+            }
+        }
+        out
+    }
+}
+
+fn words_v6(a: std::net::Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+}
+
+/// The kernel ORs the bits of every local entry that contains the address, so one entry per
+/// distinct prefix is enough.
+fn local_table(bits: &SetBits) -> Result<(Vec<LocalV4>, Vec<LocalV6>), String> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for (net, sets) in bits.direct() {
+        match net {
+            IpNet::V4(n) => v4.push(LocalV4 {
+                addr: u32::from_ne_bytes(n.network().octets()),
+                mask: u32::from_ne_bytes(n.netmask().octets()),
+                sets: sets as u32,
+                _pad: 0,
+            }),
+            IpNet::V6(n) => v6.push(LocalV6 {
+                addr: words_v6(n.network()),
+                mask: words_v6(n.netmask()),
+                sets: sets as u32,
+                _pad: 0,
+            }),
+        }
+    }
+    if v4.len() > MAX_LOCAL_V4 || v6.len() > MAX_LOCAL_V6 {
+        return Err(format!(
+            "the local address sets hold {} IPv4 and {} IPv6 prefixes; at most {MAX_LOCAL_V4} of each \
+             fit the kernel's local table (local sets name the edge's own addresses)",
+            v4.len(),
+            v6.len()
+        ));
+    }
+    Ok((v4, v6))
+}
+
+/// The kernel looks up the longest prefix only, so each prefix carries the bits of every spec
+/// holding it or a shorter prefix that contains it.
+fn remote_table(bits: &SetBits) -> (Vec<(Ipv4Net, u64)>, Vec<(Ipv6Net, u64)>) {
+    let direct = bits.direct();
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for net in direct.keys() {
+        let mut sets = 0;
+        for len in 0..=net.prefix_len() {
+            let sup = IpNet::new(net.addr(), len).expect("len <= prefix_len").trunc();
+            sets |= direct.get(&sup).copied().unwrap_or(0);
+        }
+        match net {
+            IpNet::V4(n) => v4.push((*n, sets)),
+            IpNet::V6(n) => v6.push((*n, sets)),
+        }
+    }
+    (v4, v6)
+}
+
+struct ClassTable {
+    entries: Vec<ClassEntry>,
+    index: HashMap<Vec<Candidate>, u32>,
+}
+
+impl ClassTable {
+    /// Starts with class 0, the empty class.
+    fn new() -> Self {
+        ClassTable { entries: vec![ClassEntry::default()], index: HashMap::new() }
+    }
+
+    fn intern(&mut self, cands: Vec<Candidate>) -> u32 {
+        if cands.is_empty() {
+            return 0;
+        }
+        if let Some(i) = self.index.get(&cands) {
+            return *i;
+        }
+        let mut entry = ClassEntry {
+            len: cands.len() as u32,
+            needs_remote: cands.iter().any(|c| c.remote != ANY_SET) as u32,
+            ..Default::default()
+        };
+        entry.candidates[..cands.len()].copy_from_slice(&cands);
+        let i = self.entries.len() as u32;
+        self.entries.push(entry);
+        self.index.insert(cands, i);
+        i
+    }
+}
+
+/// The class of every port for the rules of one (direction, protocol), by a sweep over range
+/// boundaries. `Err((rule, port))` when more than [`MAX_CANDIDATES`] rules apply to a port.
+fn port_table<'a>(
+    members: &[(usize, &'a Rule)],
+    conds: &[Option<(u8, u8)>],
+    slots: &SlotMap,
+    classes: &mut ClassTable,
+) -> Result<Vec<u32>, (&'a Rule, u16)> {
+    // Boundary -> (rules starting, rules ending just before it).
+    let mut events: BTreeMap<u32, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for (pos, (i, rule)) in members.iter().enumerate() {
+        if conds[*i].is_none() {
+            continue;
+        }
+        for r in &rule.ports.0 {
+            events.entry(r.first as u32).or_default().0.push(pos);
+            events.entry(r.last as u32 + 1).or_default().1.push(pos);
+        }
+    }
+    let mut table = vec![0u32; 65_536];
+    // Active members by policy position, counting overlapping ranges of the same rule.
+    let mut active: BTreeMap<usize, u32> = BTreeMap::new();
+    let bounds: Vec<u32> = events.keys().copied().collect();
+    for (k, start) in bounds.iter().enumerate() {
+        let (adds, removes) = &events[start];
+        for p in removes {
+            let n = active.get_mut(p).expect("removed after added");
+            *n -= 1;
+            if *n == 0 {
+                active.remove(p);
+            }
+        }
+        for p in adds {
+            *active.entry(*p).or_insert(0) += 1;
+        }
+        let end = bounds.get(k + 1).copied().unwrap_or(65_536).min(65_536);
+        if *start >= 65_536 || active.is_empty() {
+            continue;
+        }
+        let mut cands = Vec::new();
+        for p in active.keys() {
+            let (i, rule) = members[*p];
+            let (local, remote) = conds[i].expect("only matchable rules are active");
+            if cands.len() == MAX_CANDIDATES {
+                return Err((rule, *start as u16));
+            }
+            cands.push(Candidate { rule: slots.0[&rule.name], local, remote });
+            if local == ANY_SET && remote == ANY_SET {
+                break; // Later rules can never decide.
+            }
+        }
+        let class = classes.intern(cands);
+        table[*start as usize..end as usize].fill(class);
+    }
+    Ok(table)
+}
+
+#[cfg(test)]
+mod tests;

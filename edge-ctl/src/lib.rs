@@ -1,0 +1,11 @@
+//! edge-ctl: the controller of an XDP/TC packet filter for Lync Server 2013 / Skype for Business
+//! Edge Servers.
+//!
+//! The data flow, one module per arrow:
+//! `policy` (TOML -> validated model) -> `compile` (model -> lookup tables) -> `dataplane`
+//! (tables -> pinned BPF maps, attach, counters). `reference` states the policy semantics once
+//! as plain code; tests hold the kernel program against it.
+
+pub mod compile;
+pub mod policy;
+pub mod reference;

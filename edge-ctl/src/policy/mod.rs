@@ -1,0 +1,308 @@
+//! The policy: what the operator writes (TOML), as a typed and validated model.
+//!
+//! `parse` turns text into a [`Policy`] or a [`PolicyError`] naming file:line:column for every
+//! problem. Nothing here knows about BPF; `compile` turns a policy into lookup tables.
+
+mod diag;
+mod raw;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use diag::{Diagnostic, Location, PolicyError, Severity};
+
+/// The current policy format version.
+pub const FORMAT_VERSION: i64 = 1;
+
+/// Which side of the edge an interface faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    External,
+    Internal,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::External, Role::Internal];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::External => "external",
+            Role::Internal => "internal",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Direction of traffic relative to the edge node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Inbound, Direction::Outbound];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Direction> {
+        Direction::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        self.first <= port && port <= self.last
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// The ports of a rule, as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports(pub Vec<PortRange>);
+
+impl Ports {
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.iter().any(|r| r.contains(port))
+    }
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One term of an address match: a named set or a literal prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AddrTerm {
+    Set(String),
+    Net(IpNet),
+}
+
+impl fmt::Display for AddrTerm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrTerm::Set(s) => f.write_str(s),
+            AddrTerm::Net(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// The local or remote side of a rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AddrMatch {
+    Any,
+    Terms(Vec<AddrTerm>),
+}
+
+impl fmt::Display for AddrMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrMatch::Any => f.write_str("any"),
+            AddrMatch::Terms(t) => {
+                for (i, term) in t.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{term}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// An entry of an address set.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SetEntry {
+    Net(IpNet),
+    /// `"@interface"`: the addresses of the interface the policy is attached to.
+    Interface,
+}
+
+/// The token for [`SetEntry::Interface`].
+pub const INTERFACE_TOKEN: &str = "@interface";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressSet {
+    pub name: String,
+    pub entries: Vec<SetEntry>,
+    pub at: Location,
+}
+
+/// Traffic a host needs whatever the policy says; on unless switched off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Essentials {
+    pub arp: bool,
+    pub ndp: bool,
+    pub pmtu: bool,
+}
+
+impl Default for Essentials {
+    fn default() -> Self {
+        Essentials { arp: true, ndp: true, pmtu: true }
+    }
+}
+
+/// Settings of one interface role.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RoleSettings {
+    pub essentials: Essentials,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub role: Role,
+    pub direction: Direction,
+    pub protocol: Protocol,
+    pub ports: Ports,
+    pub local: AddrMatch,
+    pub remote: AddrMatch,
+    pub note: Option<String>,
+    pub enabled: bool,
+    pub at: Location,
+}
+
+/// A validated policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// File path or `<built-in ...>`.
+    pub origin: String,
+    /// The text it was parsed from.
+    pub text: String,
+    pub sets: Vec<AddressSet>,
+    pub external: RoleSettings,
+    pub internal: RoleSettings,
+    pub rules: Vec<Rule>,
+    /// Warnings found while validating.
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Policy {
+    pub fn set(&self, name: &str) -> Option<&AddressSet> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    pub fn role(&self, role: Role) -> &RoleSettings {
+        match role {
+            Role::External => &self.external,
+            Role::Internal => &self.internal,
+        }
+    }
+
+    /// The enabled rules of a role, in policy order.
+    pub fn rules_of(&self, role: Role) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(move |r| r.role == role && r.enabled)
+    }
+
+    /// SHA-256 of the text, hex: identifies the policy in `status`.
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.text.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The policy's diagnostic for a location (used by later stages, e.g. compile limits).
+    pub fn error_at(&self, at: Location, message: impl Into<String>) -> PolicyError {
+        PolicyError {
+            errors: vec![Diagnostic {
+                severity: Severity::Error,
+                origin: self.origin.clone(),
+                at,
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// Parses and validates policy text. `origin` names it in diagnostics (a path or `<built-in>`).
+pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+    validate::parse(text, origin)
+}
+
+/// Reads and parses a policy file.
+pub fn load(path: &Path) -> Result<Policy, LoadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    Ok(parse(&text, &path.display().to_string())?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(#[from] PolicyError),
+}

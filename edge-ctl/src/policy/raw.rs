@@ -1,0 +1,134 @@
+//! The policy file as TOML gives it, with byte spans kept for diagnostics. Only structure is
+//! checked here (unknown keys, wrong types); meaning is checked in `validate`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub version: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub sets: BTreeMap<String, Spanned<Scalars>>,
+    #[serde(default)]
+    pub roles: RawRoles,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoles {
+    pub external: Option<Spanned<RawRole>>,
+    pub internal: Option<Spanned<RawRole>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRole {
+    pub default: Option<Spanned<String>>,
+    pub essentials: Option<RawEssentials>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEssentials {
+    pub arp: Option<bool>,
+    pub ndp: Option<bool>,
+    pub pmtu: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Spanned<String>,
+    pub role: Spanned<String>,
+    pub direction: Spanned<String>,
+    pub protocol: Spanned<String>,
+    pub ports: Spanned<Scalars>,
+    pub local: Option<Spanned<Scalars>>,
+    pub remote: Option<Spanned<Scalars>>,
+    pub note: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+/// A TOML integer or string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scalar {
+    Int(i64),
+    Str(String),
+}
+
+/// One scalar or an array of them; array elements keep their own spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scalars {
+    One(Scalar),
+    Many(Vec<Spanned<Scalar>>),
+}
+
+impl Scalars {
+    /// The items with their spans; a single value takes the span of the whole field.
+    pub fn items(&self, whole: std::ops::Range<usize>) -> Vec<(std::ops::Range<usize>, Scalar)> {
+        match self {
+            Scalars::One(s) => vec![(whole, s.clone())],
+            Scalars::Many(v) => v.iter().map(|s| (s.span(), s.get_ref().clone())).collect(),
+        }
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number or a string")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Int(i64::try_from(v).unwrap_or(i64::MAX)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalars {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalars;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number, a string, or an array of them")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalars, E> {
+                ScalarVisitor.visit_i64(v).map(Scalars::One)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalars, E> {
+                ScalarVisitor.visit_u64(v).map(Scalars::One)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalars, E> {
+                ScalarVisitor.visit_str(v).map(Scalars::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalars, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<Scalar>>()? {
+                    items.push(item);
+                }
+                Ok(Scalars::Many(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

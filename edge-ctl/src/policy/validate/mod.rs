@@ -1,0 +1,407 @@
+//! Raw TOML -> [`Policy`]: every semantic check, each reported at its file:line:column.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::diag::{Diagnostics, Location};
+use super::raw::{RawPolicy, RawRole, RawRule, Scalar, Scalars};
+use super::{
+    AddrMatch, AddrTerm, AddressSet, Direction, Essentials, FORMAT_VERSION, INTERFACE_TOKEN,
+    Policy, PolicyError, PortRange, Ports, Protocol, Role, RoleSettings, Rule, SetEntry,
+};
+
+pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+    let mut diags = Diagnostics::new(origin, text);
+    let raw: RawPolicy = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let offset = e.span().map_or(0, |s| s.start);
+            diags.error(offset, e.message().trim_end().to_string());
+            return Err(diags.finish().unwrap_err());
+        }
+    };
+    if let Some(v) = &raw.version {
+        if *v.get_ref() != FORMAT_VERSION {
+            diags.error(
+                v.span().start,
+                format!(
+                    "unsupported policy version {}: this edge-ctl reads version {FORMAT_VERSION}",
+                    v.get_ref()
+                ),
+            );
+        }
+    }
+    let sets = sets(&raw, &mut diags);
+    let external = role_settings(raw.roles.external.as_ref(), &mut diags);
+    let internal = role_settings(raw.roles.internal.as_ref(), &mut diags);
+    let rules = rules(&raw.rules, &sets, &mut diags);
+    let warnings = diags.finish()?;
+    Ok(Policy {
+        origin: origin.to_string(),
+        text: text.to_string(),
+        sets,
+        external,
+        internal,
+        rules,
+        warnings,
+    })
+}
+
+/// Names start with a letter or `_` so they never read as addresses.
+fn valid_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+fn sets(raw: &RawPolicy, diags: &mut Diagnostics) -> Vec<AddressSet> {
+    let mut out = Vec::new();
+    for (name, value) in &raw.sets {
+        let start = value.span().start;
+        if !valid_name(name) || name == "any" {
+            diags.error(
+                start,
+                format!(
+                    "address set name `{name}` is not allowed: use letters, digits, `_`, `-`, `.`, \
+                     starting with a letter (and not `any`)"
+                ),
+            );
+            continue;
+        }
+        let mut entries = Vec::new();
+        for (span, item) in value.get_ref().items(value.span()) {
+            match item {
+                Scalar::Str(s) if s == INTERFACE_TOKEN => entries.push(SetEntry::Interface),
+                Scalar::Str(s) => {
+                    if let Some(net) = net(&s, span.start, diags) {
+                        entries.push(SetEntry::Net(net));
+                    }
+                }
+                Scalar::Int(_) => diags.error(
+                    span.start,
+                    format!(
+                        "address set `{name}`: expected an address or CIDR string such as \
+                         \"192.0.2.0/24\" or \"{INTERFACE_TOKEN}\""
+                    ),
+                ),
+            }
+        }
+        if entries.is_empty() {
+            diags.warning(start, format!("address set `{name}` is empty: rules using it never match"));
+        }
+        out.push(AddressSet { name: name.clone(), entries, at: diags.at(start) });
+    }
+    out
+}
+
+/// Parses an address or CIDR, with errors that tell IPv4 and IPv6 mistakes apart.
+fn net(s: &str, offset: usize, diags: &mut Diagnostics) -> Option<IpNet> {
+    let s = s.trim();
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let Ok(addr) = addr.parse::<IpAddr>() else {
+        diags.error(offset, format!("`{s}` is not an IPv4 or IPv6 address or CIDR"));
+        return None;
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+    let len = match len {
+        None => max,
+        Some(l) => match l.parse::<u8>() {
+            Ok(l) if l <= max => l,
+            Ok(l) => {
+                diags.error(
+                    offset,
+                    format!("`{s}`: prefix length {l} is too long for an {family} address (at most {max})"),
+                );
+                return None;
+            }
+            Err(_) => {
+                diags.error(offset, format!("`{s}`: prefix length `{l}` is not a number"));
+                return None;
+            }
+        },
+    };
+    let net = IpNet::new(addr, len).expect("length checked");
+    if net.trunc() != net {
+        diags.warning(
+            offset,
+            format!("`{s}` has host bits set; it is read as {}", net.trunc()),
+        );
+    }
+    Some(net.trunc())
+}
+
+fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> RoleSettings {
+    let mut settings = RoleSettings::default();
+    let Some(raw) = raw else { return settings };
+    let raw = raw.get_ref();
+    if let Some(d) = &raw.default {
+        if d.get_ref() != "drop" {
+            diags.error(
+                d.span().start,
+                format!(
+                    "default `{}` is not supported: the default action is \"drop\" \
+                     (allow traffic with rules)",
+                    d.get_ref()
+                ),
+            );
+        }
+    }
+    if let Some(e) = &raw.essentials {
+        let d = Essentials::default();
+        settings.essentials = Essentials {
+            arp: e.arp.unwrap_or(d.arp),
+            ndp: e.ndp.unwrap_or(d.ndp),
+            pmtu: e.pmtu.unwrap_or(d.pmtu),
+        };
+    }
+    settings
+}
+
+fn rules(raw: &[Spanned<RawRule>], sets: &[AddressSet], diags: &mut Diagnostics) -> Vec<Rule> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    for r in raw {
+        let rule_at = diags.at(r.span().start);
+        let r = r.get_ref();
+        let name = r.name.get_ref().clone();
+        if !valid_name(&name) {
+            diags.error(
+                r.name.span().start,
+                format!("rule name `{name}` is not allowed: use 1-64 letters, digits, `_`, `-`, `.`, starting with a letter"),
+            );
+        } else if let Some(first) = seen.get(&name) {
+            diags.error(
+                r.name.span().start,
+                format!(
+                    "duplicate rule name `{name}` (first defined at line {}): rule names must be unique",
+                    first.line
+                ),
+            );
+        } else {
+            seen.insert(name.clone(), rule_at);
+        }
+        let role = keyword(&r.role, Role::parse, "role", "\"external\" or \"internal\"", diags);
+        let direction =
+            keyword(&r.direction, Direction::parse, "direction", "\"inbound\" or \"outbound\"", diags);
+        let protocol = keyword(&r.protocol, Protocol::parse, "protocol", "\"tcp\" or \"udp\"", diags);
+        let ports = ports(&r.ports, diags);
+        let local = addr_match(r.local.as_ref(), sets, "local", diags);
+        let remote = addr_match(r.remote.as_ref(), sets, "remote", diags);
+        if let (Some(l), Some(rm)) = (&local, &remote) {
+            family_check(&name, l, rm, sets, r, diags);
+        }
+        if let (Some(role), Some(direction), Some(protocol), Some(ports), Some(local), Some(remote)) =
+            (role, direction, protocol, ports, local, remote)
+        {
+            out.push(Rule {
+                name,
+                role,
+                direction,
+                protocol,
+                ports,
+                local,
+                remote,
+                note: r.note.clone(),
+                enabled: r.enabled.unwrap_or(true),
+                at: rule_at,
+            });
+        }
+    }
+    out
+}
+
+fn keyword<T>(
+    value: &Spanned<String>,
+    parse: fn(&str) -> Option<T>,
+    what: &str,
+    expected: &str,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    let v = parse(value.get_ref());
+    if v.is_none() {
+        diags.error(
+            value.span().start,
+            format!("unknown {what} `{}`: expected {expected}", value.get_ref()),
+        );
+    }
+    v
+}
+
+fn ports(raw: &Spanned<Scalars>, diags: &mut Diagnostics) -> Option<Ports> {
+    let items = raw.get_ref().items(raw.span());
+    if items.is_empty() {
+        diags.error(raw.span().start, "ports is empty: name at least one port or range");
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (span, item) in items {
+        match port_item(&item, span, diags) {
+            Some(r) => out.push(r),
+            None => ok = false,
+        }
+    }
+    ok.then_some(Ports(out))
+}
+
+fn port_item(item: &Scalar, span: Range<usize>, diags: &mut Diagnostics) -> Option<PortRange> {
+    let one = |v: i64, diags: &mut Diagnostics| -> Option<u16> {
+        if (1..=65535).contains(&v) {
+            Some(v as u16)
+        } else {
+            diags.error(span.start, format!("port {v} is out of range: ports are 1-65535"));
+            None
+        }
+    };
+    let number = |s: &str, diags: &mut Diagnostics| -> Option<u16> {
+        match s.trim().parse::<i64>() {
+            Ok(v) => one(v, diags),
+            Err(_) => {
+                diags.error(
+                    span.start,
+                    format!("`{s}` is not a port: write a number such as 5061 or a range such as \"50000-59999\""),
+                );
+                None
+            }
+        }
+    };
+    match item {
+        Scalar::Int(v) => one(*v, diags).map(|p| PortRange { first: p, last: p }),
+        Scalar::Str(s) => match s.split_once('-') {
+            None => number(s, diags).map(|p| PortRange { first: p, last: p }),
+            Some((a, b)) => {
+                let (first, last) = (number(a, diags)?, number(b, diags)?);
+                if first > last {
+                    diags.error(
+                        span.start,
+                        format!("port range \"{s}\" is inverted: write \"{last}-{first}\""),
+                    );
+                    return None;
+                }
+                Some(PortRange { first, last })
+            }
+        },
+    }
+}
+
+fn addr_match(
+    raw: Option<&Spanned<Scalars>>,
+    sets: &[AddressSet],
+    field: &str,
+    diags: &mut Diagnostics,
+) -> Option<AddrMatch> {
+    let Some(raw) = raw else { return Some(AddrMatch::Any) };
+    let items = raw.get_ref().items(raw.span());
+    if items.is_empty() {
+        diags.error(raw.span().start, format!("{field} is empty: write \"any\", a set name or CIDRs"));
+        return None;
+    }
+    let mut terms = Vec::new();
+    let mut ok = true;
+    for (span, item) in &items {
+        match item {
+            Scalar::Str(s) if s == "any" => {
+                if items.len() > 1 {
+                    diags.error(span.start, format!("{field}: \"any\" cannot be combined with other entries"));
+                    ok = false;
+                }
+                return ok.then_some(AddrMatch::Any);
+            }
+            Scalar::Str(s) if s.starts_with(|c: char| c.is_ascii_digit()) || s.contains([':', '/']) => {
+                match net(s, span.start, diags) {
+                    Some(n) => terms.push(AddrTerm::Net(n)),
+                    None => ok = false,
+                }
+            }
+            Scalar::Str(s) => {
+                if sets.iter().any(|set| &set.name == s) {
+                    terms.push(AddrTerm::Set(s.clone()));
+                } else {
+                    let known: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+                    diags.error(
+                        span.start,
+                        format!(
+                            "{field}: unknown address set `{s}` (defined sets: {}); define it under [sets]",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+            Scalar::Int(_) => {
+                diags.error(span.start, format!("{field}: expected \"any\", a set name or a CIDR string"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(AddrMatch::Terms(terms))
+}
+
+/// The address families (v4, v6) a match can hold; `@interface` may hold either.
+fn families(m: &AddrMatch, sets: &[AddressSet]) -> (bool, bool) {
+    let mut fam = (false, false);
+    let add_net = |n: &IpNet, fam: &mut (bool, bool)| match n {
+        IpNet::V4(_) => fam.0 = true,
+        IpNet::V6(_) => fam.1 = true,
+    };
+    match m {
+        AddrMatch::Any => return (true, true),
+        AddrMatch::Terms(terms) => {
+            for t in terms {
+                match t {
+                    AddrTerm::Net(n) => add_net(n, &mut fam),
+                    AddrTerm::Set(name) => {
+                        for e in sets.iter().filter(|s| &s.name == name).flat_map(|s| &s.entries) {
+                            match e {
+                                SetEntry::Net(n) => add_net(n, &mut fam),
+                                SetEntry::Interface => return (true, true),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    fam
+}
+
+/// A rule whose local side holds only one family and remote side only the other never matches:
+/// almost always an IPv4/IPv6 mix-up.
+fn family_check(
+    name: &str,
+    local: &AddrMatch,
+    remote: &AddrMatch,
+    sets: &[AddressSet],
+    raw: &RawRule,
+    diags: &mut Diagnostics,
+) {
+    let (l4, l6) = families(local, sets);
+    let (r4, r6) = families(remote, sets);
+    let empty = |f: (bool, bool)| !f.0 && !f.1;
+    if empty((l4, l6)) || empty((r4, r6)) {
+        return; // Empty sets are warned about where they are defined.
+    }
+    if !(l4 && r4) && !(l6 && r6) {
+        let fam = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
+        let offset = raw.remote.as_ref().map_or(raw.name.span().start, |r| r.span().start);
+        diags.error(
+            offset,
+            format!(
+                "rule `{name}` can never match: local addresses are {} only but remote addresses are {} only",
+                fam(l4),
+                fam(r4)
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+use super::super::*;
+
+const GOOD: &str = r#"
+version = 1
+
+[sets]
+access_edge = ["203.0.113.10", "2001:db8:0:1::10/128"]
+partners = ["198.51.100.0/24", "2001:db8:ff::/48"]
+
+[roles.external]
+essentials = { arp = true, ndp = true, pmtu = false }
+
+[[rule]]
+name = "access-sip-tls"
+role = "external"
+direction = "inbound"
+protocol = "tcp"
+ports = 443
+local = "access_edge"
+remote = "any"
+note = "Client-to-server SIP traffic"
+
+[[rule]]
+name = "av-media"
+role = "external"
+direction = "inbound"
+protocol = "udp"
+ports = ["50000-59999", 3478]
+local = "access_edge"
+remote = ["partners", "192.0.2.0/24"]
+enabled = false
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse(text, "p.toml") {
+        Ok(p) => panic!("expected errors, got a policy with {} rules", p.rules.len()),
+        Err(e) => e.errors.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+fn one_error(text: &str) -> String {
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    e.into_iter().next().unwrap()
+}
+
+/// A valid single-rule policy with one field replaced.
+fn rule_with(field: &str, value: &str) -> String {
+    let mut fields = vec![
+        ("name", "\"r1\""),
+        ("role", "\"external\""),
+        ("direction", "\"inbound\""),
+        ("protocol", "\"tcp\""),
+        ("ports", "443"),
+        ("local", "\"edge\""),
+        ("remote", "\"any\""),
+    ];
+    for f in fields.iter_mut() {
+        if f.0 == field {
+            f.1 = value;
+        }
+    }
+    let mut s = String::from("[sets]\nedge = [\"203.0.113.10\"]\nedge6 = [\"2001:db8::1\"]\n\n[[rule]]\n");
+    for (k, v) in fields {
+        s += &format!("{k} = {v}\n");
+    }
+    s
+}
+
+#[test]
+fn good_policy_parses() {
+    let p = parse(GOOD, "p.toml").unwrap();
+    assert_eq!(p.rules.len(), 2);
+    let r = &p.rules[1];
+    assert_eq!(r.ports.0, vec![PortRange { first: 50000, last: 59999 }, PortRange { first: 3478, last: 3478 }]);
+    assert!(!r.enabled);
+    assert_eq!(
+        r.remote,
+        AddrMatch::Terms(vec![
+            AddrTerm::Set("partners".into()),
+            AddrTerm::Net("192.0.2.0/24".parse().unwrap())
+        ])
+    );
+    assert!(!p.external.essentials.pmtu);
+    assert!(p.internal.essentials.pmtu, "essentials default to on");
+    assert_eq!(p.rules[0].at.line, 11);
+    assert_eq!(p.rules_of(Role::External).count(), 1, "disabled rules are not in effect");
+}
+
+#[test]
+fn unknown_key_names_its_position() {
+    let e = one_error(&rule_with("ports", "443\nprot = \"tcp\""));
+    assert!(e.starts_with("p.toml:11:1: error: unknown field `prot`"), "{e}");
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    let e = one_error("[[rule]\nname = 1");
+    assert!(e.starts_with("p.toml:1:"), "{e}");
+}
+
+#[test]
+fn unknown_set() {
+    let e = one_error(&rule_with("local", "\"edgee\""));
+    assert!(e.contains("p.toml:11:9: error: local: unknown address set `edgee`"), "{e}");
+}
+
+#[test]
+fn port_zero_and_too_big() {
+    assert!(one_error(&rule_with("ports", "0")).contains("port 0 is out of range"));
+    assert!(one_error(&rule_with("ports", "65536")).contains("port 65536 is out of range"));
+    assert!(one_error(&rule_with("ports", "\"1-70000\"")).contains("port 70000 is out of range"));
+    let e = one_error(&rule_with("ports", "[443, 0]"));
+    assert!(e.contains(":10:15:"), "element position: {e}");
+}
+
+#[test]
+fn inverted_range() {
+    let e = one_error(&rule_with("ports", "\"59999-50000\""));
+    assert!(e.contains("inverted") && e.contains("50000-59999"), "{e}");
+}
+
+#[test]
+fn not_a_port() {
+    assert!(one_error(&rule_with("ports", "\"https\"")).contains("is not a port"));
+    assert!(one_error(&rule_with("ports", "[]")).contains("ports is empty"));
+}
+
+#[test]
+fn ipv4_ipv6_mixups() {
+    let e = one_error(&rule_with("remote", "\"203.0.113.0/33\""));
+    assert!(e.contains("too long for an IPv4 address"), "{e}");
+    let e = one_error(&rule_with("remote", "\"2001:db8::/129\""));
+    assert!(e.contains("too long for an IPv6 address"), "{e}");
+    let e = one_error(&rule_with("remote", "\"2001:db8::/32\""));
+    assert!(e.contains("can never match: local addresses are IPv4 only but remote addresses are IPv6 only"), "{e}");
+    let e = one_error(&rule_with("local", "\"edge6\"").replace("remote = \"any\"", "remote = \"192.0.2.0/24\""));
+    assert!(e.contains("can never match"), "{e}");
+    assert!(one_error(&rule_with("remote", "\"192.0.2.300\"")).contains("is not an IPv4 or IPv6 address"));
+}
+
+#[test]
+fn duplicate_rule_name() {
+    let mut text = rule_with("name", "\"dup\"");
+    text += "\n[[rule]]\nname = \"dup\"\nrole = \"internal\"\ndirection = \"inbound\"\nprotocol = \"udp\"\nports = 3478\n";
+    let e = one_error(&text);
+    assert!(e.contains("p.toml:15:8: error: duplicate rule name `dup` (first defined at line 5)"), "{e}");
+}
+
+#[test]
+fn bad_keywords() {
+    assert!(one_error(&rule_with("role", "\"dmz\"")).contains("unknown role `dmz`"));
+    assert!(one_error(&rule_with("direction", "\"in\"")).contains("unknown direction `in`"));
+    assert!(one_error(&rule_with("protocol", "\"icmp\"")).contains("unknown protocol `icmp`"));
+}
+
+#[test]
+fn all_errors_are_reported_in_order() {
+    let text = rule_with("ports", "0").replace("\"external\"", "\"dmz\"");
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].contains("unknown role") && e[1].contains("port 0"), "{e:#?}");
+}
+
+#[test]
+fn warnings_do_not_fail() {
+    let text = rule_with("remote", "\"192.0.2.7/24\"");
+    let p = parse(&text, "p.toml").unwrap();
+    assert_eq!(p.warnings.len(), 1);
+    assert!(p.warnings[0].to_string().contains("host bits set; it is read as 192.0.2.0/24"));
+    assert_eq!(p.rules[0].remote, AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())]));
+}
+
+#[test]
+fn unsupported_version_and_default() {
+    assert!(one_error("version = 2").contains("unsupported policy version 2"));
+    assert!(one_error("[roles.external]\ndefault = \"pass\"").contains("default `pass` is not supported"));
+}
+
+#[test]
+fn interface_token_and_any_name() {
+    let p = parse("[sets]\nme = [\"@interface\"]\n", "p.toml").unwrap();
+    assert_eq!(p.sets[0].entries, vec![SetEntry::Interface]);
+    assert!(one_error("[sets]\nany = [\"192.0.2.1\"]\n").contains("not allowed"));
+}

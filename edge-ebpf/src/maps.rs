@@ -1,0 +1,37 @@
+//! The maps of one attached interface. Names, sizes and value layouts come from edge-common; every
+//! map is pinned by name so the controller can reopen it and a reload can reuse it.
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{Array, LpmTrie, PerCpuArray};
+use edge_common::{
+    ClassEntry, Counter, DropReason, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES, MAX_RULES,
+    PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets, GENERATIONS,
+};
+
+/// The live generation (0 or 1).
+#[map]
+pub static EDGE_ACTIVE: Array<u32> = Array::pinned(1, 0);
+
+#[map]
+pub static EDGE_GEN: Array<GenConfig> = Array::pinned(GENERATIONS, 0);
+
+#[map]
+pub static EDGE_PORTS: Array<PortEntry> = Array::pinned(PORT_TABLE_LEN, 0);
+
+#[map]
+pub static EDGE_CLASSES: Array<ClassEntry> = Array::pinned(GENERATIONS * MAX_CLASSES, 0);
+
+#[map]
+pub static EDGE_REMOTE4: LpmTrie<RemoteKeyV4, RemoteSets> = LpmTrie::pinned(MAX_REMOTE_PREFIXES, 0);
+
+#[map]
+pub static EDGE_REMOTE6: LpmTrie<RemoteKeyV6, RemoteSets> = LpmTrie::pinned(MAX_REMOTE_PREFIXES, 0);
+
+#[map]
+pub static EDGE_RULES: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES, 0);
+
+#[map]
+pub static EDGE_DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(DropReason::COUNT, 0);
+
+#[map]
+pub static EDGE_PASSES: PerCpuArray<Counter> = PerCpuArray::pinned(PassReason::COUNT, 0);

@@ -1,0 +1,94 @@
+//! Classification: which rule (if any) allows a TCP/UDP packet in a direction.
+//!
+//! Cost per packet: two array lookups (port -> class, class -> candidates; both inlined by the
+//! verifier for array maps), a scan of at most 16 local prefixes, and one LPM lookup only when a
+//! candidate restricts the remote address. None of it grows with the number of rules.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use edge_common::{
+    ANY_SET, ClassEntry, GenConfig, MAX_CANDIDATES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS,
+    RemoteKeyV4, RemoteKeyV6, class_index, port_index,
+};
+
+use crate::maps::{EDGE_CLASSES, EDGE_PORTS, EDGE_REMOTE4, EDGE_REMOTE6};
+use crate::parse::{PROTO_TCP, Packet};
+
+/// The rule slot that allows the packet, or `None` when no rule does.
+#[inline(always)]
+pub fn match_rule(generation: u32, cfg: &GenConfig, pkt: &Packet, direction: u32) -> Option<u16> {
+    // Inbound: the local address is the destination; outbound: the source.
+    let (local, remote) = if direction == 0 { (&pkt.dst, &pkt.src) } else { (&pkt.src, &pkt.dst) };
+    let proto = if pkt.proto == PROTO_TCP { 0 } else { 1 };
+    let entry = EDGE_PORTS.get(port_index(generation, direction, proto, pkt.dport))?;
+    if entry.class == NO_CLASS {
+        return None;
+    }
+    let class: &ClassEntry = EDGE_CLASSES.get(class_index(generation, entry.class))?;
+    let local_sets = local_sets(cfg, pkt.v6, local);
+    let remote_sets = if class.needs_remote != 0 { remote_sets(generation, pkt.v6, remote) } else { 0 };
+    let len = class.len as usize;
+    for i in 0..MAX_CANDIDATES {
+        if i >= len {
+            break;
+        }
+        let c = &class.candidates[i];
+        let local_ok = c.local == ANY_SET || local_sets & (1u32 << (c.local & 31)) != 0;
+        let remote_ok = c.remote == ANY_SET || remote_sets & (1u64 << (c.remote & 63)) != 0;
+        if local_ok && remote_ok {
+            return Some(c.rule);
+        }
+    }
+    None
+}
+
+/// The local sets containing `addr`: a bounded scan of the generation's local prefixes.
+#[inline(always)]
+fn local_sets(cfg: &GenConfig, v6: bool, addr: &[u32; 4]) -> u32 {
+    let mut sets = 0;
+    if v6 {
+        let n = cfg.local_v6_len as usize;
+        for i in 0..MAX_LOCAL_V6 {
+            if i >= n {
+                break;
+            }
+            let e = &cfg.local_v6[i];
+            if addr[0] & e.mask[0] == e.addr[0]
+                && addr[1] & e.mask[1] == e.addr[1]
+                && addr[2] & e.mask[2] == e.addr[2]
+                && addr[3] & e.mask[3] == e.addr[3]
+            {
+                sets |= e.sets;
+            }
+        }
+    } else {
+        let n = cfg.local_v4_len as usize;
+        for i in 0..MAX_LOCAL_V4 {
+            if i >= n {
+                break;
+            }
+            let e = &cfg.local_v4[i];
+            if addr[0] & e.mask == e.addr {
+                sets |= e.sets;
+            }
+        }
+    }
+    sets
+}
+
+/// The remote sets containing `addr`: one longest-prefix lookup in the generation's trie.
+#[inline(always)]
+fn remote_sets(generation: u32, v6: bool, addr: &[u32; 4]) -> u64 {
+    if v6 {
+        let mut data: RemoteKeyV6 = [0; 17];
+        data[0] = generation as u8;
+        for w in 0..4 {
+            let b = addr[w].to_ne_bytes();
+            data[1 + 4 * w..5 + 4 * w].copy_from_slice(&b);
+        }
+        EDGE_REMOTE6.get(Key::new(8 + 128, data)).copied().unwrap_or(0)
+    } else {
+        let b = addr[0].to_ne_bytes();
+        let data: RemoteKeyV4 = [generation as u8, b[0], b[1], b[2], b[3]];
+        EDGE_REMOTE4.get(Key::new(8 + 32, data)).copied().unwrap_or(0)
+    }
+}
