@@ -19,8 +19,8 @@ pub const MAX_CLASSES: u32 = 8_192;
 /// Rules that can apply to one (direction, protocol, port).
 pub const MAX_CANDIDATES: usize = 16;
 /// Local address entries (CIDRs of the sets used as `local`) per family.
-pub const MAX_LOCAL_V4: usize = 16;
-pub const MAX_LOCAL_V6: usize = 16;
+pub const MAX_LOCAL_V4: usize = 32;
+pub const MAX_LOCAL_V6: usize = 32;
 /// Distinct address sets usable as `local` (bit positions in a `u32`).
 pub const MAX_LOCAL_SETS: usize = 32;
 /// Distinct address sets usable as `remote` (bit positions in a `u64`).
@@ -168,8 +168,18 @@ impl GenConfig {
             local_v4_len: 0,
             local_v6_len: 0,
             _pad: 0,
-            local_v4: [LocalV4 { addr: 0, mask: 0, sets: 0, _pad: 0 }; MAX_LOCAL_V4],
-            local_v6: [LocalV6 { addr: [0; 4], mask: [0; 4], sets: 0, _pad: 0 }; MAX_LOCAL_V6],
+            local_v4: [LocalV4 {
+                addr: 0,
+                mask: 0,
+                sets: 0,
+                _pad: 0,
+            }; MAX_LOCAL_V4],
+            local_v6: [LocalV6 {
+                addr: [0; 4],
+                mask: [0; 4],
+                sets: 0,
+                _pad: 0,
+            }; MAX_LOCAL_V6],
         }
     }
 }

@@ -108,7 +108,11 @@ pub fn compile(
 ) -> Result<Tables, PolicyError> {
     let rules: Vec<&Rule> = policy.rules_of(role).collect();
     let first_at = |pred: &dyn Fn(&Rule) -> bool| {
-        rules.iter().find(|r| pred(r)).map(|r| r.at).unwrap_or_default()
+        rules
+            .iter()
+            .find(|r| pred(r))
+            .map(|r| r.at)
+            .unwrap_or_default()
     };
     let mut local_bits = SetBits::new(MAX_LOCAL_SETS);
     let mut remote_bits = SetBits::new(MAX_REMOTE_SETS);
@@ -145,17 +149,29 @@ pub fn compile(
         conds.push(cond);
     }
     let (local_v4, local_v6) = local_table(&local_bits).map_err(|msg| {
-        policy.error_at(first_at(&|r| r.local != AddrMatch::Any), format!("role {role}: {msg}"))
+        policy.error_at(
+            first_at(&|r| r.local != AddrMatch::Any),
+            format!("role {role}: {msg}"),
+        )
     })?;
     let (remote_v4, remote_v6) = remote_table(&remote_bits);
-    if remote_v4.len() as u32 > MAX_REMOTE_PREFIXES / 2 || remote_v6.len() as u32 > MAX_REMOTE_PREFIXES / 2 {
+    if remote_v4.len() as u32 > MAX_REMOTE_PREFIXES / 2
+        || remote_v6.len() as u32 > MAX_REMOTE_PREFIXES / 2
+    {
         return Err(policy.error_at(
             first_at(&|r| r.remote != AddrMatch::Any),
-            format!("role {role}: more than {} remote prefixes per address family", MAX_REMOTE_PREFIXES / 2),
+            format!(
+                "role {role}: more than {} remote prefixes per address family",
+                MAX_REMOTE_PREFIXES / 2
+            ),
         ));
     }
-    let slots = SlotMap::assign(rules.iter().map(|r| r.name.as_str()), slots, &HashSet::new())
-        .map_err(|msg| policy.error_at(first_at(&|_| true), msg))?;
+    let slots = SlotMap::assign(
+        rules.iter().map(|r| r.name.as_str()),
+        slots,
+        &HashSet::new(),
+    )
+    .map_err(|msg| policy.error_at(first_at(&|_| true), msg))?;
     let mut classes = ClassTable::new();
     let mut ports: [[Vec<u32>; 2]; 2] = Default::default();
     for direction in Direction::ALL {
@@ -223,7 +239,9 @@ pub fn compile(
 
 /// The prefixes an address match stands for, sorted and deduplicated; `None` for any.
 pub fn resolve(policy: &Policy, m: &AddrMatch, interface: &[IpAddr]) -> Option<Vec<IpNet>> {
-    let AddrMatch::Terms(terms) = m else { return None };
+    let AddrMatch::Terms(terms) = m else {
+        return None;
+    };
     let mut nets = BTreeSet::new();
     for term in terms {
         match term {
@@ -231,12 +249,18 @@ pub fn resolve(policy: &Policy, m: &AddrMatch, interface: &[IpAddr]) -> Option<V
                 nets.insert(*n);
             }
             AddrTerm::Set(name) => {
-                for entry in policy.set(name).map(|s| s.entries.as_slice()).unwrap_or_default() {
+                for entry in policy
+                    .set(name)
+                    .map(|s| s.entries.as_slice())
+                    .unwrap_or_default()
+                {
                     match entry {
                         SetEntry::Net(n) => {
                             nets.insert(*n);
                         }
-                        SetEntry::Interface => nets.extend(interface.iter().map(|a| IpNet::from(*a))),
+                        SetEntry::Interface => {
+                            nets.extend(interface.iter().map(|a| IpNet::from(*a)))
+                        }
                     }
                 }
             }
@@ -253,7 +277,10 @@ struct SetBits {
 
 impl SetBits {
     fn new(max: usize) -> Self {
-        SetBits { max, specs: Vec::new() }
+        SetBits {
+            max,
+            specs: Vec::new(),
+        }
     }
 
     /// The bit for a spec ([`ANY_SET`] for any); `Err(max)` when there are too many.
@@ -283,7 +310,9 @@ impl SetBits {
 
 fn words_v6(a: std::net::Ipv6Addr) -> [u32; 4] {
     let o = a.octets();
-    std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
 }
 
 /// The kernel ORs the bits of every local entry that contains the address, so one entry per
@@ -320,14 +349,18 @@ fn local_table(bits: &SetBits) -> Result<(Vec<LocalV4>, Vec<LocalV6>), String> {
 
 /// The kernel looks up the longest prefix only, so each prefix carries the bits of every spec
 /// holding it or a shorter prefix that contains it.
-fn remote_table(bits: &SetBits) -> (Vec<(Ipv4Net, u64)>, Vec<(Ipv6Net, u64)>) {
+type RemoteTables = (Vec<(Ipv4Net, u64)>, Vec<(Ipv6Net, u64)>);
+
+fn remote_table(bits: &SetBits) -> RemoteTables {
     let direct = bits.direct();
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for net in direct.keys() {
         let mut sets = 0;
         for len in 0..=net.prefix_len() {
-            let sup = IpNet::new(net.addr(), len).expect("len <= prefix_len").trunc();
+            let sup = IpNet::new(net.addr(), len)
+                .expect("len <= prefix_len")
+                .trunc();
             sets |= direct.get(&sup).copied().unwrap_or(0);
         }
         match net {
@@ -346,7 +379,10 @@ struct ClassTable {
 impl ClassTable {
     /// Starts with class 0, the empty class.
     fn new() -> Self {
-        ClassTable { entries: vec![ClassEntry::default()], index: HashMap::new() }
+        ClassTable {
+            entries: vec![ClassEntry::default()],
+            index: HashMap::new(),
+        }
     }
 
     fn intern(&mut self, cands: Vec<Candidate>) -> u32 {
@@ -415,7 +451,11 @@ fn port_table<'a>(
             if cands.len() == MAX_CANDIDATES {
                 return Err((rule, *start as u16));
             }
-            cands.push(Candidate { rule: slots.0[&rule.name], local, remote });
+            cands.push(Candidate {
+                rule: slots.0[&rule.name],
+                local,
+                remote,
+            });
             if local == ANY_SET && remote == ANY_SET {
                 break; // Later rules can never decide.
             }

@@ -14,8 +14,16 @@ use crate::policy::{AddrMatch, Direction, Policy, Protocol, Role};
 /// What a packet carries, as far as the policy is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Payload {
-    Ports { protocol: Protocol, sport: u16, dport: u16 },
-    Icmp { v6: bool, kind: u8, code: u8 },
+    Ports {
+        protocol: Protocol,
+        sport: u16,
+        dport: u16,
+    },
+    Icmp {
+        v6: bool,
+        kind: u8,
+        code: u8,
+    },
     /// Another IP protocol number.
     OtherIp(u8),
 }
@@ -23,7 +31,11 @@ pub enum Payload {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {
     Arp,
-    Ip { src: IpAddr, dst: IpAddr, payload: Payload },
+    Ip {
+        src: IpAddr,
+        dst: IpAddr,
+        payload: Payload,
+    },
 }
 
 /// The decision for a packet.
@@ -59,7 +71,11 @@ pub fn decide(
 ) -> Decision {
     let essentials = policy.role(role).essentials;
     let essential = |on: bool, reason| {
-        if on { Decision::Essential(reason) } else { Decision::Drop(DropReason::EssentialOff) }
+        if on {
+            Decision::Essential(reason)
+        } else {
+            Decision::Drop(DropReason::EssentialOff)
+        }
     };
     let (src, dst, payload) = match *frame {
         Frame::Arp => return essential(essentials.arp, PassReason::Arp),
@@ -72,7 +88,9 @@ pub fn decide(
             (true, 133..=137, _) => essential(essentials.ndp, PassReason::Ndp),
             _ => Decision::Drop(DropReason::Icmp),
         },
-        Payload::Ports { protocol, dport, .. } => {
+        Payload::Ports {
+            protocol, dport, ..
+        } => {
             let (local, remote) = match direction {
                 Direction::Inbound => (dst, src),
                 Direction::Outbound => (src, dst),
@@ -86,7 +104,9 @@ pub fn decide(
                         && matches(policy, &r.local, local, interface)
                         && matches(policy, &r.remote, remote, interface)
                 })
-                .map_or(Decision::Drop(DropReason::PolicyDefault), |r| Decision::Rule(r.name.clone()))
+                .map_or(Decision::Drop(DropReason::PolicyDefault), |r| {
+                    Decision::Rule(r.name.clone())
+                })
         }
     }
 }

@@ -1,11 +1,12 @@
 //! The maps of one attached interface. Names, sizes and value layouts come from edge-common; every
 //! map is pinned by name so the controller can reopen it and a reload can reuse it.
 
+use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, PerCpuArray};
 use edge_common::{
-    ClassEntry, Counter, DropReason, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES, MAX_RULES,
-    PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets, GENERATIONS,
+    ClassEntry, Counter, DropReason, GENERATIONS, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES,
+    MAX_RULES, PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
 };
 
 /// The live generation (0 or 1).
@@ -15,8 +16,9 @@ pub static EDGE_ACTIVE: Array<u32> = Array::pinned(1, 0);
 #[map]
 pub static EDGE_GEN: Array<GenConfig> = Array::pinned(GENERATIONS, 0);
 
+/// Memory-mapped by the controller, which writes a whole generation as one copy.
 #[map]
-pub static EDGE_PORTS: Array<PortEntry> = Array::pinned(PORT_TABLE_LEN, 0);
+pub static EDGE_PORTS: Array<PortEntry> = Array::pinned(PORT_TABLE_LEN, BPF_F_MMAPABLE);
 
 #[map]
 pub static EDGE_CLASSES: Array<ClassEntry> = Array::pinned(GENERATIONS * MAX_CLASSES, 0);

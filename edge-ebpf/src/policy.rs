@@ -1,7 +1,7 @@
 //! Classification: which rule (if any) allows a TCP/UDP packet in a direction.
 //!
 //! Cost per packet: two array lookups (port -> class, class -> candidates; both inlined by the
-//! verifier for array maps), a scan of at most 16 local prefixes, and one LPM lookup only when a
+//! verifier for array maps), a scan of at most 32 local prefixes, and one LPM lookup only when a
 //! candidate restricts the remote address. None of it grows with the number of rules.
 
 use aya_ebpf::maps::lpm_trie::Key;
@@ -17,7 +17,11 @@ use crate::parse::{PROTO_TCP, Packet};
 #[inline(always)]
 pub fn match_rule(generation: u32, cfg: &GenConfig, pkt: &Packet, direction: u32) -> Option<u16> {
     // Inbound: the local address is the destination; outbound: the source.
-    let (local, remote) = if direction == 0 { (&pkt.dst, &pkt.src) } else { (&pkt.src, &pkt.dst) };
+    let (local, remote) = if direction == 0 {
+        (&pkt.dst, &pkt.src)
+    } else {
+        (&pkt.src, &pkt.dst)
+    };
     let proto = if pkt.proto == PROTO_TCP { 0 } else { 1 };
     let entry = EDGE_PORTS.get(port_index(generation, direction, proto, pkt.dport))?;
     if entry.class == NO_CLASS {
@@ -25,7 +29,11 @@ pub fn match_rule(generation: u32, cfg: &GenConfig, pkt: &Packet, direction: u32
     }
     let class: &ClassEntry = EDGE_CLASSES.get(class_index(generation, entry.class))?;
     let local_sets = local_sets(cfg, pkt.v6, local);
-    let remote_sets = if class.needs_remote != 0 { remote_sets(generation, pkt.v6, remote) } else { 0 };
+    let remote_sets = if class.needs_remote != 0 {
+        remote_sets(generation, pkt.v6, remote)
+    } else {
+        0
+    };
     let len = class.len as usize;
     for i in 0..MAX_CANDIDATES {
         if i >= len {
@@ -85,10 +93,16 @@ fn remote_sets(generation: u32, v6: bool, addr: &[u32; 4]) -> u64 {
             let b = addr[w].to_ne_bytes();
             data[1 + 4 * w..5 + 4 * w].copy_from_slice(&b);
         }
-        EDGE_REMOTE6.get(Key::new(8 + 128, data)).copied().unwrap_or(0)
+        EDGE_REMOTE6
+            .get(Key::new(8 + 128, data))
+            .copied()
+            .unwrap_or(0)
     } else {
         let b = addr[0].to_ne_bytes();
         let data: RemoteKeyV4 = [generation as u8, b[0], b[1], b[2], b[3]];
-        EDGE_REMOTE4.get(Key::new(8 + 32, data)).copied().unwrap_or(0)
+        EDGE_REMOTE4
+            .get(Key::new(8 + 32, data))
+            .copied()
+            .unwrap_or(0)
     }
 }

@@ -1,1 +1,8 @@
-//! Lab helpers.
+//! Test support for edge-ctl's privileged tests: a network-namespace lab that cleans up after
+//! itself, socket probes that run inside namespaces, hand-built frames, and the kernel program
+//! loaded for BPF_PROG_TEST_RUN. Everything here needs root.
+
+pub mod bpf;
+pub mod lab;
+pub mod net;
+pub mod packet;

@@ -1,1 +1,173 @@
-fn main() {}
+//! Developer and CI tasks. `cargo xtask <task>`; every task first runs the parts of `setup` that
+//! are missing, so a fresh clone needs nothing else.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "edge-ctl developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need: nightly rust-src, bpf-linker (in .tools/), bpffs.
+    Setup,
+    /// Build edge-ctl (release) with its embedded eBPF object.
+    Build,
+    /// Build and run the lab demo: namespaces, attach, probes, counters, teardown. Needs root.
+    Demo,
+    /// cargo fmt --check, clippy for the host crates and for the eBPF crate (BPF target).
+    Lint,
+    /// Run every test: unit tests, then the privileged integration tests. Needs root.
+    Test {
+        /// Extra arguments for the test harness (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Setup => setup::run(&root, true),
+        Task::Build => {
+            setup::run(&root, false)?;
+            cargo(&root, &["build", "--release", "-p", "edge-ctl"])
+        }
+        Task::Demo => {
+            require_root("the demo")?;
+            setup::run(&root, false)?;
+            cargo(
+                &root,
+                &["build", "--release", "-p", "edge-ctl", "-p", "edge-tests"],
+            )?;
+            run(Command::new(root.join("target/release/edge-demo"))
+                .env("EDGE_CTL_BIN", root.join("target/release/edge-ctl")))
+        }
+        Task::Lint => {
+            setup::run(&root, false)?;
+            cargo(&root, &["fmt", "--all", "--check"])?;
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )?;
+            run(Command::new("rustup")
+                .args([
+                    "run",
+                    "nightly",
+                    "cargo",
+                    "clippy",
+                    "-p",
+                    "edge-ebpf",
+                    "--release",
+                ])
+                .args([
+                    "--target",
+                    "bpfel-unknown-none",
+                    "-Z",
+                    "build-std=core",
+                    "--",
+                    "-D",
+                    "warnings",
+                ])
+                .current_dir(&root)
+                .env("PATH", path_with_tools(&root))
+                .env("CARGO_TARGET_DIR", root.join("target/ebpf-lint")))
+        }
+        Task::Test { args } => {
+            require_root("the tests")?;
+            setup::run(&root, false)?;
+            test(&root, &args)
+        }
+    }
+}
+
+fn test(root: &Path, args: &[String]) -> Result<()> {
+    // The integration tests drive the real binary, so build it first.
+    cargo(root, &["build", "-p", "edge-ctl"])?;
+    let mut cmd = vec!["test", "--workspace", "--"];
+    cmd.extend(args.iter().map(String::as_str));
+    let mut c = cargo_cmd(root, &cmd);
+    c.env("EDGE_CTL_BIN", root.join("target/debug/edge-ctl"));
+    run(&mut c)
+}
+
+pub fn is_root() -> bool {
+    nix_euid() == 0
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "{what} load BPF programs and create network namespaces: run as root (e.g. sudo -E cargo xtask ...)"
+        );
+    }
+    Ok(())
+}
+
+fn nix_euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe extern "C" {
+        fn geteuid() -> u32;
+    }
+    unsafe { geteuid() }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
+}
+
+/// The project-local tools directory (bpf-linker, its LLVM).
+pub fn tools_dir(root: &Path) -> PathBuf {
+    root.join(".tools")
+}
+
+/// PATH with the project's tools first.
+pub fn path_with_tools(root: &Path) -> std::ffi::OsString {
+    let mut paths = vec![tools_dir(root).join("bin")];
+    if let Some(p) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&p));
+    }
+    std::env::join_paths(paths).expect("PATH entries are valid")
+}
+
+pub fn cargo_cmd(root: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(args)
+        .current_dir(root)
+        .env("PATH", path_with_tools(root));
+    c
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    run(&mut cargo_cmd(root, args))
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}

@@ -41,7 +41,7 @@ impl Role {
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -68,7 +68,7 @@ impl Direction {
 
 impl fmt::Display for Direction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -94,7 +94,7 @@ impl Protocol {
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -211,7 +211,11 @@ pub struct Essentials {
 
 impl Default for Essentials {
     fn default() -> Self {
-        Essentials { arp: true, ndp: true, pmtu: true }
+        Essentials {
+            arp: true,
+            ndp: true,
+            pmtu: true,
+        }
     }
 }
 
@@ -231,6 +235,8 @@ pub struct Rule {
     pub local: AddrMatch,
     pub remote: AddrMatch,
     pub note: Option<String>,
+    /// The service label in the vendor's tables, e.g. "Access/SIP(MTLS)" (optional).
+    pub service: Option<String>,
     pub enabled: bool,
     pub at: Location,
 }
@@ -264,7 +270,9 @@ impl Policy {
 
     /// The enabled rules of a role, in policy order.
     pub fn rules_of(&self, role: Role) -> impl Iterator<Item = &Rule> {
-        self.rules.iter().filter(move |r| r.role == role && r.enabled)
+        self.rules
+            .iter()
+            .filter(move |r| r.role == role && r.enabled)
     }
 
     /// SHA-256 of the text, hex: identifies the policy in `status`.
@@ -294,15 +302,20 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
 
 /// Reads and parses a policy file.
 pub fn load(path: &Path) -> Result<Policy, LoadError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(parse(&text, &path.display().to_string())?)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read policy file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("{0}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
     Invalid(#[from] PolicyError),
 }

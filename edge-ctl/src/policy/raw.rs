@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +53,7 @@ pub struct RawRule {
     pub local: Option<Spanned<Scalars>>,
     pub remote: Option<Spanned<Scalars>>,
     pub note: Option<String>,
+    pub service: Option<String>,
     pub enabled: Option<bool>,
 }
 

@@ -24,16 +24,18 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
             return Err(diags.finish().unwrap_err());
         }
     };
-    if let Some(v) = &raw.version {
-        if *v.get_ref() != FORMAT_VERSION {
-            diags.error(
-                v.span().start,
-                format!(
-                    "unsupported policy version {}: this edge-ctl reads version {FORMAT_VERSION}",
-                    v.get_ref()
-                ),
-            );
-        }
+    if let Some(v) = raw
+        .version
+        .as_ref()
+        .filter(|v| *v.get_ref() != FORMAT_VERSION)
+    {
+        diags.error(
+            v.span().start,
+            format!(
+                "unsupported policy version {}: this edge-ctl reads version {FORMAT_VERSION}",
+                v.get_ref()
+            ),
+        );
     }
     let sets = sets(&raw, &mut diags);
     let external = role_settings(raw.roles.external.as_ref(), &mut diags);
@@ -55,7 +57,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
 fn valid_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 fn sets(raw: &RawPolicy, diags: &mut Diagnostics) -> Vec<AddressSet> {
@@ -91,9 +95,16 @@ fn sets(raw: &RawPolicy, diags: &mut Diagnostics) -> Vec<AddressSet> {
             }
         }
         if entries.is_empty() {
-            diags.warning(start, format!("address set `{name}` is empty: rules using it never match"));
+            diags.warning(
+                start,
+                format!("address set `{name}` is empty: rules using it never match"),
+            );
         }
-        out.push(AddressSet { name: name.clone(), entries, at: diags.at(start) });
+        out.push(AddressSet {
+            name: name.clone(),
+            entries,
+            at: diags.at(start),
+        });
     }
     out
 }
@@ -106,7 +117,10 @@ fn net(s: &str, offset: usize, diags: &mut Diagnostics) -> Option<IpNet> {
         None => (s, None),
     };
     let Ok(addr) = addr.parse::<IpAddr>() else {
-        diags.error(offset, format!("`{s}` is not an IPv4 or IPv6 address or CIDR"));
+        diags.error(
+            offset,
+            format!("`{s}` is not an IPv4 or IPv6 address or CIDR"),
+        );
         return None;
     };
     let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -123,7 +137,10 @@ fn net(s: &str, offset: usize, diags: &mut Diagnostics) -> Option<IpNet> {
                 return None;
             }
             Err(_) => {
-                diags.error(offset, format!("`{s}`: prefix length `{l}` is not a number"));
+                diags.error(
+                    offset,
+                    format!("`{s}`: prefix length `{l}` is not a number"),
+                );
                 return None;
             }
         },
@@ -142,17 +159,14 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> Rol
     let mut settings = RoleSettings::default();
     let Some(raw) = raw else { return settings };
     let raw = raw.get_ref();
-    if let Some(d) = &raw.default {
-        if d.get_ref() != "drop" {
-            diags.error(
-                d.span().start,
-                format!(
-                    "default `{}` is not supported: the default action is \"drop\" \
-                     (allow traffic with rules)",
-                    d.get_ref()
-                ),
-            );
-        }
+    if let Some(d) = raw.default.as_ref().filter(|d| d.get_ref() != "drop") {
+        diags.error(
+            d.span().start,
+            format!(
+                "default `{}` is not supported: the default action is \"drop\" (allow traffic with rules)",
+                d.get_ref()
+            ),
+        );
     }
     if let Some(e) = &raw.essentials {
         let d = Essentials::default();
@@ -188,18 +202,41 @@ fn rules(raw: &[Spanned<RawRule>], sets: &[AddressSet], diags: &mut Diagnostics)
         } else {
             seen.insert(name.clone(), rule_at);
         }
-        let role = keyword(&r.role, Role::parse, "role", "\"external\" or \"internal\"", diags);
-        let direction =
-            keyword(&r.direction, Direction::parse, "direction", "\"inbound\" or \"outbound\"", diags);
-        let protocol = keyword(&r.protocol, Protocol::parse, "protocol", "\"tcp\" or \"udp\"", diags);
+        let role = keyword(
+            &r.role,
+            Role::parse,
+            "role",
+            "\"external\" or \"internal\"",
+            diags,
+        );
+        let direction = keyword(
+            &r.direction,
+            Direction::parse,
+            "direction",
+            "\"inbound\" or \"outbound\"",
+            diags,
+        );
+        let protocol = keyword(
+            &r.protocol,
+            Protocol::parse,
+            "protocol",
+            "\"tcp\" or \"udp\"",
+            diags,
+        );
         let ports = ports(&r.ports, diags);
         let local = addr_match(r.local.as_ref(), sets, "local", diags);
         let remote = addr_match(r.remote.as_ref(), sets, "remote", diags);
         if let (Some(l), Some(rm)) = (&local, &remote) {
             family_check(&name, l, rm, sets, r, diags);
         }
-        if let (Some(role), Some(direction), Some(protocol), Some(ports), Some(local), Some(remote)) =
-            (role, direction, protocol, ports, local, remote)
+        if let (
+            Some(role),
+            Some(direction),
+            Some(protocol),
+            Some(ports),
+            Some(local),
+            Some(remote),
+        ) = (role, direction, protocol, ports, local, remote)
         {
             out.push(Rule {
                 name,
@@ -210,6 +247,7 @@ fn rules(raw: &[Spanned<RawRule>], sets: &[AddressSet], diags: &mut Diagnostics)
                 local,
                 remote,
                 note: r.note.clone(),
+                service: r.service.clone(),
                 enabled: r.enabled.unwrap_or(true),
                 at: rule_at,
             });
@@ -238,7 +276,10 @@ fn keyword<T>(
 fn ports(raw: &Spanned<Scalars>, diags: &mut Diagnostics) -> Option<Ports> {
     let items = raw.get_ref().items(raw.span());
     if items.is_empty() {
-        diags.error(raw.span().start, "ports is empty: name at least one port or range");
+        diags.error(
+            raw.span().start,
+            "ports is empty: name at least one port or range",
+        );
         return None;
     }
     let mut out = Vec::new();
@@ -257,7 +298,10 @@ fn port_item(item: &Scalar, span: Range<usize>, diags: &mut Diagnostics) -> Opti
         if (1..=65535).contains(&v) {
             Some(v as u16)
         } else {
-            diags.error(span.start, format!("port {v} is out of range: ports are 1-65535"));
+            diags.error(
+                span.start,
+                format!("port {v} is out of range: ports are 1-65535"),
+            );
             None
         }
     };
@@ -298,10 +342,15 @@ fn addr_match(
     field: &str,
     diags: &mut Diagnostics,
 ) -> Option<AddrMatch> {
-    let Some(raw) = raw else { return Some(AddrMatch::Any) };
+    let Some(raw) = raw else {
+        return Some(AddrMatch::Any);
+    };
     let items = raw.get_ref().items(raw.span());
     if items.is_empty() {
-        diags.error(raw.span().start, format!("{field} is empty: write \"any\", a set name or CIDRs"));
+        diags.error(
+            raw.span().start,
+            format!("{field} is empty: write \"any\", a set name or CIDRs"),
+        );
         return None;
     }
     let mut terms = Vec::new();
@@ -310,12 +359,17 @@ fn addr_match(
         match item {
             Scalar::Str(s) if s == "any" => {
                 if items.len() > 1 {
-                    diags.error(span.start, format!("{field}: \"any\" cannot be combined with other entries"));
+                    diags.error(
+                        span.start,
+                        format!("{field}: \"any\" cannot be combined with other entries"),
+                    );
                     ok = false;
                 }
                 return ok.then_some(AddrMatch::Any);
             }
-            Scalar::Str(s) if s.starts_with(|c: char| c.is_ascii_digit()) || s.contains([':', '/']) => {
+            Scalar::Str(s)
+                if s.starts_with(|c: char| c.is_ascii_digit()) || s.contains([':', '/']) =>
+            {
                 match net(s, span.start, diags) {
                     Some(n) => terms.push(AddrTerm::Net(n)),
                     None => ok = false,
@@ -337,7 +391,10 @@ fn addr_match(
                 }
             }
             Scalar::Int(_) => {
-                diags.error(span.start, format!("{field}: expected \"any\", a set name or a CIDR string"));
+                diags.error(
+                    span.start,
+                    format!("{field}: expected \"any\", a set name or a CIDR string"),
+                );
                 ok = false;
             }
         }
@@ -359,7 +416,11 @@ fn families(m: &AddrMatch, sets: &[AddressSet]) -> (bool, bool) {
                 match t {
                     AddrTerm::Net(n) => add_net(n, &mut fam),
                     AddrTerm::Set(name) => {
-                        for e in sets.iter().filter(|s| &s.name == name).flat_map(|s| &s.entries) {
+                        for e in sets
+                            .iter()
+                            .filter(|s| &s.name == name)
+                            .flat_map(|s| &s.entries)
+                        {
                             match e {
                                 SetEntry::Net(n) => add_net(n, &mut fam),
                                 SetEntry::Interface => return (true, true),
@@ -389,9 +450,12 @@ fn family_check(
     if empty((l4, l6)) || empty((r4, r6)) {
         return; // Empty sets are warned about where they are defined.
     }
-    if !(l4 && r4) && !(l6 && r6) {
+    if !(l4 && r4 || l6 && r6) {
         let fam = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
-        let offset = raw.remote.as_ref().map_or(raw.name.span().start, |r| r.span().start);
+        let offset = raw
+            .remote
+            .as_ref()
+            .map_or(raw.name.span().start, |r| r.span().start);
         diags.error(
             offset,
             format!(

@@ -60,7 +60,8 @@ fn rule_with(field: &str, value: &str) -> String {
             f.1 = value;
         }
     }
-    let mut s = String::from("[sets]\nedge = [\"203.0.113.10\"]\nedge6 = [\"2001:db8::1\"]\n\n[[rule]]\n");
+    let mut s =
+        String::from("[sets]\nedge = [\"203.0.113.10\"]\nedge6 = [\"2001:db8::1\"]\n\n[[rule]]\n");
     for (k, v) in fields {
         s += &format!("{k} = {v}\n");
     }
@@ -72,7 +73,19 @@ fn good_policy_parses() {
     let p = parse(GOOD, "p.toml").unwrap();
     assert_eq!(p.rules.len(), 2);
     let r = &p.rules[1];
-    assert_eq!(r.ports.0, vec![PortRange { first: 50000, last: 59999 }, PortRange { first: 3478, last: 3478 }]);
+    assert_eq!(
+        r.ports.0,
+        vec![
+            PortRange {
+                first: 50000,
+                last: 59999
+            },
+            PortRange {
+                first: 3478,
+                last: 3478
+            }
+        ]
+    );
     assert!(!r.enabled);
     assert_eq!(
         r.remote,
@@ -84,13 +97,20 @@ fn good_policy_parses() {
     assert!(!p.external.essentials.pmtu);
     assert!(p.internal.essentials.pmtu, "essentials default to on");
     assert_eq!(p.rules[0].at.line, 11);
-    assert_eq!(p.rules_of(Role::External).count(), 1, "disabled rules are not in effect");
+    assert_eq!(
+        p.rules_of(Role::External).count(),
+        1,
+        "disabled rules are not in effect"
+    );
 }
 
 #[test]
 fn unknown_key_names_its_position() {
     let e = one_error(&rule_with("ports", "443\nprot = \"tcp\""));
-    assert!(e.starts_with("p.toml:11:1: error: unknown field `prot`"), "{e}");
+    assert!(
+        e.starts_with("p.toml:11:1: error: unknown field `prot`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -102,7 +122,10 @@ fn toml_syntax_error_has_position() {
 #[test]
 fn unknown_set() {
     let e = one_error(&rule_with("local", "\"edgee\""));
-    assert!(e.contains("p.toml:11:9: error: local: unknown address set `edgee`"), "{e}");
+    assert!(
+        e.contains("p.toml:11:9: error: local: unknown address set `edgee`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -133,10 +156,20 @@ fn ipv4_ipv6_mixups() {
     let e = one_error(&rule_with("remote", "\"2001:db8::/129\""));
     assert!(e.contains("too long for an IPv6 address"), "{e}");
     let e = one_error(&rule_with("remote", "\"2001:db8::/32\""));
-    assert!(e.contains("can never match: local addresses are IPv4 only but remote addresses are IPv6 only"), "{e}");
-    let e = one_error(&rule_with("local", "\"edge6\"").replace("remote = \"any\"", "remote = \"192.0.2.0/24\""));
+    assert!(
+        e.contains(
+            "can never match: local addresses are IPv4 only but remote addresses are IPv6 only"
+        ),
+        "{e}"
+    );
+    let e = one_error(
+        &rule_with("local", "\"edge6\"").replace("remote = \"any\"", "remote = \"192.0.2.0/24\""),
+    );
     assert!(e.contains("can never match"), "{e}");
-    assert!(one_error(&rule_with("remote", "\"192.0.2.300\"")).contains("is not an IPv4 or IPv6 address"));
+    assert!(
+        one_error(&rule_with("remote", "\"192.0.2.300\""))
+            .contains("is not an IPv4 or IPv6 address")
+    );
 }
 
 #[test]
@@ -144,7 +177,10 @@ fn duplicate_rule_name() {
     let mut text = rule_with("name", "\"dup\"");
     text += "\n[[rule]]\nname = \"dup\"\nrole = \"internal\"\ndirection = \"inbound\"\nprotocol = \"udp\"\nports = 3478\n";
     let e = one_error(&text);
-    assert!(e.contains("p.toml:15:8: error: duplicate rule name `dup` (first defined at line 5)"), "{e}");
+    assert!(
+        e.contains("p.toml:15:8: error: duplicate rule name `dup` (first defined at line 5)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -159,7 +195,10 @@ fn all_errors_are_reported_in_order() {
     let text = rule_with("ports", "0").replace("\"external\"", "\"dmz\"");
     let e = errors(&text);
     assert_eq!(e.len(), 2, "{e:#?}");
-    assert!(e[0].contains("unknown role") && e[1].contains("port 0"), "{e:#?}");
+    assert!(
+        e[0].contains("unknown role") && e[1].contains("port 0"),
+        "{e:#?}"
+    );
 }
 
 #[test]
@@ -167,14 +206,24 @@ fn warnings_do_not_fail() {
     let text = rule_with("remote", "\"192.0.2.7/24\"");
     let p = parse(&text, "p.toml").unwrap();
     assert_eq!(p.warnings.len(), 1);
-    assert!(p.warnings[0].to_string().contains("host bits set; it is read as 192.0.2.0/24"));
-    assert_eq!(p.rules[0].remote, AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())]));
+    assert!(
+        p.warnings[0]
+            .to_string()
+            .contains("host bits set; it is read as 192.0.2.0/24")
+    );
+    assert_eq!(
+        p.rules[0].remote,
+        AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())])
+    );
 }
 
 #[test]
 fn unsupported_version_and_default() {
     assert!(one_error("version = 2").contains("unsupported policy version 2"));
-    assert!(one_error("[roles.external]\ndefault = \"pass\"").contains("default `pass` is not supported"));
+    assert!(
+        one_error("[roles.external]\ndefault = \"pass\"")
+            .contains("default `pass` is not supported")
+    );
 }
 
 #[test]

@@ -1,0 +1,264 @@
+//! The pinned maps of one attached interface: open them, write a policy generation into them,
+//! read the counters back.
+
+use std::path::Path;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuValues};
+use edge_common::{
+    ClassEntry, Counter, GenConfig, LocalV4, LocalV6, PORT_TABLE_LEN, PortEntry, RemoteKeyV4,
+    RemoteKeyV6, RemoteSets, class_index, maps as names, port_index,
+};
+
+use super::DataplaneError;
+use crate::compile::Tables;
+
+fn open(dir: &Path, name: &str) -> Result<Map, DataplaneError> {
+    let path = dir.join(name);
+    let data =
+        MapData::from_pin(&path).map_err(|e| DataplaneError::map(name, "open pinned map", e))?;
+    Map::from_map_data(data).map_err(|e| DataplaneError::map(name, "open pinned map", e))
+}
+
+macro_rules! typed {
+    ($dir:expr, $name:expr) => {
+        open($dir, $name)?
+            .try_into()
+            .map_err(|e| DataplaneError::map($name, "open pinned map", e))?
+    };
+}
+
+/// Handles on every map of an interface, opened from its pin directory.
+pub struct MapSet {
+    pub active: Array<MapData, u32>,
+    pub gen_config: Array<MapData, GenConfig>,
+    /// Written through a memory mapping, see [`PortTable`].
+    pub ports: MapData,
+    pub classes: Array<MapData, ClassEntry>,
+    pub remote_v4: LpmTrie<MapData, RemoteKeyV4, RemoteSets>,
+    pub remote_v6: LpmTrie<MapData, RemoteKeyV6, RemoteSets>,
+    pub rules: PerCpuArray<MapData, Counter>,
+    pub drops: PerCpuArray<MapData, Counter>,
+    pub passes: PerCpuArray<MapData, Counter>,
+}
+
+impl MapSet {
+    pub fn open(dir: &Path) -> Result<MapSet, DataplaneError> {
+        Ok(MapSet {
+            active: typed!(dir, names::ACTIVE),
+            gen_config: typed!(dir, names::GEN_CONFIG),
+            ports: MapData::from_pin(dir.join(names::PORTS))
+                .map_err(|e| DataplaneError::map(names::PORTS, "open pinned map", e))?,
+            classes: typed!(dir, names::CLASSES),
+            remote_v4: typed!(dir, names::REMOTE_V4),
+            remote_v6: typed!(dir, names::REMOTE_V6),
+            rules: typed!(dir, names::RULE_COUNTERS),
+            drops: typed!(dir, names::DROP_COUNTERS),
+            passes: typed!(dir, names::PASS_COUNTERS),
+        })
+    }
+
+    /// The live generation.
+    pub fn active_generation(&self) -> Result<u32, DataplaneError> {
+        self.active
+            .get(&0, 0)
+            .map(|g| g & 1)
+            .map_err(|e| DataplaneError::map(names::ACTIVE, "read", e))
+    }
+
+    /// Makes `generation` live: one map write, after which every new packet uses it.
+    pub fn set_active_generation(&mut self, generation: u32) -> Result<(), DataplaneError> {
+        self.active
+            .set(0, generation, 0)
+            .map_err(|e| DataplaneError::map(names::ACTIVE, "write", e))
+    }
+
+    /// Writes `tables` into `generation`, which must not be live. Nothing the kernel reads for
+    /// the live generation changes.
+    pub fn write_generation(
+        &mut self,
+        generation: u32,
+        tables: &Tables,
+    ) -> Result<(), DataplaneError> {
+        self.write_ports(generation, tables)?;
+        for (i, class) in tables.classes.iter().enumerate() {
+            self.classes
+                .set(class_index(generation, i as u32), class, 0)
+                .map_err(|e| DataplaneError::map(names::CLASSES, "write", e))?;
+        }
+        self.write_remotes(generation, tables)?;
+        let cfg = gen_config(tables);
+        self.gen_config
+            .set(generation, cfg, 0)
+            .map_err(|e| DataplaneError::map(names::GEN_CONFIG, "write", e))
+    }
+
+    fn write_ports(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
+        use std::os::fd::AsFd;
+        let mut table = PortTable::map(self.ports.fd().as_fd())?;
+        for (direction, per_proto) in tables.ports.iter().enumerate() {
+            for (proto, classes) in per_proto.iter().enumerate() {
+                let base = port_index(generation, direction as u32, proto as u32, 0) as usize;
+                for (port, class) in classes.iter().enumerate() {
+                    table.entries_mut()[base + port] = PortEntry {
+                        class: *class,
+                        _pad: 0,
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_remotes(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
+        let g = generation as u8;
+        let stale4: Vec<Key<RemoteKeyV4>> = self
+            .remote_v4
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data()[0] == g)
+            .collect();
+        for k in stale4 {
+            self.remote_v4
+                .remove(&k)
+                .map_err(|e| DataplaneError::map(names::REMOTE_V4, "delete", e))?;
+        }
+        let stale6: Vec<Key<RemoteKeyV6>> = self
+            .remote_v6
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data()[0] == g)
+            .collect();
+        for k in stale6 {
+            self.remote_v6
+                .remove(&k)
+                .map_err(|e| DataplaneError::map(names::REMOTE_V6, "delete", e))?;
+        }
+        for (net, sets) in &tables.remote_v4 {
+            let o = net.network().octets();
+            let key = Key::new(8 + net.prefix_len() as u32, [g, o[0], o[1], o[2], o[3]]);
+            self.remote_v4
+                .insert(&key, sets, 0)
+                .map_err(|e| DataplaneError::map(names::REMOTE_V4, "insert", e))?;
+        }
+        for (net, sets) in &tables.remote_v6 {
+            let mut data = [0u8; 17];
+            data[0] = g;
+            data[1..].copy_from_slice(&net.network().octets());
+            let key = Key::new(8 + net.prefix_len() as u32, data);
+            self.remote_v6
+                .insert(&key, sets, 0)
+                .map_err(|e| DataplaneError::map(names::REMOTE_V6, "insert", e))?;
+        }
+        Ok(())
+    }
+
+    /// Zeroes the counters of a rule slot (before a new rule takes it).
+    pub fn reset_rule_counter(&mut self, slot: u16) -> Result<(), DataplaneError> {
+        let zeros = per_cpu_zeros()?;
+        self.rules
+            .set(slot as u32, zeros, 0)
+            .map_err(|e| DataplaneError::map(names::RULE_COUNTERS, "write", e))
+    }
+
+    pub fn rule_counter(&self, slot: u16) -> Result<Counter, DataplaneError> {
+        sum(&self.rules, slot as u32, names::RULE_COUNTERS)
+    }
+
+    pub fn drop_counter(&self, reason: u32) -> Result<Counter, DataplaneError> {
+        sum(&self.drops, reason, names::DROP_COUNTERS)
+    }
+
+    pub fn pass_counter(&self, reason: u32) -> Result<Counter, DataplaneError> {
+        sum(&self.passes, reason, names::PASS_COUNTERS)
+    }
+}
+
+fn sum(
+    map: &PerCpuArray<MapData, Counter>,
+    index: u32,
+    name: &str,
+) -> Result<Counter, DataplaneError> {
+    let values = map
+        .get(&index, 0)
+        .map_err(|e| DataplaneError::map(name, "read", e))?;
+    Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    }))
+}
+
+fn per_cpu_zeros() -> Result<PerCpuValues<Counter>, DataplaneError> {
+    let n = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io {
+        what: what.into(),
+        source: e,
+    })?;
+    PerCpuValues::try_from(vec![Counter::default(); n]).map_err(|e| DataplaneError::Io {
+        what: "per-CPU values".into(),
+        source: e,
+    })
+}
+
+fn gen_config(tables: &Tables) -> GenConfig {
+    let mut cfg = GenConfig::zeroed();
+    cfg.flags = tables.flags;
+    cfg.local_v4_len = tables.local_v4.len() as u32;
+    cfg.local_v6_len = tables.local_v6.len() as u32;
+    let fill4 =
+        |dst: &mut [LocalV4]| dst[..tables.local_v4.len()].copy_from_slice(&tables.local_v4);
+    let fill6 =
+        |dst: &mut [LocalV6]| dst[..tables.local_v6.len()].copy_from_slice(&tables.local_v6);
+    fill4(&mut cfg.local_v4);
+    fill6(&mut cfg.local_v6);
+    cfg
+}
+
+/// The port table, memory-mapped (the map is created with BPF_F_MMAPABLE): writing a generation
+/// is a memory copy instead of 262,144 map-update syscalls.
+struct PortTable {
+    ptr: *mut PortEntry,
+    len: usize,
+}
+
+impl PortTable {
+    fn map(fd: std::os::fd::BorrowedFd<'_>) -> Result<PortTable, DataplaneError> {
+        use std::os::fd::AsRawFd;
+        let len = PORT_TABLE_LEN as usize;
+        let bytes = len * std::mem::size_of::<PortEntry>();
+        // SAFETY: a shared mapping of an mmapable array map of exactly `bytes` bytes.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(DataplaneError::Io {
+                what: format!("mmap {}", names::PORTS),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(PortTable {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn entries_mut(&mut self) -> &mut [PortEntry] {
+        // SAFETY: the mapping holds `len` entries and lives as long as self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for PortTable {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `map` mapped.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len * std::mem::size_of::<PortEntry>());
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! What the dataplane needs from the host: capabilities, bpffs, interfaces, the network namespace.
+
+use std::ffi::CString;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::DataplaneError;
+
+/// bpffs's magic number (statfs f_type).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Effective capabilities of this process (from /proc/self/status).
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Fails unless the process may load BPF programs and attach them to interfaces.
+pub fn require_privileges() -> Result<(), DataplaneError> {
+    let caps = effective_caps().unwrap_or(0);
+    let has = |c: u32| caps & (1 << c) != 0;
+    if (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN) {
+        Ok(())
+    } else {
+        Err(DataplaneError::NotPrivileged)
+    }
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+}
+
+/// Makes sure a BPF filesystem is mounted at `root` (usually /sys/fs/bpf), mounting it if not.
+pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(root).ok();
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| DataplaneError::Bpffs {
+        path: root.display().to_string(),
+        reason: e.desc().to_string(),
+    })?;
+    if is_bpffs(root) {
+        Ok(())
+    } else {
+        Err(DataplaneError::Bpffs {
+            path: root.display().to_string(),
+            reason: "mount did not take effect".into(),
+        })
+    }
+}
+
+/// The interface's index, or a clear error naming the interfaces that exist.
+pub fn if_index(name: &str) -> Result<u32, DataplaneError> {
+    let unknown = || DataplaneError::UnknownInterface {
+        name: name.to_string(),
+        known: interface_names(),
+    };
+    let c = CString::new(name).map_err(|_| unknown())?;
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(unknown()),
+        i => Ok(i),
+    }
+}
+
+/// Names of the interfaces in this network namespace. (Not from /sys/class/net: under
+/// `nsenter --net` sysfs still shows the namespace it was mounted in.)
+pub fn interface_names() -> Vec<String> {
+    let mut names: Vec<String> = nix::net::if_::if_nameindex()
+        .map(|list| {
+            list.iter()
+                .map(|i| i.name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// The addresses configured on an interface (IPv6 link-local addresses excluded).
+pub fn interface_addresses(name: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs.filter(|a| a.interface_name == name) {
+            let Some(addr) = a.address else { continue };
+            if let Some(v4) = addr.as_sockaddr_in() {
+                out.push(IpAddr::V4(v4.ip()));
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                let ip = v6.ip();
+                if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                    out.push(IpAddr::V6(ip));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Identifies the current network namespace (inode of /proc/self/ns/net).
+pub fn netns_id() -> Result<u64, DataplaneError> {
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino())
+        .map_err(|e| DataplaneError::Io {
+            what: "read /proc/self/ns/net".into(),
+            source: e,
+        })
+}

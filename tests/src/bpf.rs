@@ -1,0 +1,104 @@
+//! The kernel program loaded for BPF_PROG_TEST_RUN: real verifier, real maps, no interface.
+//! Maps are pinned in a private bpffs directory that is removed on drop.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aya::Ebpf;
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use edge_common::{Counter, DropReason, PassReason, programs};
+use edge_ctl::compile::{self, SlotMap, Tables};
+use edge_ctl::dataplane::{maps::MapSet, object, system};
+use edge_ctl::policy::{Policy, Role};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub const XDP_PASS: u32 = 2;
+pub const XDP_DROP: u32 = 1;
+
+pub struct Loaded {
+    ebpf: Ebpf,
+    dir: PathBuf,
+    pub maps: MapSet,
+    pub tables: Tables,
+}
+
+impl Loaded {
+    /// Loads and verifies the programs and writes `policy`'s tables for `role` as generation 0.
+    pub fn new(policy: &Policy, role: Role, interface: &[IpAddr]) -> Loaded {
+        crate::lab::require_root();
+        system::ensure_bpffs(Path::new("/sys/fs/bpf")).expect("bpffs");
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/edge-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("create pin dir");
+        let mut ebpf = object::load(&dir).expect("load object");
+        object::load_xdp(&mut ebpf, programs::XDP_FILTER).expect("verifier accepts the filter");
+        object::load_xdp(&mut ebpf, programs::XDP_FLOOR).expect("verifier accepts the floor");
+        let mut maps = MapSet::open(&dir).expect("open maps");
+        let tables =
+            compile::compile(policy, role, interface, &SlotMap::default()).expect("compile");
+        maps.write_generation(0, &tables).expect("write tables");
+        maps.set_active_generation(0).expect("activate");
+        Loaded {
+            ebpf,
+            dir,
+            maps,
+            tables,
+        }
+    }
+
+    fn program(&self, name: &str) -> &Xdp {
+        self.ebpf
+            .program(name)
+            .expect("program")
+            .try_into()
+            .expect("xdp")
+    }
+
+    /// Runs the filter once on a frame; returns the XDP action.
+    pub fn run(&self, frame: &[u8]) -> u32 {
+        self.run_program(programs::XDP_FILTER, frame, 1).0
+    }
+
+    /// Runs a program `repeat` times; returns the action and the kernel's mean ns per run.
+    pub fn run_program(&self, name: &str, frame: &[u8], repeat: u32) -> (u32, f64) {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let r = self
+            .program(name)
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN");
+        (r.return_value, r.duration.as_nanos() as f64)
+    }
+
+    pub fn rule(&self, name: &str) -> Counter {
+        let slot = self
+            .tables
+            .slots
+            .0
+            .get(name)
+            .unwrap_or_else(|| panic!("no rule {name} in this role"));
+        self.maps.rule_counter(*slot).expect("read counter")
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> Counter {
+        self.maps.drop_counter(reason as u32).expect("read counter")
+    }
+
+    pub fn passed(&self, reason: PassReason) -> Counter {
+        self.maps.pass_counter(reason as u32).expect("read counter")
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

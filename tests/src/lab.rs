@@ -1,0 +1,194 @@
+//! A lab of network namespaces joined by veth pairs. The lab owns everything it creates and
+//! removes it on drop, also when a test panics: edge-ctl's pins and state for each namespace,
+//! then the namespaces themselves (which takes their veths with them).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Fails the test with a clear message unless running as root.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run `sudo cargo xtask test`"
+        );
+    }
+}
+
+/// The edge-ctl binary under test: $EDGE_CTL_BIN (set by `cargo xtask test`), else the one
+/// beside this test executable.
+pub fn edge_ctl_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("EDGE_CTL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("deps dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    dir.join("edge-ctl")
+}
+
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+impl Lab {
+    pub fn new(tag: &str) -> Lab {
+        require_root();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("edt{}{n}{tag}", std::process::id() % 100_000);
+        Lab {
+            prefix,
+            namespaces: Vec::new(),
+        }
+    }
+
+    /// Creates a namespace with loopback up; returns its full name.
+    pub fn netns(&mut self, short: &str) -> String {
+        let name = format!("{}-{short}", self.prefix);
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        self.namespaces.push(name.clone());
+        self.ip(&name, &["link", "set", "lo", "up"]);
+        // Replies must not race duplicate address detection.
+        self.sysctl(&name, "net.ipv6.conf.all.accept_dad", "0");
+        self.sysctl(&name, "net.ipv6.conf.default.accept_dad", "0");
+        name
+    }
+
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
+        run_ok(Command::new("ip").args([
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ]));
+    }
+
+    /// `ip -n NS ARGS...`
+    pub fn ip(&self, ns: &str, args: &[&str]) {
+        run_ok(Command::new("ip").arg("-n").arg(ns).args(args));
+    }
+
+    /// A veth pair between two namespaces, both ends up.
+    pub fn veth(&self, a: (&str, &str), b: (&str, &str)) {
+        run_ok(Command::new("ip").args([
+            "link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0,
+        ]));
+        self.ip(a.0, &["link", "set", a.1, "up"]);
+        self.ip(b.0, &["link", "set", b.1, "up"]);
+    }
+
+    /// Adds an address (IPv6 without duplicate address detection).
+    pub fn addr(&self, ns: &str, dev: &str, cidr: &str) {
+        if cidr.contains(':') {
+            self.ip(ns, &["addr", "add", cidr, "dev", dev, "nodad"]);
+        } else {
+            self.ip(ns, &["addr", "add", cidr, "dev", dev]);
+        }
+    }
+
+    /// Runs a command inside a namespace with `nsenter --net` (not `ip netns exec`, which
+    /// remounts /sys and hides bpffs pins).
+    pub fn exec(&self, ns: &str, program: &Path, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg(program)
+            .args(args)
+            .output()
+            .expect("run nsenter")
+    }
+
+    pub fn edge_ctl(&self, ns: &str, args: &[&str]) -> Output {
+        self.exec(ns, &edge_ctl_bin(), args)
+    }
+
+    /// Runs edge-ctl and returns its stdout; panics with its stderr when it fails.
+    pub fn edge_ctl_ok(&self, ns: &str, args: &[&str]) -> String {
+        let out = self.edge_ctl(ns, args);
+        assert!(
+            out.status.success(),
+            "edge-ctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `edge-ctl stats IFACE --json` parsed.
+    pub fn stats(&self, ns: &str, iface: &str) -> serde_json::Value {
+        let out = self.edge_ctl_ok(ns, &["stats", iface, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("stats --json is JSON");
+        v["interfaces"][0].clone()
+    }
+}
+
+/// Packets counted for a rule in a `stats --json` interface object.
+pub fn rule_packets(stats: &serde_json::Value, rule: &str) -> u64 {
+    stats["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .find(|r| r["name"] == rule)
+        .unwrap_or_else(|| panic!("no rule {rule} in stats"))["packets"]
+        .as_u64()
+        .expect("packets")
+}
+
+/// Packets counted for a drop reason in a `stats --json` interface object.
+pub fn drop_packets(stats: &serde_json::Value, reason: &str) -> u64 {
+    stats["drops"]
+        .as_array()
+        .expect("drops")
+        .iter()
+        .find(|r| r["reason"] == reason)
+        .unwrap_or_else(|| panic!("no drop reason {reason} in stats"))["packets"]
+        .as_u64()
+        .expect("packets")
+}
+
+fn netns_inode(ns: &str) -> Option<u64> {
+    std::fs::metadata(format!("/run/netns/{ns}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Removes edge-ctl's pins and state for a namespace. Unpinning the links detaches the programs.
+pub fn remove_edge_ctl_state(netns_inode: u64) {
+    let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/edge-ctl/{netns_inode}"));
+    let _ = std::fs::remove_dir_all(format!("/run/edge-ctl/{netns_inode}"));
+    let _ = std::fs::remove_dir("/sys/fs/bpf/edge-ctl");
+    let _ = std::fs::remove_dir("/run/edge-ctl");
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.iter().rev() {
+            if let Some(ino) = netns_inode(ns) {
+                remove_edge_ctl_state(ino);
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,157 @@
+//! Real sockets inside a namespace: a thread enters the namespace (setns applies to the calling
+//! thread only) and opens its sockets there. Servers stop when dropped and after a bounded
+//! lifetime; probes have timeouts.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sched::{CloneFlags, setns};
+
+/// The reply servers send, so probes know the connection really reached them.
+pub const BANNER: &[u8] = b"edge-lab\n";
+/// A server never outlives this, even if its owner forgets to stop it.
+const MAX_SERVER_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Runs `f` on a new thread inside network namespace `ns`.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    spawn_in_netns(ns, f)
+        .join()
+        .expect("thread in namespace panicked")
+}
+
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        setns(file, CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// TCP and UDP servers on every address of a namespace (IPv4 and IPv6). TCP servers send
+/// [`BANNER`] and close; UDP servers echo each datagram.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Servers {
+    pub fn start(ns: &str, tcp: &[u16], udp: &[u16]) -> Servers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        for &port in tcp {
+            let (stop, ready) = (stop.clone(), ready_tx.clone());
+            threads.push(spawn_in_netns(ns, move || tcp_server(port, &stop, ready)));
+        }
+        for &port in udp {
+            let (stop, ready) = (stop.clone(), ready_tx.clone());
+            threads.push(spawn_in_netns(ns, move || udp_server(port, &stop, ready)));
+        }
+        for _ in 0..tcp.len() + udp.len() {
+            ready_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("server did not start");
+        }
+        Servers { stop, threads }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn any_v6(port: u16) -> SocketAddr {
+    // [::] with the default bindv6only=0 also accepts IPv4.
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
+}
+
+fn tcp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) {
+    let listener =
+        TcpListener::bind(any_v6(port)).unwrap_or_else(|e| panic!("bind tcp {port}: {e}"));
+    listener.set_nonblocking(true).expect("nonblocking");
+    let _ = ready.send(());
+    let start = Instant::now();
+    while !stop.load(Ordering::SeqCst) && start.elapsed() < MAX_SERVER_LIFETIME {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.write_all(BANNER);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+fn udp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) {
+    let sock = UdpSocket::bind(any_v6(port)).unwrap_or_else(|e| panic!("bind udp {port}: {e}"));
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    let _ = ready.send(());
+    let start = Instant::now();
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::SeqCst) && start.elapsed() < MAX_SERVER_LIFETIME {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    }
+}
+
+/// What a probe saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered.
+    Answered,
+    /// Nothing came back (dropped).
+    Silent,
+    /// The peer's stack refused (RST / ICMP unreachable): the packet got through but nothing listens.
+    Refused,
+}
+
+/// Connects from namespace `ns` to `to` and reads the banner.
+pub fn tcp_probe(ns: &str, to: SocketAddr, timeout: Duration) -> Outcome {
+    in_netns(ns, move || match TcpStream::connect_timeout(&to, timeout) {
+        Ok(mut s) => {
+            let _ = s.set_read_timeout(Some(timeout));
+            let mut buf = [0u8; 16];
+            match s.read(&mut buf) {
+                Ok(n) if &buf[..n] == BANNER => Outcome::Answered,
+                _ => Outcome::Silent,
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+        Err(_) => Outcome::Silent,
+    })
+}
+
+/// Sends a datagram from namespace `ns` to `to` and waits for the echo.
+pub fn udp_probe(ns: &str, to: SocketAddr, timeout: Duration) -> Outcome {
+    in_netns(ns, move || {
+        let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let sock = UdpSocket::bind(bind).expect("bind udp client");
+        sock.connect(to).expect("connect udp");
+        sock.set_read_timeout(Some(timeout)).expect("timeout");
+        let payload = b"edge-lab probe";
+        if sock.send(payload).is_err() {
+            return Outcome::Refused;
+        }
+        let mut buf = [0u8; 64];
+        match sock.recv(&mut buf) {
+            Ok(n) if &buf[..n] == payload => Outcome::Answered,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+            _ => Outcome::Silent,
+        }
+    })
+}
