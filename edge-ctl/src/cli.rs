@@ -99,6 +99,22 @@ pub enum PolicyCommand {
     /// Validate a policy file; errors name file:line:column.
     #[command(after_help = "Example:\n  edge-ctl policy check /etc/edge-ctl/policy.toml")]
     Check { file: PathBuf },
+    /// Print a policy as a table in the vendor document's form.
+    #[command(
+        after_help = "Example:\n  edge-ctl policy show /etc/edge-ctl/policy.toml --role external"
+    )]
+    Show {
+        file: PathBuf,
+        /// Only this role's rules.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+    },
+    /// The document's address plan for N Edge Servers: public addresses, SNAT, routing.
+    #[command(after_help = "Example:\n  edge-ctl policy plan --nodes 2")]
+    Plan {
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=profile::MAX_NODES as i64))]
+        nodes: u8,
+    },
     /// Print a built-in profile as a commented policy file.
     #[command(
         after_help = "Example:\n  edge-ctl policy template lync2013-edge-hlb --nodes 2 > edge.toml"
@@ -150,6 +166,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status { json } => status(json),
         Command::Stats { interface, json } => stats(interface.as_deref(), json),
         Command::Policy(PolicyCommand::Check { file }) => check(&file),
+        Command::Policy(PolicyCommand::Show { file, role }) => {
+            let p = read_policy(&file)?;
+            print!("{}", crate::show::render(&p, role.map(Role::from)));
+            Ok(())
+        }
+        Command::Policy(PolicyCommand::Plan { nodes }) => {
+            print!("{}", profile::plan(nodes));
+            Ok(())
+        }
         Command::Policy(PolicyCommand::Template {
             profile: ProfileArg::Lync2013EdgeHlb,
             nodes,
@@ -340,9 +365,18 @@ fn stats(interface: Option<&str>, json: bool) -> Result<()> {
 
 fn check(file: &Path) -> Result<()> {
     let p = read_policy(file)?;
-    print_warnings(&p);
     for role in Role::ALL {
         crate::compile::compile(&p, role, &[], &Default::default())?;
+    }
+    let mut warnings = p.warnings.clone();
+    warnings.extend(
+        crate::analysis::findings(&p)
+            .into_iter()
+            .map(|f| f.diagnostic),
+    );
+    warnings.sort_by_key(|d| d.at);
+    for w in &warnings {
+        eprintln!("{w}");
     }
     let count = |r| p.rules_of(r).count();
     println!(
@@ -351,7 +385,7 @@ fn check(file: &Path) -> Result<()> {
         p.rules.len(),
         count(Role::External),
         count(Role::Internal),
-        p.warnings.len()
+        warnings.len()
     );
     Ok(())
 }

@@ -6,9 +6,11 @@
 //! (tables -> pinned BPF maps, attach, counters). `reference` states the policy semantics once
 //! as plain code; tests hold the kernel program against it.
 
+pub mod analysis;
 pub mod cli;
 pub mod compile;
 pub mod dataplane;
 pub mod policy;
 pub mod profile;
 pub mod reference;
+pub mod show;

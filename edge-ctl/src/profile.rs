@@ -618,11 +618,11 @@ fn sets(o: &Options) -> String {
         }
     }
     s += "# Internal peers the document names; use them to narrow rows marked \"can be defined as\".\n";
-    s += "fe_pool = [\"198.51.100.100/30\", \"2001:db8:1::100/126\"]\n";
-    s += "directors = [\"198.51.100.110/31\", \"2001:db8:1::110/127\"]\n";
-    s += "cms = [\"198.51.100.100\", \"2001:db8:1::100\"]          # Central Management store holder\n";
+    s += "fe_pool = [\"198.51.100.100/30\", \"2001:db8:1:f::100/126\"]\n";
+    s += "directors = [\"198.51.100.110/31\", \"2001:db8:1:f::110/127\"]\n";
+    s += "cms = [\"198.51.100.100\", \"2001:db8:1:f::100\"]          # Central Management store holder\n";
     s += "sba = [\"198.51.100.128/26\", \"2001:db8:1:b::/64\"]       # Survivable Branch Appliances/Servers\n";
-    s += "xmpp_gateway = [\"198.51.100.100/30\", \"2001:db8:1::100/126\"]  # XMPP Gateway on the Front End pool\n";
+    s += "xmpp_gateway = [\"198.51.100.100/30\", \"2001:db8:1:f::100/126\"]  # XMPP Gateway on the Front End pool\n";
     s += "# Open federation: any partner found through DNS. List partners' prefixes to restrict it.\n";
     s += "federated_partners = [\"0.0.0.0/0\", \"::/0\"]\n";
     s += "xmpp_federations = [\"0.0.0.0/0\", \"::/0\"]\n";
@@ -836,5 +836,80 @@ mod tests {
                 crate::compile::compile(&p, role, &[], &Default::default()).unwrap();
             }
         }
+    }
+}
+
+/// `edge-ctl policy plan --nodes N`: the document's address arithmetic, which VIPs may use
+/// source NAT, and the routing it requires, with the template's example addresses.
+pub fn plan(nodes: u8) -> String {
+    let mut s = String::new();
+    let n = nodes as u32;
+    let _ = writeln!(
+        s,
+        "Scaled consolidated Edge, hardware load balanced: {nodes} Edge Server(s) in the pool\n"
+    );
+    let _ = writeln!(
+        s,
+        "Public IP addresses: {} = 3 HLB VIPs + 3 per Edge Server x {nodes}",
+        3 + 3 * n
+    );
+    s += "  (the document's N+1: one address per real server interface and one per HLB VIP)\n";
+    let _ = writeln!(
+        s,
+        "  HLB VIP  Access Edge               {}",
+        addr::ACCESS_VIP
+    );
+    let _ = writeln!(
+        s,
+        "  HLB VIP  Web Conferencing Edge     {}",
+        addr::WEBCONF_VIP
+    );
+    let _ = writeln!(s, "  HLB VIP  A/V Edge                  {}", addr::AV_VIP);
+    for node in 1..=nodes {
+        let [a, w, v] = addr::node_external(node);
+        let _ = writeln!(
+            s,
+            "  Node {node}   Access / Web Conf / A/V   {a} / {w} / {v}"
+        );
+    }
+    s += "\nSource NAT (SNAT) on the HLB:\n";
+    s += "  Access Edge VIP            may use SNAT: the node sees the VIP as the client's address\n";
+    s += "  Web Conferencing Edge VIP  may use SNAT: the node sees the VIP as the client's address\n";
+    s += "  A/V Edge VIP               must NOT use SNAT: the A/V Edge must answer with the real server\n";
+    s += "                             address for STUN/TURN/FTURN; the external firewall keeps the real\n";
+    s += "                             server address for all packets; once established, clients talk to\n";
+    s += "                             the real server, not the HLB\n";
+    s += "\nRouting:\n";
+    let _ = writeln!(
+        s,
+        "  External interfaces: the HLB Access Edge VIP ({}) is the default gateway of each Edge Server",
+        addr::ACCESS_VIP
+    );
+    s += "  Internal interfaces: no default gateway; persistent routes to every internal network that\n";
+    s += "                       hosts servers or clients (internal edge traffic must be routed)\n";
+    let _ = writeln!(
+        s,
+        "  Internal VIP {}; node internal addresses {}",
+        addr::INTERNAL_VIP,
+        (1..=nodes)
+            .map(addr::node_internal)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    s
+}
+
+#[cfg(test)]
+mod plan_tests {
+    #[test]
+    fn nine_addresses_for_two_nodes() {
+        let p = super::plan(2);
+        assert!(
+            p.contains("Public IP addresses: 9 = 3 HLB VIPs + 3 per Edge Server x 2"),
+            "{p}"
+        );
+        assert!(p.contains("must NOT use SNAT"));
+        assert!(p.contains("default gateway"));
+        assert!(super::plan(4).contains("Public IP addresses: 15"));
     }
 }

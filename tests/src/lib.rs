@@ -4,5 +4,6 @@
 
 pub mod bpf;
 pub mod lab;
+pub mod lync;
 pub mod net;
 pub mod packet;

@@ -95,16 +95,43 @@ fn tcp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
     }
 }
 
+/// One socket per local address, so each reply leaves from the address the datagram was sent
+/// to (a wildcard socket would answer from the interface's primary address, which a connected
+/// client, or the HLB's NAT, does not recognise).
 fn udp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) {
-    let sock = UdpSocket::bind(any_v6(port)).unwrap_or_else(|e| panic!("bind udp {port}: {e}"));
-    sock.set_read_timeout(Some(Duration::from_millis(20)))
-        .expect("timeout");
+    let addrs: Vec<IpAddr> = nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs")
+        .filter_map(|a| {
+            let addr = a.address?;
+            if let Some(v4) = addr.as_sockaddr_in() {
+                return Some(IpAddr::V4(v4.ip()));
+            }
+            let v6 = addr.as_sockaddr_in6()?.ip();
+            (v6.segments()[0] & 0xffc0 != 0xfe80).then_some(IpAddr::V6(v6))
+        })
+        .collect();
+    let socks: Vec<UdpSocket> = addrs
+        .iter()
+        .map(|a| {
+            let s = UdpSocket::bind(SocketAddr::new(*a, port))
+                .unwrap_or_else(|e| panic!("bind udp {a}:{port}: {e}"));
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        })
+        .collect();
     let _ = ready.send(());
     let start = Instant::now();
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::SeqCst) && start.elapsed() < MAX_SERVER_LIFETIME {
-        if let Ok((n, from)) = sock.recv_from(&mut buf) {
-            let _ = sock.send_to(&buf[..n], from);
+        let mut idle = true;
+        for sock in &socks {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(&buf[..n], from);
+                idle = false;
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }

@@ -1,164 +1,99 @@
-//! `cargo xtask demo`: a small lab that shows the filter passing and dropping real traffic.
+//! `cargo xtask demo`: the document's scenario, live.
 //!
-//! An edge node and an external client in two network namespaces, joined by a veth pair.
-//! edge-ctl attaches to the edge's interface with the built-in lync2013-edge-hlb profile (service
-//! addresses taken from the interface), servers listen on ports inside and outside the matrix,
-//! and the client probes them all. Everything is removed at the end, also on failure.
+//! Two Edge Servers behind a hardware load balancer (nftables: DNAT from the VIPs, SNAT for the
+//! Access and Web Conferencing Edge, none for A/V), an external client, a federated partner and
+//! an internal Front End/Director host, each in its own network namespace. edge-ctl is attached
+//! to both interfaces of both nodes with the lync2013-edge-hlb profile. A probe tries every
+//! inbound row of the four tables and ports outside the matrix, over IPv4 and IPv6, and prints
+//! expected against observed; then the counters per rule. Everything is removed at the end.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use edge_tests::lab::Lab;
-use edge_tests::net::{Outcome, Servers, tcp_probe, udp_probe};
-
-struct Probe {
-    proto: &'static str,
-    port: u16,
-    allowed: bool,
-    why: &'static str,
-}
-
-const PROBES: &[Probe] = &[
-    Probe {
-        proto: "tcp",
-        port: 443,
-        allowed: true,
-        why: "Access/SIP(TLS), Web Conferencing, A/V STUN/TURN over TCP",
-    },
-    Probe {
-        proto: "tcp",
-        port: 5061,
-        allowed: true,
-        why: "Access/SIP(MTLS), federation",
-    },
-    Probe {
-        proto: "tcp",
-        port: 5269,
-        allowed: true,
-        why: "XMPP proxy",
-    },
-    Probe {
-        proto: "udp",
-        port: 3478,
-        allowed: true,
-        why: "A/V STUN/MSTURN over UDP",
-    },
-    Probe {
-        proto: "tcp",
-        port: 22,
-        allowed: false,
-        why: "not in the matrix",
-    },
-    Probe {
-        proto: "tcp",
-        port: 80,
-        allowed: false,
-        why: "outbound only (CRL retrieval)",
-    },
-    Probe {
-        proto: "tcp",
-        port: 3389,
-        allowed: false,
-        why: "not in the matrix",
-    },
-    Probe {
-        proto: "tcp",
-        port: 5060,
-        allowed: false,
-        why: "not in the matrix",
-    },
-    Probe {
-        proto: "tcp",
-        port: 8080,
-        allowed: false,
-        why: "not in the matrix",
-    },
-    Probe {
-        proto: "udp",
-        port: 53,
-        allowed: false,
-        why: "outbound only (DNS)",
-    },
-    Probe {
-        proto: "udp",
-        port: 50000,
-        allowed: false,
-        why: "A/V media inbound: OCS 2007 federation only, off",
-    },
-];
+use edge_ctl::policy::Role;
+use edge_ctl::profile::Options;
+use edge_tests::lync::{LyncLab, run_probes};
+use edge_tests::net::Outcome;
 
 fn main() -> ExitCode {
-    let mut lab = Lab::new("demo");
-    let edge = lab.netns("edge");
-    let client = lab.netns("client");
-    lab.veth((&edge, "ext0"), (&client, "cli0"));
-    lab.addr(&edge, "ext0", "203.0.113.21/24");
-    lab.addr(&edge, "ext0", "2001:db8:e::21/64");
-    lab.addr(&client, "cli0", "203.0.113.200/24");
-    lab.addr(&client, "cli0", "2001:db8:e::200/64");
+    println!("Building the lab: client, partner, HLB (nftables), edge1, edge2, Front End ...");
+    let lab = LyncLab::build(2, Options::default());
     println!(
-        "lab: edge node {edge} (ext0 203.0.113.21, 2001:db8:e::21), client {client} (203.0.113.200)\n"
+        "HLB VIPs 203.0.113.10 (Access, SNAT), .11 (Web Conferencing, SNAT), .12 (A/V, no SNAT), internal 198.51.100.10"
     );
-
-    println!("$ edge-ctl attach ext0 --role external");
-    print!(
-        "{}",
-        lab.edge_ctl_ok(&edge, &["attach", "ext0", "--role", "external"])
-    );
-    println!();
-
-    let tcp: Vec<u16> = PROBES
-        .iter()
-        .filter(|p| p.proto == "tcp")
-        .map(|p| p.port)
-        .collect();
-    let udp: Vec<u16> = PROBES
-        .iter()
-        .filter(|p| p.proto == "udp")
-        .map(|p| p.port)
-        .collect();
-    let servers = Servers::start(&edge, &tcp, &udp);
-
     println!(
-        "{:<9} {:<16} {:<9} {:<9} WHY",
-        "PROBE", "TO", "EXPECTED", "OBSERVED"
+        "edge1 ext0 203.0.113.21-23  int0 198.51.100.21   edge2 ext0 203.0.113.31-33  int0 198.51.100.22\n"
     );
-    let mut failures = 0;
-    for addr in ["203.0.113.21", "2001:db8:e::21"] {
-        for p in PROBES {
-            let to = SocketAddr::new(addr.parse().unwrap(), p.port);
-            let wait = Duration::from_millis(if p.allowed { 2000 } else { 400 });
-            let outcome = match p.proto {
-                "tcp" => tcp_probe(&client, to, wait),
-                _ => udp_probe(&client, to, wait),
-            };
-            let passed = outcome == Outcome::Answered;
-            let ok = passed == p.allowed;
-            failures += usize::from(!ok);
+
+    for (n, ns) in lab.edges.iter().enumerate() {
+        for (iface, role) in [("ext0", "external"), ("int0", "internal")] {
             println!(
-                "{:<9} {:<16} {:<9} {:<9} {}{}",
-                format!("{}/{}", p.proto, p.port),
-                addr,
-                if p.allowed { "pass" } else { "drop" },
-                if passed { "passed" } else { "dropped" },
-                p.why,
-                if ok { "" } else { "   <-- MISMATCH" }
+                "edge{}$ edge-ctl attach {iface} --role {role} --policy lync.toml",
+                n + 1
+            );
+            let policy = lab.policy_file.to_str().unwrap();
+            print!(
+                "  {}",
+                lab.lab
+                    .edge_ctl_ok(ns, &["attach", iface, "--role", role, "--policy", policy])
             );
         }
     }
+
+    let probes = lab.probes();
+    let servers = lab.servers(&probes);
+    let outcomes = run_probes(&probes);
     drop(servers);
 
-    println!("\n$ edge-ctl stats ext0");
-    print!("{}", lab.edge_ctl_ok(&edge, &["stats", "ext0"]));
-    println!("\n$ edge-ctl detach ext0");
-    print!("{}", lab.edge_ctl_ok(&edge, &["detach", "ext0"]));
+    println!(
+        "\n{:<46} {:<22} {:<9} {:<9}",
+        "ROW / PROBE", "TO", "EXPECTED", "OBSERVED"
+    );
+    let mut failures = 0;
+    for (p, o) in probes.iter().zip(&outcomes) {
+        let passed = *o == Outcome::Answered;
+        let ok = passed == p.expect_pass;
+        failures += usize::from(!ok);
+        println!(
+            "{:<46} {:<22} {:<9} {:<9}{}",
+            p.what,
+            p.to.to_string(),
+            if p.expect_pass { "pass" } else { "drop" },
+            if passed { "passed" } else { "dropped" },
+            if ok { "" } else { "  <-- MISMATCH" }
+        );
+    }
+
+    println!("\nPackets counted per rule (both nodes):");
+    let mut totals: BTreeMap<(Role, String), u64> = BTreeMap::new();
+    for role in Role::ALL {
+        for rule in lab.policy.rules_of(role) {
+            totals.insert((role, rule.name.clone()), lab.rule_total(role, &rule.name));
+        }
+    }
+    for ((role, name), packets) in &totals {
+        println!("  {:<9} {:<26} {:>8}", role.as_str(), name, packets);
+    }
+    for role in Role::ALL {
+        println!(
+            "  {:<9} {:<26} {:>8}",
+            role.as_str(),
+            "dropped: policy-default",
+            lab.drop_total(role, "policy-default")
+        );
+    }
+
+    println!("\nedge1$ edge-ctl stats ext0");
+    print!("{}", lab.lab.edge_ctl_ok(&lab.edges[0], &["stats", "ext0"]));
     drop(lab);
-    println!("lab removed");
+    println!("\nlab removed");
     if failures > 0 {
-        eprintln!("{failures} probe(s) did not behave as the matrix says");
+        eprintln!(
+            "{failures} of {} probes did not behave as the matrix says",
+            probes.len()
+        );
         return ExitCode::FAILURE;
     }
-    println!("every probe behaved as the matrix says");
+    println!("all {} probes behaved as the matrix says", probes.len());
     ExitCode::SUCCESS
 }
