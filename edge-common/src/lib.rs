@@ -27,6 +27,8 @@ pub const MAX_LOCAL_SETS: usize = 32;
 pub const MAX_REMOTE_SETS: usize = 64;
 /// Remote prefixes per family, over both generations.
 pub const MAX_REMOTE_PREFIXES: u32 = 65_536;
+/// Default size of each connection table (IPv4 and IPv6); a policy may change it.
+pub const CT_DEFAULT_MAX: u32 = 65_536;
 /// Marker in [`Candidate::local`] / [`Candidate::remote`]: the rule accepts any address.
 pub const ANY_SET: u8 = 0xff;
 /// Class 0 is the empty class: no rule applies to the port.
@@ -43,6 +45,12 @@ pub mod maps {
     pub const RULE_COUNTERS: &str = "EDGE_RULES";
     pub const DROP_COUNTERS: &str = "EDGE_DROPS";
     pub const PASS_COUNTERS: &str = "EDGE_PASSES";
+    pub const CT_V4: &str = "EDGE_CT4";
+    pub const CT_V6: &str = "EDGE_CT6";
+    /// Connection-table events, per CPU, indexed by [`super::CtEvent`].
+    pub const CT_EVENTS: &str = "EDGE_CTEV";
+    /// Entries created minus entries removed, `[IPv4, IPv6]`, updated atomically.
+    pub const CT_LIVE: &str = "EDGE_CTLIVE";
 }
 
 /// Names of the programs in the eBPF object.
@@ -51,6 +59,8 @@ pub mod programs {
     pub const XDP_FILTER: &str = "edge_xdp";
     /// An XDP program that passes everything: the floor of the benchmark harness.
     pub const XDP_FLOOR: &str = "edge_xdp_floor";
+    /// The egress filter and flow recorder (TC).
+    pub const TC_EGRESS: &str = "edge_tc_egress";
 }
 
 /// Direction of a rule relative to the edge node.
@@ -94,6 +104,10 @@ pub mod flags {
     pub const ESSENTIAL_NDP: u32 = 1 << 1;
     /// Pass ICMP fragmentation-needed and ICMPv6 packet-too-big (path MTU discovery).
     pub const ESSENTIAL_PMTU: u32 = 1 << 2;
+    /// Egress: drop what no outbound rule, tracked flow or inbound-allowed reply explains.
+    pub const EGRESS_ENFORCE: u32 = 1 << 3;
+    /// Egress: count what enforcement would drop, but pass it.
+    pub const EGRESS_MONITOR: u32 = 1 << 4;
 }
 
 /// Value of [`maps::PORTS`]: which class of rules applies to a (generation, direction,
@@ -149,14 +163,18 @@ pub struct LocalV6 {
     pub _pad: u32,
 }
 
-/// Value of [`maps::GEN_CONFIG`], one per generation: switches and the local address table.
+/// Value of [`maps::GEN_CONFIG`], one per generation: switches, connection-tracking timeouts
+/// and the local address table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GenConfig {
     pub flags: u32,
     pub local_v4_len: u32,
     pub local_v6_len: u32,
-    pub _pad: u32,
+    /// Size of each connection table (to tell when an insert evicts).
+    pub ct_max: u32,
+    /// Idle timeouts in nanoseconds, indexed by [`CtState`].
+    pub ct_timeout_ns: [u64; CT_STATES],
     pub local_v4: [LocalV4; MAX_LOCAL_V4],
     pub local_v6: [LocalV6; MAX_LOCAL_V6],
 }
@@ -167,7 +185,8 @@ impl GenConfig {
             flags: 0,
             local_v4_len: 0,
             local_v6_len: 0,
-            _pad: 0,
+            ct_max: 0,
+            ct_timeout_ns: [0; CT_STATES],
             local_v4: [LocalV4 {
                 addr: 0,
                 mask: 0,
@@ -191,6 +210,90 @@ pub type RemoteKeyV4 = [u8; 5];
 pub type RemoteKeyV6 = [u8; 17];
 /// Value of the remote tries: bit `i` set when the prefix lies in remote set `i`.
 pub type RemoteSets = u64;
+
+/// Connection table key, IPv4. Always written from the edge's side (local, remote), so the
+/// egress program and the ingress program build the same key for the two directions of a flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKeyV4 {
+    pub local: u32,
+    pub remote: u32,
+    pub lport: u16,
+    pub rport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Connection table key, IPv6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKeyV6 {
+    pub local: [u32; 4],
+    pub remote: [u32; 4],
+    pub lport: u16,
+    pub rport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// States of a tracked flow; each has its own idle timeout.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtState {
+    /// TCP: the edge sent a SYN, no answer yet.
+    SynSent = 0,
+    /// TCP: both sides have spoken.
+    Established = 1,
+    /// TCP: a FIN was seen.
+    Closing = 2,
+    /// UDP.
+    Udp = 3,
+}
+
+pub const CT_STATES: usize = 4;
+
+impl CtState {
+    pub const fn from_u8(v: u8) -> Option<CtState> {
+        match v {
+            0 => Some(CtState::SynSent),
+            1 => Some(CtState::Established),
+            2 => Some(CtState::Closing),
+            3 => Some(CtState::Udp),
+            _ => None,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            CtState::SynSent => "syn-sent",
+            CtState::Established => "established",
+            CtState::Closing => "closing",
+            CtState::Udp => "udp",
+        }
+    }
+}
+
+/// How an entry came to be.
+pub mod ct_origin {
+    /// An outbound packet allowed by an outbound rule.
+    pub const OUTBOUND: u8 = 0;
+    /// Seeded at attach from the kernel's socket table (a connection already open).
+    pub const SEEDED: u8 = 1;
+}
+
+/// Value of the connection tables. Times are `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    /// Counter slot of the rule that allowed the flow.
+    pub rule: u16,
+    /// A [`CtState`].
+    pub state: u8,
+    /// A [`ct_origin`] value.
+    pub origin: u8,
+    pub _pad: u32,
+}
 
 /// Packet and byte counter (per CPU in the maps).
 #[repr(C)]
@@ -241,8 +344,39 @@ named_enum! {
         Icmp = 6 => "icmp",
         /// ARP or neighbour discovery with the essential switched off.
         EssentialOff = 7 => "essential-off",
+        /// A TCP segment without SYN (an answer, an ACK) that belongs to no tracked flow.
+        NoFlow = 8 => "no-flow",
+        /// Egress: no outbound rule, tracked flow or inbound-allowed reply explains the packet.
+        EgressPolicy = 9 => "egress-policy",
     }
 }
+
+/// Whether a drop counter counts real drops or drops that enforcement would make (egress
+/// `monitor` mode).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropKind {
+    Dropped = 0,
+    WouldDrop = 1,
+}
+
+/// Index into [`maps::DROP_COUNTERS`].
+#[inline(always)]
+pub const fn drop_index(direction: u32, kind: DropKind, reason: DropReason) -> u32 {
+    ((direction * 2) + kind as u32) * DropReason::COUNT + reason as u32
+}
+
+/// Entries of [`maps::DROP_COUNTERS`].
+pub const DROP_COUNTERS_LEN: u32 = 4 * DropReason::COUNT;
+
+/// Index into [`maps::PASS_COUNTERS`].
+#[inline(always)]
+pub const fn pass_index(direction: u32, reason: PassReason) -> u32 {
+    direction * PassReason::COUNT + reason as u32
+}
+
+/// Entries of [`maps::PASS_COUNTERS`].
+pub const PASS_COUNTERS_LEN: u32 = 2 * PassReason::COUNT;
 
 named_enum! {
     /// Why a packet passed without a rule. Indexes [`maps::PASS_COUNTERS`].
@@ -253,6 +387,32 @@ named_enum! {
         Ndp = 1 => "ndp",
         /// ICMP fragmentation-needed / ICMPv6 packet-too-big (essential).
         Pmtu = 2 => "pmtu",
+        /// Ingress: a packet of a tracked flow (an answer to the edge's own connection).
+        Conntrack = 3 => "conntrack",
+        /// Ingress: an ICMP error quoting a tracked flow.
+        Related = 4 => "related",
+        /// Egress: an answer from a port an inbound rule allows (a reply to an allowed client).
+        Reply = 5 => "reply",
+        /// Egress: an ICMP error or neighbour discovery the edge's stack sends.
+        IcmpOut = 6 => "icmp-out",
+        /// Egress: not IP (ARP and other link-layer traffic of the host).
+        NotIp = 7 => "not-ip",
+    }
+}
+
+named_enum! {
+    /// Connection-table events. Indexes [`maps::CT_EVENTS`].
+    pub enum CtEvent {
+        /// An inbound packet passed because it belongs to a tracked flow.
+        Hit = 0 => "hits",
+        /// An entry was created by an outbound packet.
+        Created = 1 => "created",
+        /// An entry was found past its idle timeout and removed.
+        Expired = 2 => "expired",
+        /// An entry was created while the table was full, evicting the least recently used.
+        TableFull = 3 => "table-full",
+        /// A TCP RST ended a flow.
+        Reset = 4 => "reset",
     }
 }
 
@@ -267,6 +427,9 @@ mod pod {
     unsafe impl aya::Pod for LocalV6 {}
     unsafe impl aya::Pod for GenConfig {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for CtKeyV4 {}
+    unsafe impl aya::Pod for CtKeyV6 {}
+    unsafe impl aya::Pod for CtEntry {}
 }
 
 #[cfg(test)]
@@ -297,5 +460,12 @@ mod tests {
         assert_eq!(core::mem::size_of::<Candidate>(), 4);
         assert_eq!(core::mem::size_of::<ClassEntry>(), 8 + 4 * MAX_CANDIDATES);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
+        assert_eq!(core::mem::size_of::<CtKeyV4>(), 16);
+        assert_eq!(core::mem::size_of::<CtKeyV6>(), 40);
+        assert_eq!(core::mem::size_of::<CtEntry>(), 24);
+        assert_eq!(
+            drop_index(1, DropKind::WouldDrop, DropReason::EgressPolicy),
+            DROP_COUNTERS_LEN - DropReason::COUNT + 9
+        );
     }
 }

@@ -61,6 +61,21 @@ Examples:
         /// XDP attach mode.
         #[arg(long, value_enum, default_value = "auto")]
         mode: Mode,
+        /// Attach even if the policy would cut the SSH session edge-ctl runs in.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the connection table (flows the edge opened), or flush it.
+    #[command(
+        after_help = "Examples:\n  edge-ctl conntrack eth0\n  edge-ctl conntrack eth0 --json\n  edge-ctl conntrack flush eth0"
+    )]
+    Conntrack {
+        /// Only this interface (default: all attached).
+        interface: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: Option<ConntrackCommand>,
     },
     /// Detach the filter from an interface and remove its pinned maps and state.
     #[command(after_help = "Example:\n  edge-ctl detach eth0")]
@@ -92,6 +107,12 @@ Examples:
     /// Work with policy files without touching the kernel.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConntrackCommand {
+    /// Remove every entry: answers to flows opened before are dropped from now on.
+    Flush { interface: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -157,7 +178,31 @@ pub fn run(cli: Cli) -> Result<()> {
             role,
             policy,
             mode,
-        } => attach(&interface, role.into(), policy, mode),
+            force,
+        } => attach(&interface, role.into(), policy, mode, force),
+        Command::Conntrack {
+            command: Some(ConntrackCommand::Flush { interface }),
+            ..
+        } => {
+            let n = dataplane::conntrack::flush(&interface)?;
+            println!("flushed {n} entries on {interface}");
+            Ok(())
+        }
+        Command::Conntrack {
+            interface: Some(interface),
+            json,
+            command: None,
+        } => conntrack(&interface, json),
+        Command::Conntrack {
+            interface: None,
+            json,
+            command: None,
+        } => {
+            for s in dataplane::status()? {
+                conntrack(&s.interface, json)?;
+            }
+            Ok(())
+        }
         Command::Detach { interface } => {
             dataplane::detach(&interface)?;
             println!("detached from {interface}");
@@ -228,9 +273,24 @@ fn print_warnings(p: &Policy) {
     }
 }
 
-fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode: Mode) -> Result<()> {
+fn attach(
+    interface: &str,
+    role: Role,
+    policy: Option<PathBuf>,
+    mode: Mode,
+    force: bool,
+) -> Result<()> {
     let policy = choose_policy(policy)?;
     print_warnings(&policy);
+    let addrs = dataplane::system::interface_addresses(interface);
+    if let Some(cut) = ssh_session_cut(&policy, role, interface, &addrs) {
+        if !force {
+            bail!(
+                "{cut}; fix the policy (the [failsafe] section, or a rule) or pass --force to attach anyway"
+            );
+        }
+        eprintln!("warning: {cut} (attaching anyway: --force)");
+    }
     let report = dataplane::attach(&AttachRequest {
         ifname: interface,
         role,
@@ -240,16 +300,22 @@ fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode: Mode) -> R
     if let Some(why) = &report.fallback {
         eprintln!("note: {why}");
     }
-    let addrs: Vec<String> = report
-        .interface_addresses
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
     println!(
-        "attached to {interface} as {role} ({} XDP, program {}), policy {} ({} rules for this role)",
-        report.mode, report.program_id, policy.origin, report.rules
+        "attached to {interface} as {role} ({} XDP, {} egress, program {}), policy {} ({} rules for this role)",
+        report.mode, report.egress, report.program_id, policy.origin, report.rules
     );
+    if report.seeded > 0 {
+        println!(
+            "  {} open connection(s) allowed by the outbound rules kept working (seeded)",
+            report.seeded
+        );
+    }
     if policy.origin.starts_with("<built-in") {
+        let addrs: Vec<String> = report
+            .interface_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         println!(
             "  service addresses from {interface}: {}",
             if addrs.is_empty() {
@@ -259,6 +325,72 @@ fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode: Mode) -> R
             }
         );
     }
+    Ok(())
+}
+
+/// When edge-ctl runs over SSH and the session arrives on this interface, whether the policy
+/// would cut it ($SSH_CONNECTION: "client_ip client_port server_ip server_port").
+fn ssh_session_cut(
+    policy: &Policy,
+    role: Role,
+    interface: &str,
+    addrs: &[std::net::IpAddr],
+) -> Option<String> {
+    use crate::reference::{Frame, Payload, decide};
+    let conn = std::env::var("SSH_CONNECTION").ok()?;
+    let f: Vec<&str> = conn.split_whitespace().collect();
+    let [client, client_port, server, server_port] = f[..] else {
+        return None;
+    };
+    let (client, server): (std::net::IpAddr, std::net::IpAddr) =
+        (client.parse().ok()?, server.parse().ok()?);
+    if !addrs.contains(&server) {
+        return None;
+    }
+    let frame = Frame::Ip {
+        src: client,
+        dst: server,
+        payload: Payload::Ports {
+            protocol: policy::Protocol::Tcp,
+            sport: client_port.parse().ok()?,
+            dport: server_port.parse().ok()?,
+        },
+    };
+    let decision = decide(policy, role, addrs, policy::Direction::Inbound, &frame);
+    (!decision.passes()).then(|| {
+        format!("your SSH session ({client} -> {server}:{server_port}) arrives on {interface} and the {role} rules of this policy drop it: attaching would cut it")
+    })
+}
+
+fn conntrack(interface: &str, json: bool) -> Result<()> {
+    let entries = dataplane::conntrack::list(interface)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "interface": interface, "entries": entries })
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<5} {:<40} {:<40} {:<12} {:>8} {:>8}  RULE",
+        "PROTO", "LOCAL", "REMOTE", "STATE", "AGE s", "IDLE s"
+    );
+    for e in &entries {
+        let local = std::net::SocketAddr::new(e.flow.local, e.flow.local_port).to_string();
+        let remote = std::net::SocketAddr::new(e.flow.remote, e.flow.remote_port).to_string();
+        let state = if e.expired {
+            format!("{} (expired)", e.state)
+        } else {
+            e.state.to_string()
+        };
+        println!(
+            "{:<5} {local:<40} {remote:<40} {state:<12} {:>8.1} {:>8.1}  {}",
+            e.flow.protocol, e.age_s, e.idle_s, e.rule
+        );
+    }
+    println!("{} entries", entries.len());
     Ok(())
 }
 
@@ -345,20 +477,34 @@ fn stats(interface: Option<&str>, json: bool) -> Result<()> {
                 r.name, r.direction, r.protocol, r.ports, r.packets, r.bytes
             );
         }
+        let section = |title: &str, rows: &[dataplane::ReasonStats]| {
+            let rows: Vec<_> = rows.iter().filter(|r| r.packets > 0).collect();
+            println!("  {title}");
+            if rows.is_empty() {
+                println!("    (none)");
+            }
+            for r in rows {
+                println!(
+                    "    {:<9} {:<22} {:>12} {:>14}",
+                    r.direction, r.reason, r.packets, r.bytes
+                );
+            }
+        };
+        section("DROPPED by reason", &s.drops);
+        section("WOULD DROP (egress monitor mode, passed)", &s.would_drop);
+        section("PASSED without a rule", &s.passes);
+        let c = &s.conntrack;
         println!(
-            "  {:<26} {:>12} {:>14}",
-            "DROPPED (reason)", "PACKETS", "BYTES"
+            "  CONNTRACK  entries {} IPv4 + {} IPv6 of {} each; hits {}, created {}, expired {}, table-full {}, reset {}",
+            c.entries_v4,
+            c.entries_v6,
+            c.max_entries,
+            c.hits,
+            c.created,
+            c.expired,
+            c.table_full,
+            c.reset
         );
-        for d in &s.drops {
-            println!("  {:<26} {:>12} {:>14}", d.reason, d.packets, d.bytes);
-        }
-        println!(
-            "  {:<26} {:>12} {:>14}",
-            "PASSED (essential)", "PACKETS", "BYTES"
-        );
-        for d in &s.passes {
-            println!("  {:<26} {:>12} {:>14}", d.reason, d.packets, d.bytes);
-        }
     }
     Ok(())
 }

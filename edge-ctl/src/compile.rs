@@ -22,7 +22,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    AddrMatch, AddrTerm, Direction, Policy, PolicyError, Protocol, Role, Rule, SetEntry,
+    AddrMatch, AddrTerm, Direction, EgressMode, Policy, PolicyError, Protocol, Role, Rule, SetEntry,
 };
 
 /// Stable counter slots by rule name. A rule keeps its slot across reloads so its counters
@@ -86,6 +86,10 @@ pub struct CompiledRule {
 pub struct Tables {
     pub role: Role,
     pub flags: u32,
+    /// Connection-table idle timeouts by [`edge_common::CtState`], nanoseconds.
+    pub ct_timeout_ns: [u64; edge_common::CT_STATES],
+    /// Connection-table size per address family.
+    pub ct_max: u32,
     pub local_v4: Vec<LocalV4>,
     pub local_v6: Vec<LocalV6>,
     /// `ports[direction][protocol][port]` = class index (0: no rule).
@@ -211,6 +215,13 @@ pub fn compile(
     if settings.essentials.pmtu {
         f |= flags::ESSENTIAL_PMTU;
     }
+    f |= match settings.egress {
+        EgressMode::Enforce => flags::EGRESS_ENFORCE,
+        EgressMode::Monitor => flags::EGRESS_MONITOR,
+        EgressMode::Off => 0,
+    };
+    let ct = &policy.conntrack;
+    let secs = |s: u32| s as u64 * 1_000_000_000;
     let compiled = rules
         .iter()
         .map(|r| CompiledRule {
@@ -226,6 +237,13 @@ pub fn compile(
     Ok(Tables {
         role,
         flags: f,
+        ct_timeout_ns: [
+            secs(ct.tcp_syn_sent),
+            secs(ct.tcp_established),
+            secs(ct.tcp_closing),
+            secs(ct.udp),
+        ],
+        ct_max: ct.max_entries,
         local_v4,
         local_v6,
         ports,

@@ -753,8 +753,9 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-            assert_eq!(p.rules.len(), ROWS.len());
-            for (rule, row) in p.rules.iter().zip(ROWS) {
+            assert_eq!(p.rules.len(), ROWS.len() + 1, "the rows and the failsafe");
+            assert_eq!(p.rules[0].name, crate::policy::FAILSAFE_RULE);
+            for (rule, row) in p.rules[1..].iter().zip(ROWS) {
                 assert_eq!(rule.name, row.name);
                 assert_eq!(rule.role.as_str(), row.role());
                 assert_eq!(rule.note.as_deref(), Some(row.note));

@@ -146,6 +146,9 @@ mod tests {
         let src = out.find("access_edge").unwrap();
         assert!(src < out.find("Any").unwrap(), "{out}");
         assert!(t.lines().any(|l| l.contains("ext-av-rtp-udp-in (off)")));
-        assert!(render(&p, None).contains("Internal interface (14 rules, 14 enabled)"));
+        assert!(
+            render(&p, None).contains("Internal interface (15 rules, 15 enabled)"),
+            "the rows and the failsafe"
+        );
     }
 }

@@ -1,14 +1,19 @@
 //! edge-ctl's kernel programs.
 //!
 //! One module per concern: `parse` (bounded header parsing), `policy` (rule classification),
-//! `counters` (per-CPU statistics), `maps` (the pinned maps), `programs` (the entry points that
+//! `conntrack` (flows the edge opened), `counters` (per-CPU statistics), `maps` (the pinned maps), `programs` (the entry points that
 //! wire them together).
 //!
 //! The programs only exist for the BPF target; a host build (e.g. `cargo clippy --workspace`)
 //! sees an empty binary. `cargo xtask lint` checks this crate for the BPF target.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// Atomic add on a shared map value (conntrack gauge).
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+#[cfg(target_arch = "bpf")]
+mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]

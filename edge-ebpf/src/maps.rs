@@ -3,10 +3,11 @@
 
 use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, LpmTrie, PerCpuArray};
+use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray};
 use edge_common::{
-    ClassEntry, Counter, DropReason, GENERATIONS, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES,
-    MAX_RULES, PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
+    CT_DEFAULT_MAX, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DROP_COUNTERS_LEN,
+    GENERATIONS, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN,
+    PORT_TABLE_LEN, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
 };
 
 /// The live generation (0 or 1).
@@ -33,7 +34,22 @@ pub static EDGE_REMOTE6: LpmTrie<RemoteKeyV6, RemoteSets> = LpmTrie::pinned(MAX_
 pub static EDGE_RULES: PerCpuArray<Counter> = PerCpuArray::pinned(MAX_RULES, 0);
 
 #[map]
-pub static EDGE_DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(DropReason::COUNT, 0);
+pub static EDGE_DROPS: PerCpuArray<Counter> = PerCpuArray::pinned(DROP_COUNTERS_LEN, 0);
 
 #[map]
-pub static EDGE_PASSES: PerCpuArray<Counter> = PerCpuArray::pinned(PassReason::COUNT, 0);
+pub static EDGE_PASSES: PerCpuArray<Counter> = PerCpuArray::pinned(PASS_COUNTERS_LEN, 0);
+
+/// Connection tables, shared by the XDP (ingress) and TC (egress) programs. LRU: when full, a
+/// new flow evicts the least recently used one. The controller sets the size at attach.
+#[map]
+pub static EDGE_CT4: LruHashMap<CtKeyV4, CtEntry> = LruHashMap::pinned(CT_DEFAULT_MAX, 0);
+
+#[map]
+pub static EDGE_CT6: LruHashMap<CtKeyV6, CtEntry> = LruHashMap::pinned(CT_DEFAULT_MAX, 0);
+
+#[map]
+pub static EDGE_CTEV: PerCpuArray<u64> = PerCpuArray::pinned(CtEvent::COUNT, 0);
+
+/// Live entries (created minus removed) of the IPv4 and the IPv6 table, updated atomically.
+#[map]
+pub static EDGE_CTLIVE: Array<u64> = Array::pinned(2, 0);

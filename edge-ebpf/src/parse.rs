@@ -41,7 +41,16 @@ pub struct Packet {
     /// TCP/UDP ports in host order; for ICMP, `sport` holds type and `dport` code.
     pub sport: u16,
     pub dport: u16,
+    /// TCP flags (byte 13 of the header), 0 otherwise.
+    pub tcp_flags: u8,
+    /// Offset of the layer-4 header from the start of the frame.
+    pub l4_offset: u16,
 }
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// A bounds-checked pointer to a `T` at `offset` from the start of the frame.
 #[inline(always)]
@@ -130,6 +139,8 @@ fn parse_v4(
         dst: [u32::from_ne_bytes(unsafe { (*ip).dst_addr }), 0, 0, 0],
         sport: 0,
         dport: 0,
+        tcp_flags: 0,
+        l4_offset: 0,
     };
     l4(data, data_end, l3 + ihl, &mut pkt)?;
     Ok(pkt)
@@ -161,6 +172,8 @@ fn parse_v6(
         dst,
         sport: 0,
         dport: 0,
+        tcp_flags: 0,
+        l4_offset: 0,
     };
     l4(data, data_end, l3 + Ipv6Hdr::LEN, &mut pkt)?;
     Ok(pkt)
@@ -169,6 +182,7 @@ fn parse_v6(
 /// Reads ports (TCP/UDP) or type and code (ICMP/ICMPv6). Other protocols keep zeros.
 #[inline(always)]
 fn l4(data: usize, data_end: usize, offset: usize, pkt: &mut Packet) -> Result<(), DropReason> {
+    pkt.l4_offset = offset as u16;
     match pkt.proto {
         PROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
@@ -179,6 +193,7 @@ fn l4(data: usize, data_end: usize, offset: usize, pkt: &mut Packet) -> Result<(
             }
             pkt.sport = u16::from_be_bytes(unsafe { (*tcp).source });
             pkt.dport = u16::from_be_bytes(unsafe { (*tcp).dest });
+            pkt.tcp_flags = unsafe { *((tcp as usize + 13) as *const u8) };
         }
         PROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
@@ -194,4 +209,51 @@ fn l4(data: usize, data_end: usize, offset: usize, pkt: &mut Packet) -> Result<(
         _ => {}
     }
     Ok(())
+}
+
+/// The flow an ICMP error quotes: the offending packet's header and first 8 bytes follow the
+/// 8-byte ICMP header. The quoted packet is one the edge sent, so its source is local.
+pub struct Quoted {
+    pub proto: u8,
+    pub local: [u32; 4],
+    pub remote: [u32; 4],
+    pub lport: u16,
+    pub rport: u16,
+}
+
+#[inline(always)]
+pub fn quoted(data: usize, data_end: usize, pkt: &Packet) -> Option<Quoted> {
+    let inner = pkt.l4_offset as usize + 8;
+    let (proto, local, remote, l4) = if pkt.v6 {
+        let ip: *const Ipv6Hdr = ptr_at(data, data_end, inner)?;
+        let src: [u32; 4] = unsafe { *((ip as usize + 8) as *const [u32; 4]) };
+        let dst: [u32; 4] = unsafe { *((ip as usize + 24) as *const [u32; 4]) };
+        (unsafe { (*ip).next_hdr }, src, dst, inner + Ipv6Hdr::LEN)
+    } else {
+        let ip: *const Ipv4Hdr = ptr_at(data, data_end, inner)?;
+        let ihl = ((unsafe { (*ip).vihl } & 0x0f) as usize) * 4;
+        if ihl < Ipv4Hdr::LEN {
+            return None;
+        }
+        let src = u32::from_ne_bytes(unsafe { (*ip).src_addr });
+        let dst = u32::from_ne_bytes(unsafe { (*ip).dst_addr });
+        (
+            unsafe { (*ip).proto },
+            [src, 0, 0, 0],
+            [dst, 0, 0, 0],
+            inner + ihl,
+        )
+    };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let ports: *const [u8; 4] = ptr_at(data, data_end, l4)?;
+    let p = unsafe { *ports };
+    Some(Quoted {
+        proto,
+        local,
+        remote,
+        lport: u16::from_be_bytes([p[0], p[1]]),
+        rport: u16::from_be_bytes([p[2], p[3]]),
+    })
 }

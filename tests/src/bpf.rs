@@ -1,4 +1,4 @@
-//! The kernel program loaded for BPF_PROG_TEST_RUN: real verifier, real maps, no interface.
+//! The kernel programs loaded for BPF_PROG_TEST_RUN: real verifier, real maps, no interface.
 //! Maps are pinned in a private bpffs directory that is removed on drop.
 
 use std::net::IpAddr;
@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::Ebpf;
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use edge_common::{Counter, DropReason, PassReason, programs};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
+use edge_common::{Counter, CtEvent, DropKind, DropReason, PassReason, programs};
 use edge_ctl::compile::{self, SlotMap, Tables};
 use edge_ctl::dataplane::{maps::MapSet, object, system};
 use edge_ctl::policy::{Policy, Role};
@@ -16,6 +16,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_DROP: u32 = 1;
+pub const TC_PASS: i32 = 0;
+pub const TC_DROP: i32 = 2;
 
 pub struct Loaded {
     ebpf: Ebpf,
@@ -35,12 +37,20 @@ impl Loaded {
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).expect("create pin dir");
-        let mut ebpf = object::load(&dir).expect("load object");
-        object::load_xdp(&mut ebpf, programs::XDP_FILTER).expect("verifier accepts the filter");
-        object::load_xdp(&mut ebpf, programs::XDP_FLOOR).expect("verifier accepts the floor");
-        let mut maps = MapSet::open(&dir).expect("open maps");
         let tables =
             compile::compile(policy, role, interface, &SlotMap::default()).expect("compile");
+        let mut ebpf = object::load(&dir, tables.ct_max).expect("load object");
+        object::load_xdp(&mut ebpf, programs::XDP_FILTER).expect("verifier accepts the filter");
+        object::load_xdp(&mut ebpf, programs::XDP_FLOOR).expect("verifier accepts the floor");
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(programs::TC_EGRESS)
+            .expect("tc program")
+            .try_into()
+            .expect("classifier");
+        tc.load()
+            .map_err(|e| object::verifier_error(programs::TC_EGRESS, e))
+            .expect("verifier accepts the egress filter");
+        let mut maps = MapSet::open(&dir).expect("open maps");
         maps.write_generation(0, &tables).expect("write tables");
         maps.set_active_generation(0).expect("activate");
         Loaded {
@@ -59,12 +69,12 @@ impl Loaded {
             .expect("xdp")
     }
 
-    /// Runs the filter once on a frame; returns the XDP action.
+    /// Runs the ingress filter once on a frame; returns the XDP action.
     pub fn run(&self, frame: &[u8]) -> u32 {
         self.run_program(programs::XDP_FILTER, frame, 1).0
     }
 
-    /// Runs a program `repeat` times; returns the action and the kernel's mean ns per run.
+    /// Runs an XDP program `repeat` times; returns the action and the kernel's mean ns per run.
     pub fn run_program(&self, name: &str, frame: &[u8], repeat: u32) -> (u32, f64) {
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -78,6 +88,22 @@ impl Loaded {
         (r.return_value, r.duration.as_nanos() as f64)
     }
 
+    /// Runs the egress filter once on a frame; returns the TC action ([`TC_PASS`], [`TC_DROP`]).
+    pub fn run_egress(&self, frame: &[u8]) -> i32 {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(programs::TC_EGRESS)
+            .expect("program")
+            .try_into()
+            .expect("classifier");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..Default::default()
+        };
+        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value as i32
+    }
+
     pub fn rule(&self, name: &str) -> Counter {
         let slot = self
             .tables
@@ -88,12 +114,32 @@ impl Loaded {
         self.maps.rule_counter(*slot).expect("read counter")
     }
 
+    /// Inbound drops for a reason.
     pub fn dropped(&self, reason: DropReason) -> Counter {
-        self.maps.drop_counter(reason as u32).expect("read counter")
+        self.maps
+            .drop_counter(0, DropKind::Dropped, reason)
+            .expect("read counter")
     }
 
+    /// Outbound drops (`Dropped`) or would-be drops (`WouldDrop`) for a reason.
+    pub fn dropped_out(&self, kind: DropKind, reason: DropReason) -> Counter {
+        self.maps
+            .drop_counter(1, kind, reason)
+            .expect("read counter")
+    }
+
+    /// Inbound passes for a reason.
     pub fn passed(&self, reason: PassReason) -> Counter {
-        self.maps.pass_counter(reason as u32).expect("read counter")
+        self.maps.pass_counter(0, reason).expect("read counter")
+    }
+
+    /// Outbound passes for a reason.
+    pub fn passed_out(&self, reason: PassReason) -> Counter {
+        self.maps.pass_counter(1, reason).expect("read counter")
+    }
+
+    pub fn ct_event(&self, event: CtEvent) -> u64 {
+        self.maps.ct_event(event).expect("read counter")
     }
 }
 

@@ -336,25 +336,44 @@ fn too_many_rules_on_one_port_is_a_located_error() {
 }
 
 #[test]
-fn essentials_become_flags() {
+fn essentials_and_egress_become_flags() {
+    let compiled = |text: &str, role| {
+        compile(&parse(text, "p").unwrap(), role, &[], &SlotMap::default()).unwrap()
+    };
     let text = "[roles.external]\nessentials = { arp = false }\n";
-    let t = compile(
-        &parse(text, "p").unwrap(),
-        Role::External,
-        &[],
-        &SlotMap::default(),
-    )
-    .unwrap();
-    assert_eq!(t.flags, flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU);
-    let t = compile(
-        &parse(text, "p").unwrap(),
-        Role::Internal,
-        &[],
-        &SlotMap::default(),
-    )
-    .unwrap();
+    let all = flags::ESSENTIAL_ARP | flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU;
     assert_eq!(
-        t.flags,
-        flags::ESSENTIAL_ARP | flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU
+        compiled(text, Role::External).flags,
+        flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU | flags::EGRESS_ENFORCE
+    );
+    assert_eq!(
+        compiled(text, Role::Internal).flags,
+        all | flags::EGRESS_ENFORCE
+    );
+    let text = "[roles.external]\negress = \"monitor\"\n[roles.internal]\negress = \"off\"\n";
+    assert_eq!(
+        compiled(text, Role::External).flags,
+        all | flags::EGRESS_MONITOR
+    );
+    assert_eq!(compiled(text, Role::Internal).flags, all);
+}
+
+#[test]
+fn conntrack_settings_become_timeouts() {
+    let p = parse(
+        "[conntrack]\nmax_entries = 1024\nudp = 5\ntcp_established = 100\n",
+        "p",
+    )
+    .unwrap();
+    let t = compile(&p, Role::External, &[], &SlotMap::default()).unwrap();
+    assert_eq!(t.ct_max, 1024);
+    assert_eq!(
+        t.ct_timeout_ns,
+        [
+            30_000_000_000,
+            100_000_000_000,
+            60_000_000_000,
+            5_000_000_000
+        ]
     );
 }

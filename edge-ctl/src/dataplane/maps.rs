@@ -4,10 +4,11 @@
 use std::path::Path;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use edge_common::{
-    ClassEntry, Counter, GenConfig, LocalV4, LocalV6, PORT_TABLE_LEN, PortEntry, RemoteKeyV4,
-    RemoteKeyV6, RemoteSets, class_index, maps as names, port_index,
+    ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DropKind, DropReason, GenConfig,
+    LocalV4, LocalV6, PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
+    class_index, drop_index, maps as names, pass_index, port_index,
 };
 
 use super::DataplaneError;
@@ -40,6 +41,12 @@ pub struct MapSet {
     pub rules: PerCpuArray<MapData, Counter>,
     pub drops: PerCpuArray<MapData, Counter>,
     pub passes: PerCpuArray<MapData, Counter>,
+    pub ct_v4: HashMap<MapData, CtKeyV4, CtEntry>,
+    /// A second handle on the IPv4 table, for its size.
+    ct_v4_data: MapData,
+    pub ct_v6: HashMap<MapData, CtKeyV6, CtEntry>,
+    pub ct_events: PerCpuArray<MapData, u64>,
+    pub ct_live: Array<MapData, u64>,
 }
 
 impl MapSet {
@@ -55,6 +62,12 @@ impl MapSet {
             rules: typed!(dir, names::RULE_COUNTERS),
             drops: typed!(dir, names::DROP_COUNTERS),
             passes: typed!(dir, names::PASS_COUNTERS),
+            ct_v4: typed!(dir, names::CT_V4),
+            ct_v4_data: MapData::from_pin(dir.join(names::CT_V4))
+                .map_err(|e| DataplaneError::map(names::CT_V4, "open pinned map", e))?,
+            ct_v6: typed!(dir, names::CT_V6),
+            ct_events: typed!(dir, names::CT_EVENTS),
+            ct_live: typed!(dir, names::CT_LIVE),
         })
     }
 
@@ -165,12 +178,61 @@ impl MapSet {
         sum(&self.rules, slot as u32, names::RULE_COUNTERS)
     }
 
-    pub fn drop_counter(&self, reason: u32) -> Result<Counter, DataplaneError> {
-        sum(&self.drops, reason, names::DROP_COUNTERS)
+    /// Drops by reason; `direction` 0 is inbound, 1 outbound.
+    pub fn drop_counter(
+        &self,
+        direction: u32,
+        kind: DropKind,
+        reason: DropReason,
+    ) -> Result<Counter, DataplaneError> {
+        sum(
+            &self.drops,
+            drop_index(direction, kind, reason),
+            names::DROP_COUNTERS,
+        )
     }
 
-    pub fn pass_counter(&self, reason: u32) -> Result<Counter, DataplaneError> {
-        sum(&self.passes, reason, names::PASS_COUNTERS)
+    pub fn pass_counter(
+        &self,
+        direction: u32,
+        reason: PassReason,
+    ) -> Result<Counter, DataplaneError> {
+        sum(
+            &self.passes,
+            pass_index(direction, reason),
+            names::PASS_COUNTERS,
+        )
+    }
+
+    pub fn ct_event(&self, event: CtEvent) -> Result<u64, DataplaneError> {
+        let values = self
+            .ct_events
+            .get(&(event as u32), 0)
+            .map_err(|e| DataplaneError::map(names::CT_EVENTS, "read", e))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Size of each connection table.
+    pub fn ct_v4_max(&self) -> u32 {
+        let data: &MapData = std::borrow::Borrow::borrow(&self.ct_v4_data);
+        data.info().map(|i| i.max_entries()).unwrap_or(0)
+    }
+
+    /// Live connection-table entries `[IPv4, IPv6]` as the kernel counts them.
+    pub fn ct_live(&self) -> Result<[u64; 2], DataplaneError> {
+        let get = |i| {
+            self.ct_live
+                .get(&i, 0)
+                .map_err(|e| DataplaneError::map(names::CT_LIVE, "read", e))
+        };
+        Ok([get(0)?, get(1)?])
+    }
+
+    /// Sets the live-entry gauge of one family (after the controller adds or removes entries).
+    pub fn set_ct_live(&mut self, family: u32, value: u64) -> Result<(), DataplaneError> {
+        self.ct_live
+            .set(family, value, 0)
+            .map_err(|e| DataplaneError::map(names::CT_LIVE, "write", e))
     }
 }
 
@@ -202,6 +264,8 @@ fn per_cpu_zeros() -> Result<PerCpuValues<Counter>, DataplaneError> {
 fn gen_config(tables: &Tables) -> GenConfig {
     let mut cfg = GenConfig::zeroed();
     cfg.flags = tables.flags;
+    cfg.ct_max = tables.ct_max;
+    cfg.ct_timeout_ns = tables.ct_timeout_ns;
     cfg.local_v4_len = tables.local_v4.len() as u32;
     cfg.local_v6_len = tables.local_v6.len() as u32;
     let fill4 =

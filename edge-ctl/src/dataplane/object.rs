@@ -13,9 +13,12 @@ pub fn bytes() -> &'static [u8] {
 }
 
 /// Loads the object; its maps are created (or, when already pinned there, reused) in `pin_dir`.
-pub fn load(pin_dir: &Path) -> Result<Ebpf, DataplaneError> {
+/// `ct_max` sizes each connection table.
+pub fn load(pin_dir: &Path, ct_max: u32) -> Result<Ebpf, DataplaneError> {
     EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
+        .map_max_entries(edge_common::maps::CT_V4, ct_max)
+        .map_max_entries(edge_common::maps::CT_V6, ct_max)
         .load(bytes())
         .map_err(|e| DataplaneError::Load(format!("{e:#}")))
 }

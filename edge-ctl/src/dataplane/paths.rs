@@ -19,6 +19,8 @@ const STATE_BASE: &str = "/run/edge-ctl";
 
 /// Name of the pinned XDP link inside the pin directory.
 pub const XDP_LINK: &str = "link_xdp";
+/// Name of the pinned TCX egress link inside the pin directory.
+pub const TC_LINK: &str = "link_tc";
 
 const STAGING: &str = "%attach%";
 const RETIRING: &str = "%detach%";

@@ -23,6 +23,8 @@ pub struct InterfaceState {
     pub role: Role,
     /// "native" or "generic".
     pub mode: String,
+    /// How the egress program is attached.
+    pub egress: super::attach::EgressAttachment,
     /// Seconds since the Unix epoch.
     pub attached_at: u64,
     /// The policy loaded in each generation; the live one is named by the ACTIVE map.
@@ -39,6 +41,8 @@ pub struct GenerationState {
     pub loaded_at: u64,
     pub rules: Vec<CompiledRule>,
     pub slots: SlotMap,
+    /// Connection-table idle timeouts by state, nanoseconds.
+    pub ct_timeout_ns: [u64; edge_common::CT_STATES],
 }
 
 pub fn now() -> u64 {

@@ -219,11 +219,62 @@ impl Default for Essentials {
     }
 }
 
+/// What the egress program does with an outbound packet that no outbound rule, tracked flow
+/// or inbound-allowed reply explains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    /// Drop it.
+    #[default]
+    Enforce,
+    /// Pass it, counting it as a would-be drop.
+    Monitor,
+    /// Pass it (flows are still recorded, so answers to allowed connections come back).
+    Off,
+}
+
+impl EgressMode {
+    pub fn parse(s: &str) -> Option<EgressMode> {
+        match s {
+            "enforce" => Some(EgressMode::Enforce),
+            "monitor" => Some(EgressMode::Monitor),
+            "off" => Some(EgressMode::Off),
+            _ => None,
+        }
+    }
+}
+
 /// Settings of one interface role.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RoleSettings {
     pub essentials: Essentials,
+    pub egress: EgressMode,
 }
+
+/// Connection tracking: table size (per address family) and idle timeouts in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ConntrackSettings {
+    pub max_entries: u32,
+    pub tcp_syn_sent: u32,
+    pub tcp_established: u32,
+    pub tcp_closing: u32,
+    pub udp: u32,
+}
+
+impl Default for ConntrackSettings {
+    fn default() -> Self {
+        ConntrackSettings {
+            max_entries: edge_common::CT_DEFAULT_MAX,
+            tcp_syn_sent: 30,
+            tcp_established: 7200,
+            tcp_closing: 60,
+            udp: 60,
+        }
+    }
+}
+
+/// The name of the rule the failsafe adds.
+pub const FAILSAFE_RULE: &str = "failsafe-ssh";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -251,6 +302,8 @@ pub struct Policy {
     pub sets: Vec<AddressSet>,
     pub external: RoleSettings,
     pub internal: RoleSettings,
+    pub conntrack: ConntrackSettings,
+    /// Rules in policy order; the failsafe rule (when on) comes first.
     pub rules: Vec<Rule>,
     /// Warnings found while validating.
     pub warnings: Vec<Diagnostic>,

@@ -16,8 +16,27 @@ pub struct RawPolicy {
     pub sets: BTreeMap<String, Spanned<Scalars>>,
     #[serde(default)]
     pub roles: RawRoles,
+    pub conntrack: Option<Spanned<RawConntrack>>,
+    pub failsafe: Option<Spanned<RawFailsafe>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConntrack {
+    pub max_entries: Option<Spanned<i64>>,
+    pub tcp_syn_sent: Option<Spanned<i64>>,
+    pub tcp_established: Option<Spanned<i64>>,
+    pub tcp_closing: Option<Spanned<i64>>,
+    pub udp: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailsafe {
+    pub ssh: Option<bool>,
+    pub ssh_from: Option<Spanned<Scalars>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +51,7 @@ pub struct RawRoles {
 pub struct RawRole {
     pub default: Option<Spanned<String>>,
     pub essentials: Option<RawEssentials>,
+    pub egress: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

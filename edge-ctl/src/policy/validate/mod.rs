@@ -8,10 +8,11 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::diag::{Diagnostics, Location};
-use super::raw::{RawPolicy, RawRole, RawRule, Scalar, Scalars};
+use super::raw::{RawConntrack, RawFailsafe, RawPolicy, RawRole, RawRule, Scalar, Scalars};
 use super::{
-    AddrMatch, AddrTerm, AddressSet, Direction, Essentials, FORMAT_VERSION, INTERFACE_TOKEN,
-    Policy, PolicyError, PortRange, Ports, Protocol, Role, RoleSettings, Rule, SetEntry,
+    AddrMatch, AddrTerm, AddressSet, ConntrackSettings, Direction, EgressMode, Essentials,
+    FAILSAFE_RULE, FORMAT_VERSION, INTERFACE_TOKEN, Policy, PolicyError, PortRange, Ports,
+    Protocol, Role, RoleSettings, Rule, SetEntry,
 };
 
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
@@ -40,7 +41,23 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     let sets = sets(&raw, &mut diags);
     let external = role_settings(raw.roles.external.as_ref(), &mut diags);
     let internal = role_settings(raw.roles.internal.as_ref(), &mut diags);
-    let rules = rules(&raw.rules, &sets, &mut diags);
+    let conntrack = conntrack(raw.conntrack.as_ref(), &mut diags);
+    let mut rules = rules(&raw.rules, &sets, &mut diags);
+    if let Some(f) = failsafe(raw.failsafe.as_ref(), &mut diags) {
+        if let Some(clash) = raw
+            .rules
+            .iter()
+            .find(|r| r.get_ref().name.get_ref() == FAILSAFE_RULE)
+        {
+            diags.error(
+                clash.get_ref().name.span().start,
+                format!(
+                    "rule name `{FAILSAFE_RULE}` is reserved for the failsafe; rename the rule"
+                ),
+            );
+        }
+        rules.insert(0, f);
+    }
     let warnings = diags.finish()?;
     Ok(Policy {
         origin: origin.to_string(),
@@ -48,6 +65,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         sets,
         external,
         internal,
+        conntrack,
         rules,
         warnings,
     })
@@ -176,7 +194,135 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> Rol
             pmtu: e.pmtu.unwrap_or(d.pmtu),
         };
     }
+    if let Some(e) = &raw.egress {
+        match EgressMode::parse(e.get_ref()) {
+            Some(mode) => settings.egress = mode,
+            None => diags.error(
+                e.span().start,
+                format!(
+                    "unknown egress mode `{}`: expected \"enforce\", \"monitor\" or \"off\"",
+                    e.get_ref()
+                ),
+            ),
+        }
+    }
     settings
+}
+
+fn conntrack(raw: Option<&Spanned<RawConntrack>>, diags: &mut Diagnostics) -> ConntrackSettings {
+    let mut c = ConntrackSettings::default();
+    let Some(raw) = raw else { return c };
+    let raw = raw.get_ref();
+    let mut field =
+        |v: &Option<Spanned<i64>>, name: &str, min: i64, max: i64, unit: &str, dst: &mut u32| {
+            if let Some(v) = v {
+                let n = *v.get_ref();
+                if (min..=max).contains(&n) {
+                    *dst = n as u32;
+                } else {
+                    diags.error(
+                        v.span().start,
+                        format!("conntrack.{name} = {n} is out of range: {min}-{max}{unit}"),
+                    );
+                }
+            }
+        };
+    field(
+        &raw.max_entries,
+        "max_entries",
+        64,
+        16_777_216,
+        " entries per address family",
+        &mut c.max_entries,
+    );
+    field(
+        &raw.tcp_syn_sent,
+        "tcp_syn_sent",
+        1,
+        86_400,
+        " seconds",
+        &mut c.tcp_syn_sent,
+    );
+    field(
+        &raw.tcp_established,
+        "tcp_established",
+        1,
+        864_000,
+        " seconds",
+        &mut c.tcp_established,
+    );
+    field(
+        &raw.tcp_closing,
+        "tcp_closing",
+        1,
+        86_400,
+        " seconds",
+        &mut c.tcp_closing,
+    );
+    field(&raw.udp, "udp", 1, 86_400, " seconds", &mut c.udp);
+    c
+}
+
+/// The failsafe: management SSH (TCP 22) in on the internal role, first among the rules, so a
+/// policy mistake cannot lock the operator out. On unless `ssh = false`; `ssh_from` narrows it.
+fn failsafe(raw: Option<&Spanned<RawFailsafe>>, diags: &mut Diagnostics) -> Option<Rule> {
+    let (on, from, at) = match raw {
+        None => (true, None, Location::default()),
+        Some(r) => (
+            r.get_ref().ssh.unwrap_or(true),
+            r.get_ref().ssh_from.as_ref(),
+            diags.at(r.span().start),
+        ),
+    };
+    if !on {
+        return None;
+    }
+    let remote = match from {
+        None => AddrMatch::Any,
+        Some(f) => {
+            let mut nets = Vec::new();
+            for (span, item) in f.get_ref().items(f.span()) {
+                match item {
+                    Scalar::Str(s) if s == "any" => return Some(failsafe_rule(AddrMatch::Any, at)),
+                    Scalar::Str(s) => nets.extend(net(&s, span.start, diags).map(AddrTerm::Net)),
+                    Scalar::Int(_) => diags.error(
+                        span.start,
+                        "failsafe.ssh_from: expected CIDR strings such as \"192.0.2.0/24\"",
+                    ),
+                }
+            }
+            if nets.is_empty() {
+                diags.error(
+                    f.span().start,
+                    "failsafe.ssh_from is empty: name admin CIDRs, or set ssh = false",
+                );
+            }
+            AddrMatch::Terms(nets)
+        }
+    };
+    Some(failsafe_rule(remote, at))
+}
+
+fn failsafe_rule(remote: AddrMatch, at: Location) -> Rule {
+    Rule {
+        name: FAILSAFE_RULE.to_string(),
+        role: Role::Internal,
+        direction: Direction::Inbound,
+        protocol: Protocol::Tcp,
+        ports: Ports(vec![PortRange {
+            first: 22,
+            last: 22,
+        }]),
+        local: AddrMatch::Any,
+        remote,
+        note: Some(
+            "failsafe: management SSH on the internal interface ([failsafe] ssh = false to remove)"
+                .into(),
+        ),
+        service: Some("Management/SSH".into()),
+        enabled: true,
+        at,
+    }
 }
 
 fn rules(raw: &[Spanned<RawRule>], sets: &[AddressSet], diags: &mut Diagnostics) -> Vec<Rule> {

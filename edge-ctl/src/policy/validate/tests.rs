@@ -71,8 +71,9 @@ fn rule_with(field: &str, value: &str) -> String {
 #[test]
 fn good_policy_parses() {
     let p = parse(GOOD, "p.toml").unwrap();
-    assert_eq!(p.rules.len(), 2);
-    let r = &p.rules[1];
+    assert_eq!(p.rules.len(), 3, "two rules and the failsafe");
+    assert_eq!(p.rules[0].name, FAILSAFE_RULE);
+    let r = &p.rules[2];
     assert_eq!(
         r.ports.0,
         vec![
@@ -96,7 +97,7 @@ fn good_policy_parses() {
     );
     assert!(!p.external.essentials.pmtu);
     assert!(p.internal.essentials.pmtu, "essentials default to on");
-    assert_eq!(p.rules[0].at.line, 11);
+    assert_eq!(p.rules[1].at.line, 11);
     assert_eq!(
         p.rules_of(Role::External).count(),
         1,
@@ -212,7 +213,7 @@ fn warnings_do_not_fail() {
             .contains("host bits set; it is read as 192.0.2.0/24")
     );
     assert_eq!(
-        p.rules[0].remote,
+        p.rules[1].remote,
         AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())])
     );
 }
@@ -231,4 +232,65 @@ fn interface_token_and_any_name() {
     let p = parse("[sets]\nme = [\"@interface\"]\n", "p.toml").unwrap();
     assert_eq!(p.sets[0].entries, vec![SetEntry::Interface]);
     assert!(one_error("[sets]\nany = [\"192.0.2.1\"]\n").contains("not allowed"));
+}
+
+#[test]
+fn failsafe_ssh_is_on_by_default_and_first() {
+    let p = parse("", "p.toml").unwrap();
+    assert_eq!(p.rules.len(), 1);
+    let r = &p.rules[0];
+    assert_eq!(
+        (r.name.as_str(), r.role, r.direction, r.protocol),
+        (
+            FAILSAFE_RULE,
+            Role::Internal,
+            Direction::Inbound,
+            Protocol::Tcp
+        )
+    );
+    assert_eq!(
+        r.ports.0,
+        vec![PortRange {
+            first: 22,
+            last: 22
+        }]
+    );
+    assert_eq!(r.remote, AddrMatch::Any);
+    let p = parse(
+        &format!("{GOOD}\n[failsafe]\nssh_from = [\"192.0.2.0/24\"]\n"),
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        p.rules[0].remote,
+        AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())])
+    );
+    assert_eq!(p.rules[0].name, FAILSAFE_RULE);
+    assert_eq!(p.rules.len(), 3);
+    let p = parse("[failsafe]\nssh = false\n", "p.toml").unwrap();
+    assert!(p.rules.is_empty());
+    assert!(one_error("[failsafe]\nssh_from = []\n").contains("failsafe.ssh_from is empty"));
+    let e = one_error(&rule_with("name", "\"failsafe-ssh\""));
+    assert!(e.contains("reserved for the failsafe"), "{e}");
+}
+
+#[test]
+fn egress_and_conntrack_settings() {
+    let p = parse(
+        "[roles.internal]\negress = \"monitor\"\n[conntrack]\nudp = 5\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(p.internal.egress, EgressMode::Monitor);
+    assert_eq!(p.external.egress, EgressMode::Enforce);
+    assert_eq!(p.conntrack.udp, 5);
+    assert_eq!(p.conntrack.tcp_established, 7200);
+    assert!(
+        one_error("[roles.external]\negress = \"block\"\n").contains("unknown egress mode `block`")
+    );
+    assert!(one_error("[conntrack]\nudp = 0\n").contains("conntrack.udp = 0 is out of range"));
+    assert!(
+        one_error("[conntrack]\nmax_entries = 10\n").contains("max_entries = 10 is out of range")
+    );
+    assert!(one_error("[conntrack]\ntcp = 10\n").contains("unknown field `tcp`"));
 }

@@ -1,0 +1,322 @@
+//! Attach and detach: load, fill, attach and pin; and the reverse.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use aya::programs::links::{FdLink, Link, LinkOrder};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
+use aya::programs::{ProgramError, SchedClassifier, TcAttachType, XdpMode};
+use aya::util::KernelVersion;
+use edge_common::programs;
+use serde::{Deserialize, Serialize};
+
+use super::maps::MapSet;
+use super::paths::{TC_LINK, XDP_LINK};
+use super::state::{self, GenerationState, InterfaceState};
+use super::{DataplaneError, Staging, object, paths, prepare, seed, system};
+use crate::compile::{self, SlotMap};
+use crate::policy::{Policy, Role};
+
+/// How to attach XDP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// In the driver (fastest); fails if the driver lacks XDP support.
+    Native,
+    /// In the generic network stack (works on every interface, slower).
+    Generic,
+    /// Native when the driver supports it, generic otherwise.
+    Auto,
+}
+
+pub struct AttachRequest<'a> {
+    pub ifname: &'a str,
+    pub role: Role,
+    pub policy: &'a Policy,
+    pub mode: Mode,
+}
+
+#[derive(Debug)]
+pub struct AttachReport {
+    pub mode: &'static str,
+    /// Set when `auto` fell back to generic mode, with the reason.
+    pub fallback: Option<String>,
+    /// "tcx" or "clsact".
+    pub egress: &'static str,
+    pub program_id: u32,
+    pub rules: usize,
+    /// Open connections put into the connection table.
+    pub seeded: usize,
+    pub interface_addresses: Vec<IpAddr>,
+}
+
+/// Loads, fills, attaches and pins the filter on an interface. The policy is compiled before
+/// anything touches the kernel; any failure leaves the interface as it was.
+///
+/// Order matters: the connection table is seeded with the connections already open, the egress
+/// program (which records new flows) goes on before the ingress filter, and the pins are moved
+/// into place last.
+pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
+    let ifindex = system::if_index(req.ifname)?;
+    let (ns, locked) = prepare(req.ifname)?;
+    let p = &locked.paths;
+    if p.pins.join(XDP_LINK).exists() {
+        return Err(DataplaneError::AlreadyAttached(req.ifname.to_string()));
+    }
+    if p.pins.exists() {
+        // Pins without a link: left by a detach interrupted before it could finish.
+        std::fs::remove_dir_all(&p.pins).map_err(|e| DataplaneError::io("remove stale pins", e))?;
+    }
+    let addrs = system::interface_addresses(req.ifname);
+    let tables = compile::compile(req.policy, req.role, &addrs, &SlotMap::default())?;
+
+    std::fs::create_dir_all(&p.staging)
+        .map_err(|e| DataplaneError::io("create staging pins", e))?;
+    let mut staging = Staging {
+        dir: &p.staging,
+        armed: true,
+    };
+    let mut ebpf = object::load(&p.staging, tables.ct_max)?;
+    let mut maps = MapSet::open(&p.staging)?;
+    maps.write_generation(0, &tables)?;
+    maps.set_active_generation(0)?;
+    let seeded = seed::established(req.policy, req.role, &addrs, &tables, &mut maps)?;
+
+    let mut egress = attach_egress(&mut ebpf, req.ifname, &p.staging)?;
+    let prog = object::load_xdp(&mut ebpf, programs::XDP_FILTER)?;
+    let (mode, fallback, link_id) = attach_xdp(prog, req.ifname, req.mode)?;
+    let link = prog
+        .take_link(link_id)
+        .map_err(|e| DataplaneError::Load(e.to_string()))?;
+    let link = FdLink::try_from(link)
+        .map_err(|e| DataplaneError::Load(format!("XDP link is not a bpf_link: {e}")))?;
+    let program_id = link.info().map(|i| i.program_id()).unwrap_or(0);
+    link.pin(p.staging.join(XDP_LINK))
+        .map_err(|e| DataplaneError::Load(format!("pin XDP link: {e}")))?;
+
+    let st = InterfaceState {
+        format: state::STATE_FORMAT,
+        ifname: req.ifname.to_string(),
+        ifindex,
+        netns: ns.netns,
+        role: req.role,
+        mode: mode.to_string(),
+        egress: egress.attachment.clone(),
+        attached_at: state::now(),
+        generations: [Some(generation_state(req.policy, &addrs, &tables)), None],
+    };
+    st.save(&p.state)?;
+    // The commit point: until this rename, the next command removes everything above.
+    std::fs::rename(&p.staging, &p.pins)
+        .map_err(|e| DataplaneError::io("move pins into place", e))?;
+    staging.armed = false;
+    egress.armed = false;
+    Ok(AttachReport {
+        mode,
+        fallback,
+        egress: egress.attachment.kind(),
+        program_id,
+        rules: tables.rules.len(),
+        seeded,
+        interface_addresses: addrs,
+    })
+}
+
+/// How the egress program is attached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum EgressAttachment {
+    /// A TCX bpf_link, pinned beside the maps.
+    Tcx,
+    /// A cls_bpf filter on the clsact qdisc (kernels before 6.6), found again by these values.
+    Clsact { priority: u16, handle: u32 },
+}
+
+impl EgressAttachment {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EgressAttachment::Tcx => "tcx",
+            EgressAttachment::Clsact { .. } => "clsact",
+        }
+    }
+}
+
+/// The cls_bpf filter's priority and handle when clsact is used.
+const CLSACT_PRIORITY: u16 = 0xed;
+const CLSACT_HANDLE: u32 = 0xed;
+
+/// An attached egress program that is detached again on drop unless disarmed.
+struct Egress {
+    ifname: String,
+    attachment: EgressAttachment,
+    armed: bool,
+}
+
+impl Drop for Egress {
+    fn drop(&mut self) {
+        if self.armed {
+            detach_clsact(&self.ifname, &self.attachment);
+        }
+    }
+}
+
+/// TCX when the kernel has it, clsact otherwise. `EDGE_CTL_TC=clsact` forces clsact (tests).
+fn attach_egress(
+    ebpf: &mut aya::Ebpf,
+    ifname: &str,
+    pins: &Path,
+) -> Result<Egress, DataplaneError> {
+    let err = |e: &dyn std::fmt::Display| DataplaneError::AttachEgress {
+        ifname: ifname.into(),
+        reason: e.to_string(),
+    };
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(programs::TC_EGRESS)
+        .ok_or_else(|| DataplaneError::Load(format!("program {} missing", programs::TC_EGRESS)))?
+        .try_into()
+        .map_err(|e: ProgramError| DataplaneError::Load(e.to_string()))?;
+    prog.load()
+        .map_err(|e| object::verifier_error(programs::TC_EGRESS, e))?;
+    let force_clsact = std::env::var("EDGE_CTL_TC").is_ok_and(|v| v == "clsact");
+    // TCX arrived in Linux 6.6 (the same test aya makes).
+    let tcx = !force_clsact && KernelVersion::at_least(6, 6, 0);
+    if tcx {
+        let id = prog
+            .attach_with_options(
+                ifname,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|e| err(&e))?;
+        let link = prog.take_link(id).map_err(|e| err(&e))?;
+        let link = FdLink::try_from(link).map_err(|e| err(&e))?;
+        link.pin(pins.join(TC_LINK)).map_err(|e| err(&e))?;
+        return Ok(Egress {
+            ifname: ifname.into(),
+            attachment: EgressAttachment::Tcx,
+            armed: true,
+        });
+    }
+    if let Err(e) = aya::programs::tc::qdisc_add_clsact(ifname)
+        && !matches!(&e, aya::programs::tc::TcError::IoError(io) if io.kind() == std::io::ErrorKind::AlreadyExists)
+    {
+        return Err(err(&e));
+    }
+    let options = NlOptions {
+        priority: CLSACT_PRIORITY,
+        handle: TcHandle::from(CLSACT_HANDLE),
+        classid: None,
+    };
+    let id = prog
+        .attach_with_options(
+            ifname,
+            TcAttachType::Egress,
+            TcAttachOptions::Netlink(options),
+        )
+        .map_err(|e| err(&e))?;
+    let link = prog.take_link(id).map_err(|e| err(&e))?;
+    // The filter lives in the qdisc; dropping the link would remove it.
+    std::mem::forget(link);
+    Ok(Egress {
+        ifname: ifname.into(),
+        attachment: EgressAttachment::Clsact {
+            priority: CLSACT_PRIORITY,
+            handle: CLSACT_HANDLE,
+        },
+        armed: true,
+    })
+}
+
+/// Removes a clsact egress filter (a TCX link goes with its pin).
+pub(super) fn detach_clsact(ifname: &str, attachment: &EgressAttachment) {
+    if let EgressAttachment::Clsact { priority, handle } = attachment
+        && let Ok(link) = SchedClassifierLink::attached(
+            ifname,
+            TcAttachType::Egress,
+            *priority,
+            TcHandle::from(*handle),
+            None,
+        )
+    {
+        let _ = link.detach();
+    }
+}
+
+fn generation_state(
+    policy: &Policy,
+    addrs: &[IpAddr],
+    tables: &compile::Tables,
+) -> GenerationState {
+    GenerationState {
+        policy_origin: policy.origin.clone(),
+        policy_hash: policy.hash(),
+        policy_text: policy.text.clone(),
+        interface_addresses: addrs.to_vec(),
+        loaded_at: state::now(),
+        rules: tables.rules.clone(),
+        slots: tables.slots.clone(),
+        ct_timeout_ns: tables.ct_timeout_ns,
+    }
+}
+
+fn attach_xdp(
+    prog: &mut aya::programs::Xdp,
+    ifname: &str,
+    mode: Mode,
+) -> Result<(&'static str, Option<String>, aya::programs::xdp::XdpLinkId), DataplaneError> {
+    let err = |mode: &str, e: aya::programs::ProgramError| DataplaneError::Attach {
+        ifname: ifname.into(),
+        mode: mode.into(),
+        reason: e.to_string(),
+    };
+    match mode {
+        Mode::Native => prog
+            .attach(ifname, XdpMode::Driver)
+            .map(|l| ("native", None, l))
+            .map_err(|e| err("native", e)),
+        Mode::Generic => prog
+            .attach(ifname, XdpMode::Skb)
+            .map(|l| ("generic", None, l))
+            .map_err(|e| err("generic", e)),
+        Mode::Auto => match prog.attach(ifname, XdpMode::Driver) {
+            Ok(l) => Ok(("native", None, l)),
+            Err(native) => {
+                let l = prog
+                    .attach(ifname, XdpMode::Skb)
+                    .map_err(|e| err("generic", e))?;
+                Ok((
+                    "generic",
+                    Some(format!(
+                        "native XDP failed ({native}); attached in generic mode"
+                    )),
+                    l,
+                ))
+            }
+        },
+    }
+}
+
+/// Detaches the filter and removes its pins and state.
+pub fn detach(ifname: &str) -> Result<(), DataplaneError> {
+    let (ns, locked) = prepare(ifname)?;
+    let p = &locked.paths;
+    if !p.pins.exists() {
+        return Err(DataplaneError::NotAttached {
+            ifname: ifname.into(),
+            attached: ns.attached_names(),
+        });
+    }
+    let st = InterfaceState::load(&p.state).ok().flatten();
+    std::fs::rename(&p.pins, &p.retiring).map_err(|e| DataplaneError::io("retire pins", e))?;
+    if let Some(st) = &st {
+        detach_clsact(ifname, &st.egress);
+    }
+    if p.state.exists() {
+        std::fs::remove_file(&p.state).map_err(|e| DataplaneError::io("remove state", e))?;
+    }
+    // Removing the link pin (the last reference) detaches the program.
+    std::fs::remove_dir_all(&p.retiring).map_err(|e| DataplaneError::io("remove pins", e))?;
+    // Leave no empty directories on bpffs; fails harmlessly while other interfaces are attached.
+    let _ = std::fs::remove_dir(&ns.pin_root);
+    let _ = std::fs::remove_dir(Path::new(paths::BPFFS).join("edge-ctl"));
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The connection table seen from user space: list entries, flush them, insert seeds.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use edge_common::{CtEntry, CtKeyV4, CtKeyV6, CtState, ct_origin};
+use serde::Serialize;
+
+use super::DataplaneError;
+use super::maps::MapSet;
+use super::paths::NamespacePaths;
+use super::state::InterfaceState;
+use super::system;
+
+/// A flow from the edge's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowKey {
+    pub protocol: &'static str,
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+}
+
+impl FlowKey {
+    fn proto_number(&self) -> u8 {
+        if self.protocol == "tcp" { 6 } else { 17 }
+    }
+}
+
+fn proto_name(p: u8) -> &'static str {
+    if p == 6 { "tcp" } else { "udp" }
+}
+
+fn words(a: Ipv6Addr) -> [u32; 4] {
+    let o = a.octets();
+    std::array::from_fn(|i| {
+        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+    })
+}
+
+fn v6(w: [u32; 4]) -> Ipv6Addr {
+    let mut o = [0u8; 16];
+    for i in 0..4 {
+        o[4 * i..4 * i + 4].copy_from_slice(&w[i].to_ne_bytes());
+    }
+    Ipv6Addr::from(o)
+}
+
+/// One entry as `edge-ctl conntrack` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConntrackEntry {
+    #[serde(flatten)]
+    pub flow: FlowKey,
+    pub state: &'static str,
+    /// Seconds since the entry was created / last saw a packet.
+    pub age_s: f64,
+    pub idle_s: f64,
+    /// The rule that allowed the flow ("seeded at attach" for connections open before attach).
+    pub rule: String,
+    pub expired: bool,
+}
+
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_coarse_ns` reads.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("monotonic clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+impl MapSet {
+    /// Every entry of both tables, with its flow key.
+    pub fn ct_entries(&self) -> Vec<(FlowKey, CtEntry)> {
+        let mut out = Vec::new();
+        for (k, e) in self.ct_v4.iter().filter_map(Result::ok) {
+            let flow = FlowKey {
+                protocol: proto_name(k.proto),
+                local: IpAddr::V4(Ipv4Addr::from(k.local.to_ne_bytes())),
+                local_port: k.lport,
+                remote: IpAddr::V4(Ipv4Addr::from(k.remote.to_ne_bytes())),
+                remote_port: k.rport,
+            };
+            out.push((flow, e));
+        }
+        for (k, e) in self.ct_v6.iter().filter_map(Result::ok) {
+            let flow = FlowKey {
+                protocol: proto_name(k.proto),
+                local: IpAddr::V6(v6(k.local)),
+                local_port: k.lport,
+                remote: IpAddr::V6(v6(k.remote)),
+                remote_port: k.rport,
+            };
+            out.push((flow, e));
+        }
+        out
+    }
+
+    /// Inserts (or replaces) an entry.
+    pub fn ct_insert(&mut self, flow: &FlowKey, entry: CtEntry) -> Result<(), DataplaneError> {
+        let proto = flow.proto_number();
+        let r = match (flow.local, flow.remote) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                let key = CtKeyV4 {
+                    local: u32::from_ne_bytes(l.octets()),
+                    remote: u32::from_ne_bytes(r.octets()),
+                    lport: flow.local_port,
+                    rport: flow.remote_port,
+                    proto,
+                    _pad: [0; 3],
+                };
+                self.ct_v4.insert(key, entry, 0)
+            }
+            (IpAddr::V6(l), IpAddr::V6(r)) => {
+                let key = CtKeyV6 {
+                    local: words(l),
+                    remote: words(r),
+                    lport: flow.local_port,
+                    rport: flow.remote_port,
+                    proto,
+                    _pad: [0; 3],
+                };
+                self.ct_v6.insert(key, entry, 0)
+            }
+            _ => return Ok(()),
+        };
+        r.map_err(|e| DataplaneError::map(edge_common::maps::CT_V4, "insert", e))
+    }
+
+    /// Removes every entry; returns how many there were.
+    pub fn ct_flush(&mut self) -> Result<usize, DataplaneError> {
+        let keys4: Vec<CtKeyV4> = self.ct_v4.keys().filter_map(Result::ok).collect();
+        let keys6: Vec<CtKeyV6> = self.ct_v6.keys().filter_map(Result::ok).collect();
+        for k in &keys4 {
+            let _ = self.ct_v4.remove(k);
+        }
+        for k in &keys6 {
+            let _ = self.ct_v6.remove(k);
+        }
+        self.set_ct_live(0, 0)?;
+        self.set_ct_live(1, 0)?;
+        Ok(keys4.len() + keys6.len())
+    }
+}
+
+/// An entry for a connection that is open already (seeded at attach).
+pub fn seeded_entry(tcp: bool, slot: u16) -> CtEntry {
+    let now = monotonic_ns();
+    CtEntry {
+        created_ns: now,
+        last_seen_ns: now,
+        rule: slot,
+        state: if tcp {
+            CtState::Established as u8
+        } else {
+            CtState::Udp as u8
+        },
+        origin: ct_origin::SEEDED,
+        _pad: 0,
+    }
+}
+
+/// The entries of one interface, for `edge-ctl conntrack`.
+pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
+    system::require_privileges()?;
+    let ns = NamespacePaths::new(system::netns_id()?);
+    let p = ns.interface(ifname);
+    if !p.pins.exists() {
+        return Err(DataplaneError::NotAttached {
+            ifname: ifname.into(),
+            attached: ns.attached_names(),
+        });
+    }
+    let maps = MapSet::open(&p.pins)?;
+    let st = InterfaceState::load(&p.state)?;
+    let generation = maps.active_generation()?;
+    let live = st.as_ref().and_then(|s| s.live(generation));
+    let timeouts = live.map(|g| g.ct_timeout_ns).unwrap_or_default();
+    let now = monotonic_ns();
+    let mut out: Vec<ConntrackEntry> = maps
+        .ct_entries()
+        .into_iter()
+        .map(|(flow, e)| {
+            let state = CtState::from_u8(e.state);
+            let idle = now.saturating_sub(e.last_seen_ns);
+            let rule = if e.origin == ct_origin::SEEDED {
+                "seeded at attach".to_string()
+            } else {
+                live.and_then(|g| g.rules.iter().find(|r| r.slot == e.rule))
+                    .map_or_else(|| format!("slot {}", e.rule), |r| r.name.clone())
+            };
+            ConntrackEntry {
+                flow,
+                state: state.map_or("?", |s| s.name()),
+                age_s: now.saturating_sub(e.created_ns) as f64 / 1e9,
+                idle_s: idle as f64 / 1e9,
+                rule,
+                expired: state.is_none_or(|s| idle > timeouts[s as usize]),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.age_s.total_cmp(&b.age_s).reverse());
+    Ok(out)
+}
+
+/// Removes every entry of an interface's tables.
+pub fn flush(ifname: &str) -> Result<usize, DataplaneError> {
+    system::require_privileges()?;
+    let ns = NamespacePaths::new(system::netns_id()?);
+    let p = ns.interface(ifname);
+    if !p.pins.exists() {
+        return Err(DataplaneError::NotAttached {
+            ifname: ifname.into(),
+            attached: ns.attached_names(),
+        });
+    }
+    MapSet::open(&p.pins)?.ct_flush()
+}

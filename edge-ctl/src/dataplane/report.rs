@@ -1,0 +1,238 @@
+//! What `status` and `stats` report about attached interfaces.
+
+use aya::programs::links::{FdLink, PinnedLink};
+use edge_common::{CtEvent, DropKind, DropReason, PassReason};
+use serde::Serialize;
+
+use super::maps::MapSet;
+use super::paths::{InterfacePaths, NamespacePaths, XDP_LINK};
+use super::state::InterfaceState;
+use super::{DataplaneError, system};
+use crate::compile::CompiledRule;
+use crate::policy::{Direction, Role};
+
+/// One attached interface as `status` shows it.
+#[derive(Debug, Serialize)]
+pub struct InterfaceStatus {
+    pub interface: String,
+    pub role: Option<Role>,
+    pub mode: Option<String>,
+    pub program_id: Option<u32>,
+    pub link_id: Option<u32>,
+    pub generation: Option<u32>,
+    pub policy_origin: Option<String>,
+    pub policy_hash: Option<String>,
+    pub rules: usize,
+    pub attached_at: Option<u64>,
+    pub interface_present: bool,
+    /// What is wrong, when something is.
+    pub problem: Option<String>,
+}
+
+/// The attached interfaces of this network namespace.
+pub fn status() -> Result<Vec<InterfaceStatus>, DataplaneError> {
+    system::require_privileges()?;
+    let ns = NamespacePaths::new(system::netns_id()?);
+    let mut out = Vec::new();
+    for name in ns.attached_names() {
+        out.push(interface_status(&ns.interface(&name)));
+    }
+    Ok(out)
+}
+
+fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
+    let mut s = InterfaceStatus {
+        interface: p.ifname.clone(),
+        role: None,
+        mode: None,
+        program_id: None,
+        link_id: None,
+        generation: None,
+        policy_origin: None,
+        policy_hash: None,
+        rules: 0,
+        attached_at: None,
+        interface_present: system::if_index(&p.ifname).is_ok(),
+        problem: None,
+    };
+    match PinnedLink::from_pin(p.pins.join(XDP_LINK)) {
+        Ok(link) => {
+            if let Ok(info) = FdLink::from(link).info() {
+                s.program_id = Some(info.program_id());
+                s.link_id = Some(info.id());
+            }
+        }
+        Err(_) => s.problem = Some("no pinned XDP link: run `edge-ctl detach` to clean up".into()),
+    }
+    let generation = MapSet::open(&p.pins).and_then(|m| m.active_generation());
+    match (InterfaceState::load(&p.state), generation) {
+        (Ok(Some(st)), Ok(g)) => {
+            s.role = Some(st.role);
+            s.mode = Some(st.mode.clone());
+            s.attached_at = Some(st.attached_at);
+            s.generation = Some(g);
+            if let Some(live) = st.live(g) {
+                s.policy_origin = Some(live.policy_origin.clone());
+                s.policy_hash = Some(live.policy_hash.clone());
+                s.rules = live.rules.len();
+            }
+        }
+        (Ok(None), _) => {
+            s.problem = Some("state file missing: run `edge-ctl detach` and attach again".into())
+        }
+        (Err(e), _) | (_, Err(e)) => s.problem = Some(e.to_string()),
+    }
+    if !s.interface_present && s.problem.is_none() {
+        s.problem = Some("the interface no longer exists".into());
+    }
+    s
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuleStats {
+    pub name: String,
+    pub direction: crate::policy::Direction,
+    pub protocol: crate::policy::Protocol,
+    pub ports: String,
+    pub local: String,
+    pub remote: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReasonStats {
+    pub direction: Direction,
+    pub reason: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ConntrackStats {
+    /// Live entries per family, as the kernel counts them (created minus removed).
+    pub entries_v4: u64,
+    pub entries_v6: u64,
+    /// Size of each table.
+    pub max_entries: u32,
+    pub hits: u64,
+    pub created: u64,
+    pub expired: u64,
+    /// Entries created while the table was full (each evicted the least recently used entry).
+    pub table_full: u64,
+    /// Flows ended by a TCP RST.
+    pub reset: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InterfaceStats {
+    pub interface: String,
+    pub role: Role,
+    pub generation: u32,
+    pub policy_hash: String,
+    pub rules: Vec<RuleStats>,
+    /// Packets dropped, by direction and reason.
+    pub drops: Vec<ReasonStats>,
+    /// Packets egress `monitor` mode would have dropped (they passed).
+    pub would_drop: Vec<ReasonStats>,
+    /// Packets passed without a rule (essentials, tracked flows, replies), by reason.
+    pub passes: Vec<ReasonStats>,
+    pub conntrack: ConntrackStats,
+}
+
+/// Counters of one interface, or of all attached interfaces of this namespace.
+pub fn stats(ifname: Option<&str>) -> Result<Vec<InterfaceStats>, DataplaneError> {
+    system::require_privileges()?;
+    let ns = NamespacePaths::new(system::netns_id()?);
+    let names = match ifname {
+        Some(n) => {
+            if !ns.interface(n).pins.exists() {
+                return Err(DataplaneError::NotAttached {
+                    ifname: n.into(),
+                    attached: ns.attached_names(),
+                });
+            }
+            vec![n.to_string()]
+        }
+        None => ns.attached_names(),
+    };
+    names
+        .iter()
+        .map(|n| interface_stats(&ns.interface(n)))
+        .collect()
+}
+
+fn interface_stats(p: &InterfacePaths) -> Result<InterfaceStats, DataplaneError> {
+    let maps = MapSet::open(&p.pins)?;
+    let st = InterfaceState::load(&p.state)?.ok_or_else(|| DataplaneError::State {
+        path: p.state.display().to_string(),
+        reason: "missing".into(),
+    })?;
+    let generation = maps.active_generation()?;
+    let live = st.live(generation).ok_or_else(|| DataplaneError::State {
+        path: p.state.display().to_string(),
+        reason: format!("no policy recorded for live generation {generation}"),
+    })?;
+    let rule = |r: &CompiledRule| -> Result<RuleStats, DataplaneError> {
+        let c = maps.rule_counter(r.slot)?;
+        Ok(RuleStats {
+            name: r.name.clone(),
+            direction: r.direction,
+            protocol: r.protocol,
+            ports: r.ports.clone(),
+            local: r.local.clone(),
+            remote: r.remote.clone(),
+            packets: c.packets,
+            bytes: c.bytes,
+        })
+    };
+    let drops = |kind: DropKind| -> Result<Vec<ReasonStats>, DataplaneError> {
+        let mut out = Vec::new();
+        for direction in Direction::ALL {
+            for r in DropReason::ALL {
+                let c = maps.drop_counter(direction as u32, kind, *r)?;
+                out.push(ReasonStats {
+                    direction,
+                    reason: r.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                });
+            }
+        }
+        Ok(out)
+    };
+    let mut passes = Vec::new();
+    for direction in Direction::ALL {
+        for r in PassReason::ALL {
+            let c = maps.pass_counter(direction as u32, *r)?;
+            passes.push(ReasonStats {
+                direction,
+                reason: r.name(),
+                packets: c.packets,
+                bytes: c.bytes,
+            });
+        }
+    }
+    let [entries_v4, entries_v6] = maps.ct_live()?;
+    let conntrack = ConntrackStats {
+        entries_v4,
+        entries_v6,
+        max_entries: maps.ct_v4_max(),
+        hits: maps.ct_event(CtEvent::Hit)?,
+        created: maps.ct_event(CtEvent::Created)?,
+        expired: maps.ct_event(CtEvent::Expired)?,
+        table_full: maps.ct_event(CtEvent::TableFull)?,
+        reset: maps.ct_event(CtEvent::Reset)?,
+    };
+    Ok(InterfaceStats {
+        interface: p.ifname.clone(),
+        role: st.role,
+        generation,
+        policy_hash: live.policy_hash.clone(),
+        rules: live.rules.iter().map(rule).collect::<Result<_, _>>()?,
+        drops: drops(DropKind::Dropped)?,
+        would_drop: drops(DropKind::WouldDrop)?,
+        passes,
+        conntrack,
+    })
+}

@@ -1,0 +1,195 @@
+//! The connection table: flows the edge opened (allowed by an outbound rule at egress) so their
+//! answers pass at ingress without opening any port. Keys are written from the edge's side
+//! (local, remote), so both programs build the same key for the two directions of a flow.
+
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use edge_common::{CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtState, GenConfig, ct_origin};
+
+use crate::counters;
+use crate::maps::{EDGE_CT4, EDGE_CT6, EDGE_CTLIVE};
+use crate::parse::{PROTO_TCP, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+pub enum Flow {
+    V4(CtKeyV4),
+    V6(CtKeyV6),
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The flow of a packet: inbound packets have the edge as destination, outbound as source.
+#[inline(always)]
+pub fn flow_of(pkt: &Packet, outbound: bool) -> Flow {
+    let (local, remote, lport, rport) = if outbound {
+        (&pkt.src, &pkt.dst, pkt.sport, pkt.dport)
+    } else {
+        (&pkt.dst, &pkt.src, pkt.dport, pkt.sport)
+    };
+    flow(pkt.v6, pkt.proto, local, remote, lport, rport)
+}
+
+#[inline(always)]
+pub fn flow(
+    v6: bool,
+    proto: u8,
+    local: &[u32; 4],
+    remote: &[u32; 4],
+    lport: u16,
+    rport: u16,
+) -> Flow {
+    if v6 {
+        Flow::V6(CtKeyV6 {
+            local: *local,
+            remote: *remote,
+            lport,
+            rport,
+            proto,
+            _pad: [0; 3],
+        })
+    } else {
+        Flow::V4(CtKeyV4 {
+            local: local[0],
+            remote: remote[0],
+            lport,
+            rport,
+            proto,
+            _pad: [0; 3],
+        })
+    }
+}
+
+#[inline(always)]
+fn lookup(f: &Flow) -> Option<*mut CtEntry> {
+    match f {
+        Flow::V4(k) => EDGE_CT4.get_ptr_mut(k),
+        Flow::V6(k) => EDGE_CT6.get_ptr_mut(k),
+    }
+}
+
+#[inline(always)]
+fn family(f: &Flow) -> u32 {
+    match f {
+        Flow::V4(_) => 0,
+        Flow::V6(_) => 1,
+    }
+}
+
+#[inline(always)]
+fn remove(f: &Flow) {
+    let removed = match f {
+        Flow::V4(k) => EDGE_CT4.remove(k),
+        Flow::V6(k) => EDGE_CT6.remove(k),
+    };
+    if removed.is_ok() {
+        live_add(family(f), u64::MAX); // -1
+    }
+}
+
+#[inline(always)]
+fn live_add(family: u32, delta: u64) {
+    if let Some(p) = EDGE_CTLIVE.get_ptr_mut(family) {
+        // Shared by all CPUs: an atomic add (BPF_ATOMIC). core's AtomicU64 has no fetch_add on
+        // the BPF target, the intrinsic lowers to the instruction directly.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                p, delta,
+            )
+        };
+    }
+}
+
+#[inline(always)]
+fn timeout(cfg: &GenConfig, state: u8) -> u64 {
+    match CtState::from_u8(state) {
+        Some(s) => cfg.ct_timeout_ns[s as usize],
+        None => 0,
+    }
+}
+
+/// A live entry for the flow, removing it (and counting the expiry) when it is past its timeout.
+#[inline(always)]
+pub fn live(cfg: &GenConfig, f: &Flow, now: u64) -> Option<*mut CtEntry> {
+    let e = lookup(f)?;
+    let (last, state) = unsafe { ((*e).last_seen_ns, (*e).state) };
+    if now.wrapping_sub(last) > timeout(cfg, state) {
+        remove(f);
+        counters::ct_event(CtEvent::Expired);
+        return None;
+    }
+    Some(e)
+}
+
+/// Refreshes a flow and moves a TCP flow's state on a segment; a RST removes the flow.
+#[inline(always)]
+pub fn advance(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound: bool, now: u64) {
+    unsafe { (*e).last_seen_ns = now };
+    if pkt.proto != PROTO_TCP {
+        return;
+    }
+    let flags = pkt.tcp_flags;
+    if flags & TCP_RST != 0 {
+        remove(f);
+        counters::ct_event(CtEvent::Reset);
+        return;
+    }
+    let state = unsafe { (*e).state };
+    let next = if flags & TCP_FIN != 0 {
+        CtState::Closing as u8
+    } else if state == CtState::SynSent as u8
+        && inbound
+        && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+    {
+        CtState::Established as u8
+    } else if state == CtState::SynSent as u8 && !inbound && flags & TCP_SYN == 0 {
+        // The edge sends data: the handshake completed.
+        CtState::Established as u8
+    } else {
+        state
+    };
+    if next != state {
+        unsafe { (*e).state = next };
+    }
+}
+
+/// Records a new outbound flow allowed by rule `slot`.
+#[inline(always)]
+pub fn create(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u16, now: u64) {
+    let state = if pkt.proto == PROTO_TCP {
+        if pkt.tcp_flags & TCP_RST != 0 {
+            return; // Nothing to track.
+        }
+        if pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            CtState::SynSent
+        } else {
+            CtState::Established
+        }
+    } else {
+        CtState::Udp
+    };
+    let entry = CtEntry {
+        created_ns: now,
+        last_seen_ns: now,
+        rule: slot,
+        state: state as u8,
+        origin: ct_origin::OUTBOUND,
+        _pad: 0,
+    };
+    let inserted = match f {
+        Flow::V4(k) => EDGE_CT4.insert(k, &entry, 0),
+        Flow::V6(k) => EDGE_CT6.insert(k, &entry, 0),
+    };
+    if inserted.is_ok() {
+        counters::ct_event(CtEvent::Created);
+        // An LRU table at capacity evicts on insert: count it instead of growing the gauge.
+        let full = EDGE_CTLIVE
+            .get(family(f))
+            .is_some_and(|live| *live >= cfg.ct_max as u64);
+        if full {
+            counters::ct_event(CtEvent::TableFull);
+        } else {
+            live_add(family(f), 1);
+        }
+    }
+}
