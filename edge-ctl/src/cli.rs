@@ -410,9 +410,10 @@ fn status(json: bool) -> Result<()> {
     for s in list {
         let role = s.role.map_or("?".to_string(), |r| r.to_string());
         println!(
-            "{}: role {role}, {} XDP",
+            "{}: role {role}, {} XDP, {} egress",
             s.interface,
-            s.mode.as_deref().unwrap_or("?")
+            s.mode.as_deref().unwrap_or("?"),
+            s.egress.unwrap_or("?")
         );
         println!(
             "  program id {}, link id {}",

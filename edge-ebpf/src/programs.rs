@@ -113,34 +113,31 @@ fn is_icmp_error(pkt: &Packet) -> bool {
     }
 }
 
-/// ICMP: the essentials (path MTU discovery, IPv6 neighbour discovery) and errors quoting a
-/// tracked flow pass.
+/// ICMP: neighbour discovery, errors quoting a tracked flow, and path-MTU messages pass.
+/// A path-MTU message about a tracked flow passes even with the essential off.
 #[inline(always)]
 fn icmp_in(data: usize, data_end: usize, cfg: &GenConfig, pkt: &Packet, bytes: u64) -> Verdict {
     if pkt.v6 != (pkt.proto == PROTO_ICMPV6) {
         return dropped(INBOUND, DropReason::L4Protocol, bytes);
     }
     let (kind, code) = (pkt.sport, pkt.dport);
-    if pkt.v6 {
-        match kind {
-            // Packet Too Big.
-            2 => return essential(cfg, flags::ESSENTIAL_PMTU, PassReason::Pmtu, bytes),
-            // Router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
-            133..=137 => return essential(cfg, flags::ESSENTIAL_NDP, PassReason::Ndp, bytes),
-            _ => {}
-        }
-    } else if kind == 3 && code == 4 {
-        // Destination unreachable, fragmentation needed.
-        return essential(cfg, flags::ESSENTIAL_PMTU, PassReason::Pmtu, bytes);
+    if pkt.v6 && (133..=137).contains(&kind) {
+        // Router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
+        return essential(cfg, flags::ESSENTIAL_NDP, PassReason::Ndp, bytes);
     }
-    if is_icmp_error(pkt) {
-        if let Some(q) = parse::quoted(data, data_end, pkt) {
-            let flow = conntrack::flow(pkt.v6, q.proto, &q.local, &q.remote, q.lport, q.rport);
-            if conntrack::live(cfg, &flow, conntrack::now()).is_some() {
-                counters::pass(INBOUND, PassReason::Related, bytes);
-                return Verdict::Pass;
-            }
+    if !is_icmp_error(pkt) {
+        return dropped(INBOUND, DropReason::Icmp, bytes);
+    }
+    if let Some(q) = parse::quoted(data, data_end, pkt) {
+        let flow = conntrack::flow(pkt.v6, q.proto, &q.local, &q.remote, q.lport, q.rport);
+        if conntrack::live(cfg, &flow, conntrack::now()).is_some() {
+            counters::pass(INBOUND, PassReason::Related, bytes);
+            return Verdict::Pass;
         }
+    }
+    // ICMPv6 packet too big; ICMP destination unreachable, fragmentation needed.
+    if (pkt.v6 && kind == 2) || (!pkt.v6 && kind == 3 && code == 4) {
+        return essential(cfg, flags::ESSENTIAL_PMTU, PassReason::Pmtu, bytes);
     }
     dropped(INBOUND, DropReason::Icmp, bytes)
 }
@@ -209,8 +206,17 @@ fn tcp_udp_out(generation: u32, cfg: &GenConfig, pkt: &Packet, bytes: u64) -> Ve
         counters::pass(OUTBOUND, PassReason::Reply, bytes);
         return Verdict::Pass;
     }
-    egress_default(cfg, DropReason::EgressPolicy, bytes)
+    let verdict = egress_default(cfg, DropReason::EgressPolicy, bytes);
+    if verdict == Verdict::Pass {
+        // Monitor and off pass the flow, so its answers must come back too: observing an egress
+        // policy must not break what it would allow.
+        conntrack::create(cfg, &flow, pkt, NO_RULE, now);
+    }
+    verdict
 }
+
+/// Rule slot of flows no outbound rule allowed (egress `monitor` or `off`).
+const NO_RULE: u16 = u16::MAX;
 
 #[inline(always)]
 fn record(

@@ -145,14 +145,19 @@ pub fn rule_packets(stats: &serde_json::Value, rule: &str) -> u64 {
         .expect("packets")
 }
 
-/// Packets counted for a drop reason in a `stats --json` interface object.
+/// Inbound packets counted for a drop reason in a `stats --json` interface object.
 pub fn drop_packets(stats: &serde_json::Value, reason: &str) -> u64 {
-    stats["drops"]
+    reason_packets(stats, "drops", "inbound", reason)
+}
+
+/// Packets of a `stats --json` reason list ("drops", "would_drop", "passes") for a direction.
+pub fn reason_packets(stats: &serde_json::Value, list: &str, direction: &str, reason: &str) -> u64 {
+    stats[list]
         .as_array()
-        .expect("drops")
+        .unwrap_or_else(|| panic!("no {list} in stats"))
         .iter()
-        .find(|r| r["reason"] == reason)
-        .unwrap_or_else(|| panic!("no drop reason {reason} in stats"))["packets"]
+        .find(|r| r["reason"] == reason && r["direction"] == direction)
+        .unwrap_or_else(|| panic!("no {direction} {reason} in {list}"))["packets"]
         .as_u64()
         .expect("packets")
 }
@@ -191,4 +196,21 @@ fn run_ok(cmd: &mut Command) {
         "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+impl Lab {
+    /// The MAC address of an interface.
+    pub fn mac(&self, ns: &str, dev: &str) -> [u8; 6] {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-j", "link", "show", dev])
+            .output()
+            .expect("ip link");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
+        let text = v[0]["address"].as_str().expect("address").to_string();
+        let bytes: Vec<u8> = text
+            .split(':')
+            .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+            .collect();
+        bytes.try_into().expect("6 bytes")
+    }
 }

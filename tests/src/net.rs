@@ -182,3 +182,198 @@ pub fn udp_probe(ns: &str, to: SocketAddr, timeout: Duration) -> Outcome {
         }
     })
 }
+
+/// A TCP socket bound to a pinned source port, connected from inside namespace `ns`. The
+/// source port matters: Linux's ephemeral range overlaps the Lync A/V range 50000-59999, so a
+/// test that lets the kernel choose can pass by accident.
+pub fn tcp_connect_from(
+    ns: &str,
+    sport: u16,
+    to: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    in_netns(ns, move || {
+        use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+        let domain = if to.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        let local: SocketAddr = if to.is_ipv4() {
+            ([0, 0, 0, 0], sport).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, sport).into()
+        };
+        s.bind(&SockAddr::from(local))?;
+        s.connect_timeout(&SockAddr::from(to), timeout)?;
+        let stream: TcpStream = s.into();
+        stream.set_read_timeout(Some(timeout))?;
+        Ok(stream)
+    })
+}
+
+/// Connects from a pinned source port and reads the server's banner.
+pub fn tcp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> Outcome {
+    match tcp_connect_from(ns, sport, to, timeout) {
+        Ok(mut s) => {
+            let mut buf = [0u8; 16];
+            match s.read(&mut buf) {
+                Ok(n) if &buf[..n] == BANNER => Outcome::Answered,
+                _ => Outcome::Silent,
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+        Err(_) => Outcome::Silent,
+    }
+}
+
+/// Sends a datagram from a pinned source port and waits for the echo.
+pub fn udp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> Outcome {
+    in_netns(ns, move || {
+        let bind: SocketAddr = if to.is_ipv4() {
+            ([0, 0, 0, 0], sport).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, sport).into()
+        };
+        let sock = UdpSocket::bind(bind).expect("bind udp client");
+        sock.connect(to).expect("connect udp");
+        sock.set_read_timeout(Some(timeout)).expect("timeout");
+        let payload = b"edge-lab probe";
+        if sock.send(payload).is_err() {
+            return Outcome::Refused;
+        }
+        let mut buf = [0u8; 64];
+        match sock.recv(&mut buf) {
+            Ok(n) if &buf[..n] == payload => Outcome::Answered,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
+            _ => Outcome::Silent,
+        }
+    })
+}
+
+/// A UDP server that answers each datagram after `delay` (to outlive a flow's timeout).
+pub fn udp_delayed_echo(ns: &str, port: u16, delay: Duration) -> Servers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let s = stop.clone();
+    let t = spawn_in_netns(ns, move || {
+        let sock = UdpSocket::bind(any_v6(port)).expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let _ = ready_tx.send(());
+        let start = Instant::now();
+        let mut buf = [0u8; 2048];
+        while !s.load(Ordering::SeqCst) && start.elapsed() < MAX_SERVER_LIFETIME {
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                std::thread::sleep(delay);
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server did not start");
+    Servers {
+        stop,
+        threads: vec![t],
+    }
+}
+
+/// A TCP server that accepts one connection and keeps it open; `send` makes it write. The
+/// listening socket is closed once the connection is accepted, so the port can be listened on
+/// again (see [`HeldConnection::accepted`]).
+pub struct HeldConnection {
+    tx: std::sync::mpsc::Sender<Vec<u8>>,
+    accepted: std::sync::mpsc::Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HeldConnection {
+    pub fn listen(ns: &str, port: u16) -> HeldConnection {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (accepted_tx, accepted) = std::sync::mpsc::channel();
+        let thread = spawn_in_netns(ns, move || {
+            let listener = TcpListener::bind(any_v6(port)).expect("bind");
+            let _ = ready_tx.send(());
+            let Ok((mut conn, _)) = listener.accept() else {
+                return;
+            };
+            drop(listener);
+            let _ = accepted_tx.send(());
+            // Each message is written; the channel closing ends the connection.
+            while let Ok(data) = rx.recv_timeout(MAX_SERVER_LIFETIME) {
+                let _ = conn.write_all(&data);
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("server did not start");
+        HeldConnection {
+            tx,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the connection is accepted and the listening socket closed.
+    pub fn accepted(&self) {
+        self.accepted
+            .recv_timeout(Duration::from_secs(5))
+            .expect("connection accepted");
+    }
+
+    pub fn send(&self, data: &[u8]) {
+        self.tx.send(data.to_vec()).expect("server thread alive");
+    }
+}
+
+impl Drop for HeldConnection {
+    fn drop(&mut self) {
+        let (tx, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends a raw Ethernet frame out of `ifname` in namespace `ns` (AF_PACKET), e.g. a TCP ACK
+/// that pretends to answer a connection.
+pub fn send_frame(ns: &str, ifname: &str, frame: Vec<u8>) {
+    let ifname = ifname.to_string();
+    in_netns(ns, move || {
+        let index = nix::net::if_::if_nametoindex(ifname.as_str()).expect("interface");
+        // SAFETY: plain socket calls with a correctly sized sockaddr_ll.
+        unsafe {
+            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_ifindex = index as i32;
+            addr.sll_halen = 6;
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            let sent = libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&addr as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            libc::close(fd);
+            assert_eq!(
+                sent,
+                frame.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    });
+}

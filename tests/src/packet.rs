@@ -136,3 +136,10 @@ pub fn pad(mut frame: Vec<u8>) -> Vec<u8> {
     }
     frame
 }
+
+/// Sets a frame's destination and source MAC addresses.
+pub fn with_macs(mut frame: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    frame[..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+    frame
+}

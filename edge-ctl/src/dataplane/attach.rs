@@ -178,7 +178,8 @@ fn attach_egress(
         .map_err(|e| object::verifier_error(programs::TC_EGRESS, e))?;
     let force_clsact = std::env::var("EDGE_CTL_TC").is_ok_and(|v| v == "clsact");
     // TCX arrived in Linux 6.6 (the same test aya makes).
-    let tcx = !force_clsact && KernelVersion::at_least(6, 6, 0);
+    let tcx =
+        !force_clsact && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
     if tcx {
         let id = prog
             .attach_with_options(

@@ -182,6 +182,8 @@ pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
             let idle = now.saturating_sub(e.last_seen_ns);
             let rule = if e.origin == ct_origin::SEEDED {
                 "seeded at attach".to_string()
+            } else if e.rule == u16::MAX {
+                "none (egress monitor/off)".to_string()
             } else {
                 live.and_then(|g| g.rules.iter().find(|r| r.slot == e.rule))
                     .map_or_else(|| format!("slot {}", e.rule), |r| r.name.clone())

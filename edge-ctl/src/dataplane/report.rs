@@ -17,6 +17,8 @@ pub struct InterfaceStatus {
     pub interface: String,
     pub role: Option<Role>,
     pub mode: Option<String>,
+    /// How the egress program is attached: "tcx" or "clsact".
+    pub egress: Option<&'static str>,
     pub program_id: Option<u32>,
     pub link_id: Option<u32>,
     pub generation: Option<u32>,
@@ -45,6 +47,7 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
         interface: p.ifname.clone(),
         role: None,
         mode: None,
+        egress: None,
         program_id: None,
         link_id: None,
         generation: None,
@@ -69,6 +72,7 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
         (Ok(Some(st)), Ok(g)) => {
             s.role = Some(st.role);
             s.mode = Some(st.mode.clone());
+            s.egress = Some(st.egress.kind());
             s.attached_at = Some(st.attached_at);
             s.generation = Some(g);
             if let Some(live) = st.live(g) {

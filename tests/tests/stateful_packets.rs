@@ -1,0 +1,343 @@
+//! Connection tracking and egress enforcement through the real verifier and BPF_PROG_TEST_RUN:
+//! the TC egress program records flows, the XDP program lets their answers in. Needs root.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use edge_common::{CtEvent, DropKind, DropReason, PassReason};
+use edge_ctl::policy::{self, Role};
+use edge_tests::bpf::{Loaded, TC_DROP, TC_PASS, XDP_DROP, XDP_PASS};
+use edge_tests::packet::{self, ACK, FIN, RST, SYN};
+
+const EDGE4: &str = "203.0.113.21";
+const EDGE6: &str = "2001:db8:e::21";
+const PEER4: &str = "198.51.100.7";
+const PEER6: &str = "2001:db8:1::7";
+
+fn policy(extra: &str) -> String {
+    format!(
+        r#"
+[sets]
+edge = ["{EDGE4}", "{EDGE6}"]
+
+[conntrack]
+udp = 1
+tcp_syn_sent = 1
+max_entries = 64
+{extra}
+
+[[rule]]
+name = "sip-in"
+role = "external"
+direction = "inbound"
+protocol = "tcp"
+ports = 5061
+local = "edge"
+
+[[rule]]
+name = "sip-out"
+role = "external"
+direction = "outbound"
+protocol = "tcp"
+ports = [80, 5061]
+local = "edge"
+
+[[rule]]
+name = "dns-out"
+role = "external"
+direction = "outbound"
+protocol = "udp"
+ports = 53
+local = "edge"
+"#
+    )
+}
+
+fn load(extra: &str) -> Loaded {
+    let p = policy::parse(&policy(extra), "stateful.toml").unwrap();
+    Loaded::new(&p, Role::External, &[])
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn families() -> [(IpAddr, IpAddr); 2] {
+    [(ip(EDGE4), ip(PEER4)), (ip(EDGE6), ip(PEER6))]
+}
+
+#[test]
+fn answers_to_the_edges_connections_pass_and_nothing_else() {
+    let l = load("");
+    for (edge, peer) in families() {
+        // Before the edge opens anything, the answer is a stray ACK.
+        let answer = packet::tcp(peer, edge, 5061, 41000, SYN | ACK);
+        assert_eq!(l.run(&answer), XDP_DROP);
+        let created = l.ct_event(CtEvent::Created);
+        assert_eq!(
+            l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN)),
+            TC_PASS
+        );
+        assert_eq!(l.ct_event(CtEvent::Created), created + 1);
+        let hits = l.passed(PassReason::Conntrack).packets;
+        assert_eq!(
+            l.run(&answer),
+            XDP_PASS,
+            "SYN-ACK of the edge's own connection"
+        );
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)), XDP_PASS);
+        assert_eq!(l.passed(PassReason::Conntrack).packets, hits + 2);
+        // Same peer, other ports: not the flow.
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41001, ACK)), XDP_DROP);
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5062, 41000, ACK)), XDP_DROP);
+        // UDP DNS: the answer comes from port 53 to the query's port only.
+        assert_eq!(l.run_egress(&packet::udp(edge, peer, 42000, 53)), TC_PASS);
+        assert_eq!(l.run(&packet::udp(peer, edge, 53, 42000)), XDP_PASS);
+        assert_eq!(l.run(&packet::udp(peer, edge, 53, 42001)), XDP_DROP);
+    }
+    assert_eq!(l.rule("sip-out").packets, 2);
+    assert_eq!(l.rule("dns-out").packets, 2);
+}
+
+#[test]
+fn spoofed_source_ports_open_nothing() {
+    let l = load("");
+    for (edge, peer) in families() {
+        for sport in [80, 443, 53] {
+            for dport in [22, 8080] {
+                let before = l.dropped(DropReason::PolicyDefault).packets;
+                assert_eq!(l.run(&packet::tcp(peer, edge, sport, dport, SYN)), XDP_DROP);
+                assert_eq!(l.dropped(DropReason::PolicyDefault).packets, before + 1);
+            }
+        }
+        let before = l.dropped(DropReason::PolicyDefault).packets;
+        assert_eq!(l.run(&packet::udp(peer, edge, 53, 5000)), XDP_DROP);
+        assert_eq!(l.dropped(DropReason::PolicyDefault).packets, before + 1);
+        // An ACK that pretends to answer a flow never opened.
+        let before = l.dropped(DropReason::NoFlow).packets;
+        assert_eq!(l.run(&packet::tcp(peer, edge, 443, 40000, ACK)), XDP_DROP);
+        assert_eq!(l.dropped(DropReason::NoFlow).packets, before + 1);
+    }
+}
+
+#[test]
+fn rst_ends_a_flow_and_fin_moves_it_to_closing() {
+    let l = load("");
+    for (edge, peer) in families() {
+        l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN));
+        assert_eq!(
+            l.run(&packet::tcp(peer, edge, 5061, 41000, SYN | ACK)),
+            XDP_PASS
+        );
+        let resets = l.ct_event(CtEvent::Reset);
+        assert_eq!(
+            l.run(&packet::tcp(peer, edge, 5061, 41000, RST)),
+            XDP_PASS,
+            "the RST itself passes"
+        );
+        assert_eq!(l.ct_event(CtEvent::Reset), resets + 1);
+        assert_eq!(
+            l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)),
+            XDP_DROP,
+            "nothing after the RST"
+        );
+
+        l.run_egress(&packet::tcp(edge, peer, 41001, 5061, SYN));
+        l.run(&packet::tcp(peer, edge, 5061, 41001, SYN | ACK));
+        l.run_egress(&packet::tcp(edge, peer, 41001, 5061, FIN | ACK));
+        let state = l
+            .maps
+            .ct_entries()
+            .into_iter()
+            .find(|(f, _)| f.local_port == 41001 && f.local == edge)
+            .unwrap()
+            .1
+            .state;
+        assert_eq!(state, edge_common::CtState::Closing as u8);
+        assert_eq!(
+            l.run(&packet::tcp(peer, edge, 5061, 41001, FIN | ACK)),
+            XDP_PASS,
+            "closing flows still pass"
+        );
+    }
+}
+
+#[test]
+fn flows_expire_after_their_timeout() {
+    let l = load("");
+    let (edge, peer) = (ip(EDGE4), ip(PEER4));
+    l.run_egress(&packet::udp(edge, peer, 42000, 53));
+    l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN));
+    assert_eq!(l.run(&packet::udp(peer, edge, 53, 42000)), XDP_PASS);
+    std::thread::sleep(Duration::from_millis(1300));
+    let expired = l.ct_event(CtEvent::Expired);
+    assert_eq!(
+        l.run(&packet::udp(peer, edge, 53, 42000)),
+        XDP_DROP,
+        "udp = 1 s"
+    );
+    assert_eq!(
+        l.run(&packet::tcp(peer, edge, 5061, 41000, SYN | ACK)),
+        XDP_DROP,
+        "tcp_syn_sent = 1 s"
+    );
+    assert_eq!(l.ct_event(CtEvent::Expired), expired + 2);
+}
+
+#[test]
+fn icmp_errors_quoting_a_tracked_flow_pass() {
+    let l = load("[roles.external]\nessentials = { pmtu = false }\n");
+    for (edge, peer) in families() {
+        let query = packet::udp(edge, peer, 42000, 53);
+        l.run_egress(&query);
+        // Port unreachable (v4 3/3, v6 1/4) quoting the query: IP header + 8 bytes of UDP.
+        let l3 = 14; // the quoted packet starts after the Ethernet header
+        let quoted = &query[l3..];
+        let (kind, code) = if edge.is_ipv4() { (3, 3) } else { (1, 4) };
+        let mut icmp = vec![kind, code, 0, 0, 0, 0, 0, 0];
+        let inner_len = if edge.is_ipv4() { 20 + 8 } else { 40 + 8 };
+        icmp.extend_from_slice(&quoted[..inner_len]);
+        let proto = if edge.is_ipv4() {
+            packet::ICMP
+        } else {
+            packet::ICMPV6
+        };
+        let related = l.passed(PassReason::Related).packets;
+        assert_eq!(l.run(&packet::ip(peer, edge, proto, &icmp)), XDP_PASS);
+        assert_eq!(l.passed(PassReason::Related).packets, related + 1);
+        // The same error about a flow the edge never opened.
+        let other = packet::udp(edge, peer, 42999, 53);
+        let mut icmp = vec![kind, code, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(&other[l3..l3 + inner_len]);
+        assert_eq!(l.run(&packet::ip(peer, edge, proto, &icmp)), XDP_DROP);
+        // Packet-too-big / fragmentation-needed with the essential off still passes when it
+        // quotes a tracked flow: path MTU discovery keeps working.
+        let (kind, code) = if edge.is_ipv4() { (3, 4) } else { (2, 0) };
+        let mut icmp = vec![kind, code, 0, 0, 0, 0, 5, 0xdc];
+        icmp.extend_from_slice(&quoted[..inner_len]);
+        assert_eq!(l.run(&packet::ip(peer, edge, proto, &icmp)), XDP_PASS);
+    }
+}
+
+#[test]
+fn egress_enforce_drops_what_nothing_allows() {
+    let l = load("");
+    for (edge, peer) in families() {
+        let before = l
+            .dropped_out(DropKind::Dropped, DropReason::EgressPolicy)
+            .packets;
+        assert_eq!(
+            l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)),
+            TC_DROP
+        );
+        assert_eq!(l.run_egress(&packet::udp(edge, peer, 42000, 123)), TC_DROP);
+        assert_eq!(
+            l.dropped_out(DropKind::Dropped, DropReason::EgressPolicy)
+                .packets,
+            before + 2
+        );
+        // Answers from a port an inbound rule allows pass; a bare SYN from it does not.
+        let replies = l.passed_out(PassReason::Reply).packets;
+        assert_eq!(
+            l.run_egress(&packet::tcp(edge, peer, 5061, 40000, SYN | ACK)),
+            TC_PASS
+        );
+        assert_eq!(
+            l.run_egress(&packet::tcp(edge, peer, 5061, 40000, ACK)),
+            TC_PASS
+        );
+        assert_eq!(l.passed_out(PassReason::Reply).packets, replies + 2);
+        assert_eq!(
+            l.run_egress(&packet::tcp(edge, peer, 5061, 40000, SYN)),
+            TC_DROP
+        );
+        // ARP and ICMP errors of the host's own stack pass.
+        assert_eq!(l.run_egress(&packet::pad(packet::arp())), TC_PASS);
+        let (kind, code) = if edge.is_ipv4() { (3, 3) } else { (1, 4) };
+        assert_eq!(l.run_egress(&packet::icmp(edge, peer, kind, code)), TC_PASS);
+        assert_eq!(
+            l.run_egress(&packet::icmp(
+                edge,
+                peer,
+                if edge.is_ipv4() { 8 } else { 128 },
+                0
+            )),
+            TC_DROP
+        );
+    }
+    assert_eq!(
+        l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy)
+            .packets,
+        0
+    );
+}
+
+#[test]
+fn egress_monitor_passes_and_counts() {
+    let l = load("[roles.external]\negress = \"monitor\"\n");
+    for (edge, peer) in families() {
+        let before = l
+            .dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy)
+            .packets;
+        assert_eq!(
+            l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)),
+            TC_PASS
+        );
+        assert_eq!(
+            l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy)
+                .packets,
+            before + 1
+        );
+    }
+    assert_eq!(
+        l.dropped_out(DropKind::Dropped, DropReason::EgressPolicy)
+            .packets,
+        0
+    );
+    // What monitor passes is tracked, so its answers come back: observing breaks nothing.
+    let (edge, peer) = (ip(EDGE4), ip(PEER4));
+    assert_eq!(
+        l.run(&packet::tcp(peer, edge, 8080, 41000, SYN | ACK)),
+        XDP_PASS
+    );
+}
+
+#[test]
+fn egress_off_passes_but_still_tracks() {
+    let l = load("[roles.external]\negress = \"off\"\n");
+    let (edge, peer) = (ip(EDGE4), ip(PEER4));
+    assert_eq!(
+        l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)),
+        TC_PASS
+    );
+    assert_eq!(
+        l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy)
+            .packets,
+        0
+    );
+    assert_eq!(
+        l.run(&packet::tcp(peer, edge, 8080, 41000, SYN | ACK)),
+        XDP_PASS,
+        "off tracks everything it passes"
+    );
+    l.run_egress(&packet::tcp(edge, peer, 41001, 5061, SYN));
+    assert_eq!(
+        l.run(&packet::tcp(peer, edge, 5061, 41001, SYN | ACK)),
+        XDP_PASS
+    );
+}
+
+#[test]
+fn a_full_table_evicts_and_counts() {
+    let l = load("");
+    let (edge, peer) = (ip(EDGE4), ip(PEER4));
+    for port in 0..100u16 {
+        l.run_egress(&packet::udp(edge, peer, 30000 + port, 53));
+    }
+    assert_eq!(l.ct_event(CtEvent::Created), 100);
+    assert_eq!(l.ct_event(CtEvent::TableFull), 100 - 64, "max_entries = 64");
+    assert_eq!(l.maps.ct_live().unwrap(), [64, 0]);
+    // The newest flows are there; the table never holds more than its size.
+    assert!(l.maps.ct_entries().len() <= 64);
+    assert_eq!(l.run(&packet::udp(peer, edge, 53, 30099)), XDP_PASS);
+}
