@@ -77,6 +77,36 @@ Examples:
         #[command(subcommand)]
         command: Option<ConntrackCommand>,
     },
+    /// Swap the policy of an attached interface atomically, without dropping a packet.
+    #[command(
+        after_help = "The new policy is parsed, validated and compiled, written beside the live \
+one and switched in with a single map write: every packet is judged wholly by the old or wholly \
+by the new policy. Counters follow rule names (a kept rule keeps counting; a removed rule's \
+final counts are printed); the connection table is kept. A policy that fails to parse, \
+validate or compile changes nothing.
+
+Examples:
+  edge-ctl reload eth0 --policy /etc/edge-ctl/policy.toml
+  edge-ctl reload eth0 --policy new.toml --json"
+    )]
+    Reload {
+        interface: String,
+        /// Policy file (default: /etc/edge-ctl/policy.toml, else the built-in profile).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the live eBPF programs with this build's, on the same links, keeping the maps.
+    #[command(
+        after_help = "The programs are swapped with bpf_link_update: there is no moment without \
+a filter. When this build needs a map with another layout, nothing changes and edge-ctl says \
+which map: detach and attach again.
+
+Example:
+  edge-ctl upgrade eth0"
+    )]
+    Upgrade { interface: String },
     /// Detach the filter from an interface and remove its pinned maps and state.
     #[command(after_help = "Example:\n  edge-ctl detach eth0")]
     Detach { interface: String },
@@ -200,6 +230,22 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             for s in dataplane::status()? {
                 conntrack(&s.interface, json)?;
+            }
+            Ok(())
+        }
+        Command::Reload {
+            interface,
+            policy,
+            json,
+        } => reload(&interface, policy, json),
+        Command::Upgrade { interface } => {
+            let r = dataplane::upgrade(&interface)?;
+            println!(
+                "upgraded {interface}: XDP program {} -> {}",
+                r.xdp_program.0, r.xdp_program.1
+            );
+            if let Some((old, new)) = r.tc_program {
+                println!("  egress program {old} -> {new}");
             }
             Ok(())
         }
@@ -360,6 +406,39 @@ fn ssh_session_cut(
     (!decision.passes()).then(|| {
         format!("your SSH session ({client} -> {server}:{server_port}) arrives on {interface} and the {role} rules of this policy drop it: attaching would cut it")
     })
+}
+
+fn reload(interface: &str, policy: Option<PathBuf>, json: bool) -> Result<()> {
+    let policy = choose_policy(policy)?;
+    print_warnings(&policy);
+    let r = dataplane::reload(interface, &policy)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "reloaded {interface}: policy {} (sha256 {}), generation {} live",
+        policy.origin,
+        &r.policy_hash[..16],
+        r.generation
+    );
+    for name in &r.added {
+        println!("  + {name}");
+    }
+    for name in &r.changed {
+        println!("  ~ {name}");
+    }
+    for rm in &r.removed {
+        println!(
+            "  - {} (final count: {} packets, {} bytes)",
+            rm.name, rm.packets, rm.bytes
+        );
+    }
+    println!("  {} rules unchanged", r.unchanged);
+    for n in &r.notes {
+        eprintln!("note: {n}");
+    }
+    Ok(())
 }
 
 fn conntrack(interface: &str, json: bool) -> Result<()> {

@@ -61,6 +61,11 @@ impl Loaded {
         }
     }
 
+    /// Another handle on the same maps (for a writer running beside test runs).
+    pub fn open_maps(&self) -> MapSet {
+        MapSet::open(&self.dir).expect("open maps")
+    }
+
     fn program(&self, name: &str) -> &Xdp {
         self.ebpf
             .program(name)

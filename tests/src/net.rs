@@ -377,3 +377,138 @@ pub fn send_frame(ns: &str, ifname: &str, frame: Vec<u8>) {
         }
     });
 }
+
+/// A UDP receiver that records the sequence numbers (first 8 bytes, big-endian) it gets.
+pub struct UdpSink {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Vec<u64>>>,
+}
+
+impl UdpSink {
+    pub fn start(ns: &str, port: u16) -> UdpSink {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let s = stop.clone();
+        let thread = spawn_in_netns(ns, move || {
+            let sock = UdpSocket::bind(any_v6(port)).expect("bind");
+            sock.set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
+            let _ = ready_tx.send(());
+            let start = Instant::now();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 64];
+            while !s.load(Ordering::SeqCst) && start.elapsed() < MAX_SERVER_LIFETIME {
+                if let Ok(n) = sock.recv(&mut buf)
+                    && n >= 8
+                {
+                    seen.push(u64::from_be_bytes(buf[..8].try_into().unwrap()));
+                }
+            }
+            seen
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("sink did not start");
+        UdpSink {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops after a short drain and returns the sequence numbers received, sorted.
+    pub fn finish(mut self) -> Vec<u64> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.stop.store(true, Ordering::SeqCst);
+        let mut seen = self.thread.take().unwrap().join().expect("sink thread");
+        seen.sort();
+        seen
+    }
+}
+
+/// Sends `count` datagrams numbered `first..` at a fixed interval from a pinned source port.
+pub fn udp_stream(
+    ns: &str,
+    sport: u16,
+    to: SocketAddr,
+    first: u64,
+    count: u64,
+    interval: Duration,
+) -> JoinHandle<()> {
+    spawn_in_netns(ns, move || {
+        let bind: SocketAddr = if to.is_ipv4() {
+            ([0, 0, 0, 0], sport).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, sport).into()
+        };
+        let sock = UdpSocket::bind(bind).expect("bind");
+        let start = Instant::now();
+        for seq in 0..count {
+            let due = start + interval * seq as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let _ = sock.send_to(&(first + seq).to_be_bytes(), to);
+        }
+    })
+}
+
+/// A TCP echo server for `conns` connections; returns the bytes it echoed.
+pub fn tcp_echo(ns: &str, port: u16, conns: usize) -> JoinHandle<u64> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let t = spawn_in_netns(ns, move || {
+        let listener = TcpListener::bind(any_v6(port)).expect("bind");
+        let _ = ready_tx.send(());
+        let mut handlers = Vec::new();
+        for _ in 0..conns {
+            let Ok((mut conn, _)) = listener.accept() else {
+                break;
+            };
+            handlers.push(std::thread::spawn(move || {
+                let mut total = 0u64;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                total
+            }));
+        }
+        handlers.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("echo server did not start");
+    t
+}
+
+/// Exchanges `rounds` chunks of `chunk` bytes with an echo server, one every `interval`, from a
+/// pinned source port; returns the bytes echoed back intact.
+pub fn tcp_exchange(
+    ns: &str,
+    sport: u16,
+    to: SocketAddr,
+    rounds: usize,
+    chunk: usize,
+    interval: Duration,
+) -> JoinHandle<u64> {
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        let mut s = tcp_connect_from(&ns, sport, to, Duration::from_secs(2))
+            .expect("connect to echo server");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut echoed = 0u64;
+        for round in 0..rounds {
+            let data: Vec<u8> = (0..chunk).map(|i| (i + round) as u8).collect();
+            s.write_all(&data).expect("write");
+            let mut back = vec![0u8; chunk];
+            s.read_exact(&mut back).expect("echo");
+            if back == data {
+                echoed += chunk as u64;
+            }
+            std::thread::sleep(interval);
+        }
+        echoed
+    })
+}

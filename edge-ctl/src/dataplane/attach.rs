@@ -102,6 +102,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
         mode: mode.to_string(),
         egress: egress.attachment.clone(),
         attached_at: state::now(),
+        object_hash: object::hash(),
         generations: [Some(generation_state(req.policy, &addrs, &tables)), None],
     };
     st.save(&p.state)?;
@@ -242,7 +243,7 @@ pub(super) fn detach_clsact(ifname: &str, attachment: &EgressAttachment) {
     }
 }
 
-fn generation_state(
+pub(super) fn generation_state(
     policy: &Policy,
     addrs: &[IpAddr],
     tables: &compile::Tables,

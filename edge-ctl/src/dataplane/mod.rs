@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod maps;
 pub mod object;
 pub mod paths;
+mod reload;
 mod report;
 mod seed;
 pub mod state;
@@ -19,6 +20,10 @@ use crate::policy::PolicyError;
 use paths::{InterfacePaths, NamespacePaths, XDP_LINK};
 
 pub use attach::{AttachReport, AttachRequest, Mode, attach, detach};
+pub use reload::{
+    ReloadReport, RemovedRule, UpgradeReport, needs_upgrade, reload, upgrade,
+    wait_for_running_programs,
+};
 pub use report::{InterfaceStats, InterfaceStatus, ReasonStats, RuleStats, stats, status};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +67,15 @@ pub enum DataplaneError {
     },
     #[error("cannot attach the egress filter to {ifname}: {reason}")]
     AttachEgress { ifname: String, reason: String },
+    #[error(
+        "this edge-ctl's eBPF programs need map {map} as {new}, but the live one is {live}; \
+         an in-place upgrade cannot migrate it: `edge-ctl detach` and `edge-ctl attach` again"
+    )]
+    LayoutChanged {
+        map: String,
+        live: String,
+        new: String,
+    },
     #[error("BPF map {name}: {op} failed: {reason}")]
     Map {
         name: String,

@@ -12,6 +12,15 @@ pub fn bytes() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge-ebpf"))
 }
 
+/// SHA-256 of the embedded object, hex: tells whether live programs came from this build.
+pub fn hash() -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Loads the object; its maps are created (or, when already pinned there, reused) in `pin_dir`.
 /// `ct_max` sizes each connection table.
 pub fn load(pin_dir: &Path, ct_max: u32) -> Result<Ebpf, DataplaneError> {

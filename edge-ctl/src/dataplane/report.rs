@@ -70,6 +70,12 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
     let generation = MapSet::open(&p.pins).and_then(|m| m.active_generation());
     match (InterfaceState::load(&p.state), generation) {
         (Ok(Some(st)), Ok(g)) => {
+            if super::needs_upgrade(&st) {
+                s.problem = Some(format!(
+                    "the live programs come from another edge-ctl build: run `edge-ctl upgrade {}`",
+                    p.ifname
+                ));
+            }
             s.role = Some(st.role);
             s.mode = Some(st.mode.clone());
             s.egress = Some(st.egress.kind());

@@ -27,6 +27,8 @@ pub struct InterfaceState {
     pub egress: super::attach::EgressAttachment,
     /// Seconds since the Unix epoch.
     pub attached_at: u64,
+    /// SHA-256 of the eBPF object the live programs came from (see `edge-ctl upgrade`).
+    pub object_hash: String,
     /// The policy loaded in each generation; the live one is named by the ACTIVE map.
     pub generations: [Option<GenerationState>; 2],
 }
