@@ -51,7 +51,16 @@ pub mod maps {
     pub const CT_EVENTS: &str = "EDGE_CTEV";
     /// Entries created minus entries removed, `[IPv4, IPv6]`, updated atomically.
     pub const CT_LIVE: &str = "EDGE_CTLIVE";
+    /// Drop events ([`super::DropEvent`]), a ring buffer.
+    pub const EVENTS: &str = "EDGE_EVENTS";
+    /// Per-CPU event budget of the current second ([`super::EventBudget`]).
+    pub const EVENT_BUDGET: &str = "EDGE_EVBUDGET";
+    /// Result of the explain programs ([`super::Explanation`]); not pinned.
+    pub const EXPLAIN: &str = "EDGE_EXPLAIN";
 }
+
+/// Size of the drop-event ring buffer in bytes.
+pub const EVENTS_RING_BYTES: u32 = 256 * 1024;
 
 /// Names of the programs in the eBPF object.
 pub mod programs {
@@ -61,6 +70,10 @@ pub mod programs {
     pub const XDP_FLOOR: &str = "edge_xdp_floor";
     /// The egress filter and flow recorder (TC).
     pub const TC_EGRESS: &str = "edge_tc_egress";
+    /// Dry runs of the ingress and egress logic for `edge-ctl explain`: same code, no counters,
+    /// no connection-table writes, no events; the decision goes to [`super::maps::EXPLAIN`].
+    pub const EXPLAIN_IN: &str = "edge_explain_in";
+    pub const EXPLAIN_OUT: &str = "edge_explain_out";
 }
 
 /// Direction of a rule relative to the edge node.
@@ -108,6 +121,8 @@ pub mod flags {
     pub const EGRESS_ENFORCE: u32 = 1 << 3;
     /// Egress: count what enforcement would drop, but pass it.
     pub const EGRESS_MONITOR: u32 = 1 << 4;
+    /// Audit mode: evaluate everything, drop nothing; drops are counted as would-be drops.
+    pub const AUDIT: u32 = 1 << 5;
 }
 
 /// Value of [`maps::PORTS`]: which class of rules applies to a (generation, direction,
@@ -175,6 +190,9 @@ pub struct GenConfig {
     pub ct_max: u32,
     /// Idle timeouts in nanoseconds, indexed by [`CtState`].
     pub ct_timeout_ns: [u64; CT_STATES],
+    /// Drop events each CPU may emit per second (0: none).
+    pub events_per_cpu: u32,
+    pub _pad: u32,
     pub local_v4: [LocalV4; MAX_LOCAL_V4],
     pub local_v6: [LocalV6; MAX_LOCAL_V6],
 }
@@ -187,6 +205,8 @@ impl GenConfig {
             local_v6_len: 0,
             ct_max: 0,
             ct_timeout_ns: [0; CT_STATES],
+            events_per_cpu: 0,
+            _pad: 0,
             local_v4: [LocalV4 {
                 addr: 0,
                 mask: 0,
@@ -295,6 +315,63 @@ pub struct CtEntry {
     pub _pad: u32,
 }
 
+/// A dropped (or, in audit/monitor mode, would-be dropped) packet, as `edge-ctl tail` shows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC).
+    pub time_ns: u64,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    /// 0 inbound, 1 outbound.
+    pub direction: u8,
+    /// A [`DropKind`].
+    pub kind: u8,
+    /// A [`DropReason`].
+    pub reason: u8,
+    /// IP protocol number (0 when not IP).
+    pub proto: u8,
+    /// 4 or 6 (0 when not IP).
+    pub family: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Per-CPU event budget: how many events this CPU emitted in the second that began at
+/// `window_ns`, and how many it suppressed in total.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    pub window_ns: u64,
+    pub emitted_in_window: u64,
+    pub emitted: u64,
+    pub suppressed: u64,
+}
+
+/// What the explain programs decided.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Explanation {
+    /// 1 pass, 2 drop.
+    pub verdict: u32,
+    /// Why, one of [`explain`].
+    pub by: u32,
+    /// Rule slot (by rule), [`DropReason`] (by drop), [`PassReason`] (by pass reason).
+    pub detail: u32,
+    /// The generation that decided.
+    pub generation: u32,
+}
+
+/// Values of [`Explanation::by`].
+pub mod explain {
+    pub const RULE: u32 = 1;
+    pub const DROP: u32 = 2;
+    pub const PASS_REASON: u32 = 3;
+    /// Dropped by the rules but passed because of audit or egress monitor/off mode.
+    pub const WOULD_DROP: u32 = 4;
+}
+
 /// Packet and byte counter (per CPU in the maps).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -397,6 +474,8 @@ named_enum! {
         IcmpOut = 6 => "icmp-out",
         /// Egress: not IP (ARP and other link-layer traffic of the host).
         NotIp = 7 => "not-ip",
+        /// Egress `off`: not filtered.
+        Unfiltered = 8 => "unfiltered",
     }
 }
 
@@ -430,6 +509,9 @@ mod pod {
     unsafe impl aya::Pod for CtKeyV4 {}
     unsafe impl aya::Pod for CtKeyV6 {}
     unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for DropEvent {}
+    unsafe impl aya::Pod for EventBudget {}
+    unsafe impl aya::Pod for Explanation {}
 }
 
 #[cfg(test)]
@@ -463,6 +545,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<CtKeyV4>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV6>(), 40);
         assert_eq!(core::mem::size_of::<CtEntry>(), 24);
+        assert_eq!(core::mem::size_of::<DropEvent>(), 56);
         assert_eq!(
             drop_index(1, DropKind::WouldDrop, DropReason::EgressPolicy),
             DROP_COUNTERS_LEN - DropReason::COUNT + 9

@@ -133,6 +133,58 @@ Examples:
         interface: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Refresh every second (in place on a terminal; one JSON document per line with --json).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Print dropped packets as the kernel reports them (rate-limited by `[events] per_second`).
+    #[command(
+        after_help = "Each line: time, interface, direction, verdict (dropped, or would-drop in \
+audit/monitor mode), protocol, source, destination, reason and what decided. The kernel limits \
+events per CPU and second, so a flood yields at most that many lines. One reader at a time.
+
+Examples:
+  edge-ctl tail eth0
+  edge-ctl tail --json"
+    )]
+    Tail {
+        /// Only this interface (default: all attached).
+        interface: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many seconds (default: run until interrupted).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Which rule, default or tracked flow would decide a packet, and why (live maps, dry run).
+    #[command(
+        after_help = "The kernel's own code answers: a dry copy of the filter runs on the \
+packet against the live maps without touching counters or the connection table. The direction \
+follows from which address is the interface's (or --direction).
+
+Examples:
+  edge-ctl explain eth0 --proto tcp --src 192.0.2.50 --dst 203.0.113.21 --dport 5061
+  edge-ctl explain eth0 --proto udp --src 198.51.100.7 --sport 53 --dst 203.0.113.21 --dport 41000"
+    )]
+    Explain {
+        interface: String,
+        #[arg(long, value_enum)]
+        proto: ProtoArg,
+        #[arg(long)]
+        src: std::net::IpAddr,
+        #[arg(long)]
+        dst: std::net::IpAddr,
+        #[arg(long)]
+        dport: u16,
+        #[arg(long, default_value_t = 40000)]
+        sport: u16,
+        /// TCP flags of the probe: syn (a new connection), ack (part of one), syn-ack.
+        #[arg(long, value_enum, default_value = "syn")]
+        flags: FlagsArg,
+        #[arg(long, value_enum)]
+        direction: Option<DirectionArg>,
+        #[arg(long)]
+        json: bool,
     },
     /// Work with policy files without touching the kernel.
     #[command(subcommand)]
@@ -178,6 +230,25 @@ pub enum PolicyCommand {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=profile::MAX_NODES as i64))]
         nodes: u8,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProtoArg {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FlagsArg {
+    Syn,
+    Ack,
+    SynAck,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DirectionArg {
+    Inbound,
+    Outbound,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -255,7 +326,80 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { json } => status(json),
-        Command::Stats { interface, json } => stats(interface.as_deref(), json),
+        Command::Stats {
+            interface,
+            json,
+            watch: false,
+        } => stats(interface.as_deref(), json),
+        Command::Stats {
+            interface,
+            json,
+            watch: true,
+        } => watch(interface.as_deref(), json),
+        Command::Tail {
+            interface,
+            json,
+            seconds,
+        } => tail(interface.as_deref(), json, seconds),
+        Command::Explain {
+            interface,
+            proto,
+            src,
+            dst,
+            dport,
+            sport,
+            flags,
+            direction,
+            json,
+        } => {
+            let req = dataplane::ExplainRequest {
+                ifname: &interface,
+                protocol: match proto {
+                    ProtoArg::Tcp => policy::Protocol::Tcp,
+                    ProtoArg::Udp => policy::Protocol::Udp,
+                },
+                src,
+                dst,
+                sport,
+                dport,
+                tcp_flags: match flags {
+                    FlagsArg::Syn => crate::frame::SYN,
+                    FlagsArg::Ack => crate::frame::ACK,
+                    FlagsArg::SynAck => crate::frame::SYN | crate::frame::ACK,
+                },
+                direction: direction.map(|d| match d {
+                    DirectionArg::Inbound => policy::Direction::Inbound,
+                    DirectionArg::Outbound => policy::Direction::Outbound,
+                }),
+            };
+            let a = dataplane::explain(&req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&a)?);
+            } else {
+                println!(
+                    "{}: {} {} {} -> {}: {}",
+                    a.interface,
+                    a.direction,
+                    req.protocol,
+                    std::net::SocketAddr::new(src, sport),
+                    std::net::SocketAddr::new(dst, dport),
+                    a.verdict.to_uppercase()
+                );
+                println!("  because {}", a.because);
+                if let Some(f) = &a.flow {
+                    println!(
+                        "  flow: {} {}, age {:.1} s, idle {:.1} s, opened by {}",
+                        f.flow.protocol, f.state, f.age_s, f.idle_s, f.rule
+                    );
+                }
+                println!(
+                    "  (generation {}, policy sha256 {})",
+                    a.generation,
+                    &a.policy_hash[..16.min(a.policy_hash.len())]
+                );
+            }
+            Ok(())
+        }
         Command::Policy(PolicyCommand::Check { file }) => check(&file),
         Command::Policy(PolicyCommand::Show { file, role }) => {
             let p = read_policy(&file)?;
@@ -406,6 +550,128 @@ fn ssh_session_cut(
     (!decision.passes()).then(|| {
         format!("your SSH session ({client} -> {server}:{server_port}) arrives on {interface} and the {role} rules of this policy drop it: attaching would cut it")
     })
+}
+
+fn tail(interface: Option<&str>, json: bool, seconds: Option<u64>) -> Result<()> {
+    use std::io::Write;
+    let mut t = dataplane::events::Tail::open(interface)?;
+    if !json {
+        eprintln!(
+            "reading drop events of {} (Ctrl-C to stop)",
+            t.interfaces().join(", ")
+        );
+    }
+    let deadline = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    let mut out = std::io::stdout().lock();
+    while deadline.is_none_or(|d| std::time::Instant::now() < d) {
+        for e in t.wait(std::time::Duration::from_millis(250)) {
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&e)?)?;
+            } else {
+                let end = |a: Option<std::net::IpAddr>, p: Option<u16>| match (a, p) {
+                    (Some(a), Some(p)) => std::net::SocketAddr::new(a, p).to_string(),
+                    (Some(a), None) => a.to_string(),
+                    _ => "-".into(),
+                };
+                writeln!(
+                    out,
+                    "{} {} {:<8} {:<10} {:<6} {} -> {} {} ({})",
+                    e.time,
+                    e.interface,
+                    e.direction,
+                    e.verdict,
+                    e.protocol,
+                    end(e.src, e.sport),
+                    end(e.dst, e.dport),
+                    e.reason,
+                    e.decided_by
+                )?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// `stats --watch`: refreshed in place on a terminal, plain blocks otherwise.
+fn watch(interface: Option<&str>, json: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal() && !json;
+    let mut previous: Option<(std::time::Instant, Vec<dataplane::InterfaceStats>)> = None;
+    loop {
+        let now = std::time::Instant::now();
+        let all = dataplane::stats(interface)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({ "interfaces": all }))?
+            );
+        } else {
+            if tty {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!(
+                "{}",
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            );
+            for s in &all {
+                let prev = previous.as_ref().and_then(|(t, p)| {
+                    p.iter()
+                        .find(|x| x.interface == s.interface)
+                        .map(|x| (t, x))
+                });
+                let rate = |name: &str, packets: u64| -> String {
+                    match prev.and_then(|(t, p)| {
+                        p.rules
+                            .iter()
+                            .find(|r| r.name == name)
+                            .map(|r| (t, r.packets))
+                    }) {
+                        Some((t, before)) => format!(
+                            "{:.0}/s",
+                            (packets - before) as f64 / now.duration_since(*t).as_secs_f64()
+                        ),
+                        None => "-".into(),
+                    }
+                };
+                println!(
+                    "{} ({}, {}, generation {})",
+                    s.interface, s.role, s.mode, s.generation
+                );
+                println!(
+                    "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
+                    "RULE", "DIR", "PROTO", "PORTS", "PACKETS", "BYTES", "RATE"
+                );
+                for r in &s.rules {
+                    println!(
+                        "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
+                        r.name,
+                        r.direction,
+                        r.protocol,
+                        r.ports,
+                        r.packets,
+                        r.bytes,
+                        rate(&r.name, r.packets)
+                    );
+                }
+                for (title, rows) in [("dropped", &s.drops), ("would drop", &s.would_drop)] {
+                    for d in rows.iter().filter(|d| d.packets > 0) {
+                        println!(
+                            "  {title:<10} {:<9} {:<22} {:>12}",
+                            d.direction, d.reason, d.packets
+                        );
+                    }
+                }
+                let c = &s.conntrack;
+                println!(
+                    "  conntrack {} + {} of {} each",
+                    c.entries_v4, c.entries_v6, c.max_entries
+                );
+            }
+        }
+        previous = Some((now, all));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 fn reload(interface: &str, policy: Option<PathBuf>, json: bool) -> Result<()> {

@@ -22,7 +22,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    AddrMatch, AddrTerm, Direction, EgressMode, Policy, PolicyError, Protocol, Role, Rule, SetEntry,
+    AddrMatch, AddrTerm, Direction, EgressMode, Policy, PolicyError, Protocol, Role, RoleMode,
+    Rule, SetEntry,
 };
 
 /// Stable counter slots by rule name. A rule keeps its slot across reloads so its counters
@@ -90,6 +91,8 @@ pub struct Tables {
     pub ct_timeout_ns: [u64; edge_common::CT_STATES],
     /// Connection-table size per address family.
     pub ct_max: u32,
+    /// Drop events per second for the interface (split over CPUs when written).
+    pub events_per_second: u32,
     pub local_v4: Vec<LocalV4>,
     pub local_v6: Vec<LocalV6>,
     /// `ports[direction][protocol][port]` = class index (0: no rule).
@@ -215,6 +218,9 @@ pub fn compile(
     if settings.essentials.pmtu {
         f |= flags::ESSENTIAL_PMTU;
     }
+    if settings.mode == RoleMode::Audit {
+        f |= flags::AUDIT;
+    }
     f |= match settings.egress {
         EgressMode::Enforce => flags::EGRESS_ENFORCE,
         EgressMode::Monitor => flags::EGRESS_MONITOR,
@@ -244,6 +250,7 @@ pub fn compile(
             secs(ct.udp),
         ],
         ct_max: ct.max_entries,
+        events_per_second: policy.events_per_second,
         local_v4,
         local_v6,
         ports,

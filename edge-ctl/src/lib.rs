@@ -10,6 +10,7 @@ pub mod analysis;
 pub mod cli;
 pub mod compile;
 pub mod dataplane;
+pub mod frame;
 pub mod policy;
 pub mod profile;
 pub mod reference;

@@ -109,13 +109,16 @@ fn timeout(cfg: &GenConfig, state: u8) -> u64 {
 }
 
 /// A live entry for the flow, removing it (and counting the expiry) when it is past its timeout.
+/// `DRY` (explain) leaves the table and the counters as they are.
 #[inline(always)]
-pub fn live(cfg: &GenConfig, f: &Flow, now: u64) -> Option<*mut CtEntry> {
+pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow, now: u64) -> Option<*mut CtEntry> {
     let e = lookup(f)?;
     let (last, state) = unsafe { ((*e).last_seen_ns, (*e).state) };
     if now.wrapping_sub(last) > timeout(cfg, state) {
-        remove(f);
-        counters::ct_event(CtEvent::Expired);
+        if !DRY {
+            remove(f);
+            counters::ct_event(CtEvent::Expired);
+        }
         return None;
     }
     Some(e)
@@ -123,7 +126,10 @@ pub fn live(cfg: &GenConfig, f: &Flow, now: u64) -> Option<*mut CtEntry> {
 
 /// Refreshes a flow and moves a TCP flow's state on a segment; a RST removes the flow.
 #[inline(always)]
-pub fn advance(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound: bool, now: u64) {
+pub fn advance<const DRY: bool>(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound: bool, now: u64) {
+    if DRY {
+        return;
+    }
     unsafe { (*e).last_seen_ns = now };
     if pkt.proto != PROTO_TCP {
         return;
@@ -155,7 +161,10 @@ pub fn advance(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound: bool, now: u64)
 
 /// Records a new outbound flow allowed by rule `slot`.
 #[inline(always)]
-pub fn create(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u16, now: u64) {
+pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u16, now: u64) {
+    if DRY {
+        return;
+    }
     let state = if pkt.proto == PROTO_TCP {
         if pkt.tcp_flags & TCP_RST != 0 {
             return; // Nothing to track.

@@ -1,7 +1,8 @@
 //! edge-ctl's kernel programs.
 //!
 //! One module per concern: `parse` (bounded header parsing), `policy` (rule classification),
-//! `conntrack` (flows the edge opened), `counters` (per-CPU statistics), `maps` (the pinned maps), `programs` (the entry points that
+//! `conntrack` (flows the edge opened), `counters` (per-CPU statistics), `events` (rate-limited
+//! drop events), `maps` (the pinned maps), `programs` (the entry points that
 //! wire them together).
 //!
 //! The programs only exist for the BPF target; a host build (e.g. `cargo clippy --workspace`)
@@ -16,6 +17,8 @@
 mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod counters;
+#[cfg(target_arch = "bpf")]
+mod events;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

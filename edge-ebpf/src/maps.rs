@@ -3,11 +3,12 @@
 
 use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray};
+use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use edge_common::{
     CT_DEFAULT_MAX, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DROP_COUNTERS_LEN,
-    GENERATIONS, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN,
-    PORT_TABLE_LEN, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
+    EVENTS_RING_BYTES, EventBudget, Explanation, GENERATIONS, GenConfig, MAX_CLASSES,
+    MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PORT_TABLE_LEN, PortEntry, RemoteKeyV4,
+    RemoteKeyV6, RemoteSets,
 };
 
 /// The live generation (0 or 1).
@@ -53,3 +54,14 @@ pub static EDGE_CTEV: PerCpuArray<u64> = PerCpuArray::pinned(CtEvent::COUNT, 0);
 /// Live entries (created minus removed) of the IPv4 and the IPv6 table, updated atomically.
 #[map]
 pub static EDGE_CTLIVE: Array<u64> = Array::pinned(2, 0);
+
+/// Drop events for `edge-ctl tail`, rate-limited per CPU (see `events`).
+#[map]
+pub static EDGE_EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
+
+#[map]
+pub static EDGE_EVBUDGET: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
+
+/// Written by the explain programs only; not pinned, it lives as long as `edge-ctl explain`.
+#[map]
+pub static EDGE_EXPLAIN: Array<Explanation> = Array::with_max_entries(1, 0);

@@ -1,37 +1,93 @@
-//! The entry points: parse -> classify -> track -> count -> verdict.
+//! The entry points: parse -> classify -> track -> decide; then count, report, verdict.
 //!
 //! Ingress (XDP): a TCP/UDP packet passes if an inbound rule allows it or it belongs to a flow
 //! the edge opened (the connection table). Egress (TC): a packet passes if an outbound rule
 //! allows it (and its flow is recorded), if it belongs to a tracked flow, or if it answers from a
 //! port an inbound rule allows; otherwise the role's egress mode decides.
+//!
+//! The logic returns a [`Decision`]; effects (counters, drop events) are applied in one place.
+//! The explain programs run the same logic with `DRY = true`: no counters, no connection-table
+//! writes, no events; the decision goes to a map for `edge-ctl explain`.
 
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action};
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
-use edge_common::{CtEvent, DropKind, DropReason, GenConfig, PassReason, flags};
+use edge_common::{
+    CtEvent, DropKind, DropReason, Explanation, GenConfig, PassReason, explain, flags,
+};
 
-use crate::conntrack::{self, Flow};
-use crate::maps::{EDGE_ACTIVE, EDGE_GEN};
+use crate::conntrack;
+use crate::maps::{EDGE_ACTIVE, EDGE_EXPLAIN, EDGE_GEN};
 use crate::parse::{
     Frame, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN,
 };
-use crate::{counters, parse, policy};
+use crate::{counters, events, parse, policy};
 
 const INBOUND: u32 = 0;
 const OUTBOUND: u32 = 1;
 
+/// Rule slot of flows no outbound rule allowed (egress `monitor`/`off`, audit).
+const NO_RULE: u16 = u16::MAX;
+
+/// What the policy says about a packet. A plain struct, not an enum with payloads: every field
+/// is always initialised, because the verifier rejects reading a register LLVM left undefined
+/// for the variants that do not use it ("R5 !read_ok").
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Verdict {
+struct Decision {
+    kind: Kind,
+    /// Counter slot, for [`Kind::Rule`].
+    slot: u16,
+    pass: PassReason,
+    drop: DropReason,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    /// Allowed by the rule in `slot`.
+    Rule,
+    /// Passed without a rule, for `pass`.
     Pass,
+    /// Dropped for `drop`.
     Drop,
+    /// The policy drops it for `drop`, but audit or egress monitor mode lets it pass.
+    WouldDrop,
+}
+
+#[allow(non_snake_case)]
+impl Decision {
+    const fn of(kind: Kind, slot: u16, pass: PassReason, drop: DropReason) -> Decision {
+        Decision {
+            kind,
+            slot,
+            pass,
+            drop,
+        }
+    }
+    const fn Rule(slot: u16) -> Decision {
+        Decision::of(Kind::Rule, slot, PassReason::Arp, DropReason::PolicyDefault)
+    }
+    const fn Pass(reason: PassReason) -> Decision {
+        Decision::of(Kind::Pass, 0, reason, DropReason::PolicyDefault)
+    }
+    const fn Drop(reason: DropReason) -> Decision {
+        Decision::of(Kind::Drop, 0, PassReason::Arp, reason)
+    }
+    const fn WouldDrop(reason: DropReason) -> Decision {
+        Decision::of(Kind::WouldDrop, 0, PassReason::Arp, reason)
+    }
 }
 
 /// The ingress filter: judges every frame arriving on the interface.
 #[xdp]
 pub fn edge_xdp(ctx: XdpContext) -> u32 {
-    match ingress(ctx.data(), ctx.data_end()) {
-        Verdict::Pass => xdp_action::XDP_PASS,
-        Verdict::Drop => xdp_action::XDP_DROP,
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    let bytes = (data_end - data) as u64;
+    let (decision, pkt, cfg) = ingress::<false>(data, data_end);
+    if apply(cfg, INBOUND, decision, pkt.as_ref(), bytes) {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
     }
 }
 
@@ -44,10 +100,37 @@ pub fn edge_xdp_floor(_ctx: XdpContext) -> u32 {
 /// The egress filter and flow recorder.
 #[classifier]
 pub fn edge_tc_egress(ctx: TcContext) -> i32 {
-    match egress(&ctx) {
-        Verdict::Pass => TC_ACT_OK as i32,
-        Verdict::Drop => TC_ACT_SHOT as i32,
+    let bytes = ctx.len() as u64;
+    // The stack's own packets may carry headers outside the linear part: pull them in once.
+    let mut frame = parse::parse(ctx.data(), ctx.data_end(), false);
+    if let Frame::Drop(DropReason::Truncated) = frame {
+        let want = if ctx.len() < 128 { ctx.len() } else { 128 };
+        if ctx.pull_data(want).is_ok() {
+            frame = parse::parse(ctx.data(), ctx.data_end(), false);
+        }
     }
+    let (decision, pkt, cfg) = egress::<false>(frame);
+    if apply(cfg, OUTBOUND, decision, pkt.as_ref(), bytes) {
+        TC_ACT_OK as i32
+    } else {
+        TC_ACT_SHOT as i32
+    }
+}
+
+/// `edge-ctl explain` for inbound packets: the ingress logic, dry.
+#[xdp]
+pub fn edge_explain_in(ctx: XdpContext) -> u32 {
+    let (decision, _, _) = ingress::<true>(ctx.data(), ctx.data_end());
+    record_explanation(decision);
+    xdp_action::XDP_PASS
+}
+
+/// `edge-ctl explain` for outbound packets: the egress logic, dry.
+#[xdp]
+pub fn edge_explain_out(ctx: XdpContext) -> u32 {
+    let (decision, _, _) = egress::<true>(parse::parse(ctx.data(), ctx.data_end(), false));
+    record_explanation(decision);
+    xdp_action::XDP_PASS
 }
 
 /// The live generation and its configuration, read once per packet: every lookup below uses
@@ -58,47 +141,111 @@ fn generation() -> Option<(u32, &'static GenConfig)> {
     Some((generation, EDGE_GEN.get(generation)?))
 }
 
+/// Counts the decision, reports drops, and says whether the packet passes.
 #[inline(always)]
-fn ingress(data: usize, data_end: usize) -> Verdict {
-    let bytes = (data_end - data) as u64;
-    let Some((generation, cfg)) = generation() else {
-        return dropped(INBOUND, DropReason::PolicyDefault, bytes);
-    };
-    match parse::parse(data, data_end, true) {
-        Frame::Ip(pkt) => match pkt.proto {
-            PROTO_TCP | PROTO_UDP => {
-                if let Some(slot) = policy::match_rule(generation, cfg, &pkt, INBOUND) {
-                    counters::rule(slot, bytes);
-                    return Verdict::Pass;
-                }
-                tracked_inbound(cfg, &pkt, bytes)
+fn apply(
+    cfg: Option<&GenConfig>,
+    direction: u32,
+    decision: Decision,
+    pkt: Option<&Packet>,
+    bytes: u64,
+) -> bool {
+    match decision.kind {
+        Kind::Rule => {
+            counters::rule(decision.slot, bytes);
+            true
+        }
+        Kind::Pass => {
+            counters::pass(direction, decision.pass, bytes);
+            true
+        }
+        Kind::Drop | Kind::WouldDrop => {
+            let kind = if decision.kind == Kind::Drop {
+                DropKind::Dropped
+            } else {
+                DropKind::WouldDrop
+            };
+            counters::drop(direction, kind, decision.drop, bytes);
+            if let Some(cfg) = cfg {
+                events::emit(cfg, conntrack::now(), direction, kind, decision.drop, pkt);
             }
-            PROTO_ICMP | PROTO_ICMPV6 => icmp_in(data, data_end, cfg, &pkt, bytes),
-            _ => dropped(INBOUND, DropReason::L4Protocol, bytes),
-        },
-        Frame::Arp => essential(cfg, flags::ESSENTIAL_ARP, PassReason::Arp, bytes),
-        Frame::Drop(reason) => dropped(INBOUND, reason, bytes),
+            decision.kind == Kind::WouldDrop
+        }
     }
+}
+
+#[inline(always)]
+fn record_explanation(decision: Decision) {
+    let (verdict, by, detail) = match decision.kind {
+        Kind::Rule => (1, explain::RULE, decision.slot as u32),
+        Kind::Pass => (1, explain::PASS_REASON, decision.pass as u32),
+        Kind::Drop => (2, explain::DROP, decision.drop as u32),
+        Kind::WouldDrop => (1, explain::WOULD_DROP, decision.drop as u32),
+    };
+    let generation = EDGE_ACTIVE.get(0).map_or(0, |g| *g & 1);
+    let e = Explanation {
+        verdict,
+        by,
+        detail,
+        generation,
+    };
+    let _ = EDGE_EXPLAIN.set(0, e, 0);
+}
+
+/// In audit mode nothing is dropped: drops become would-be drops.
+#[inline(always)]
+fn audited(cfg: &GenConfig, d: Decision) -> Decision {
+    if d.kind == Kind::Drop && cfg.flags & flags::AUDIT != 0 {
+        Decision::WouldDrop(d.drop)
+    } else {
+        d
+    }
+}
+
+#[inline(always)]
+fn ingress<const DRY: bool>(
+    data: usize,
+    data_end: usize,
+) -> (Decision, Option<Packet>, Option<&'static GenConfig>) {
+    let Some((generation, cfg)) = generation() else {
+        return (Decision::Drop(DropReason::PolicyDefault), None, None);
+    };
+    let (d, pkt) = match parse::parse(data, data_end, true) {
+        Frame::Ip(pkt) => {
+            let d = match pkt.proto {
+                PROTO_TCP | PROTO_UDP => match policy::match_rule(generation, cfg, &pkt, INBOUND) {
+                    Some(slot) => Decision::Rule(slot),
+                    None => tracked_inbound::<DRY>(cfg, &pkt),
+                },
+                PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, cfg, &pkt),
+                _ => Decision::Drop(DropReason::L4Protocol),
+            };
+            (d, Some(pkt))
+        }
+        Frame::Arp => (essential(cfg, flags::ESSENTIAL_ARP, PassReason::Arp), None),
+        Frame::Drop(reason) => (Decision::Drop(reason), None),
+    };
+    (audited(cfg, d), pkt, Some(cfg))
 }
 
 /// No rule allows it: it passes only as part of a flow the edge opened.
 #[inline(always)]
-fn tracked_inbound(cfg: &GenConfig, pkt: &Packet, bytes: u64) -> Verdict {
+fn tracked_inbound<const DRY: bool>(cfg: &GenConfig, pkt: &Packet) -> Decision {
     let flow = conntrack::flow_of(pkt, false);
     let now = conntrack::now();
-    if let Some(e) = conntrack::live(cfg, &flow, now) {
-        conntrack::advance(&flow, e, pkt, true, now);
-        counters::ct_event(CtEvent::Hit);
-        counters::pass(INBOUND, PassReason::Conntrack, bytes);
-        return Verdict::Pass;
+    if let Some(e) = conntrack::live::<DRY>(cfg, &flow, now) {
+        conntrack::advance::<DRY>(&flow, e, pkt, true, now);
+        if !DRY {
+            counters::ct_event(CtEvent::Hit);
+        }
+        return Decision::Pass(PassReason::Conntrack);
     }
     // A segment without SYN claims to belong to a connection: name that separately.
-    let reason = if pkt.proto == PROTO_TCP && pkt.tcp_flags & TCP_SYN == 0 {
-        DropReason::NoFlow
+    if pkt.proto == PROTO_TCP && pkt.tcp_flags & TCP_SYN == 0 {
+        Decision::Drop(DropReason::NoFlow)
     } else {
-        DropReason::PolicyDefault
-    };
-    dropped(INBOUND, reason, bytes)
+        Decision::Drop(DropReason::PolicyDefault)
+    }
 }
 
 /// ICMP errors: destination unreachable, time exceeded, parameter problem (and ICMPv6 packet
@@ -116,121 +263,95 @@ fn is_icmp_error(pkt: &Packet) -> bool {
 /// ICMP: neighbour discovery, errors quoting a tracked flow, and path-MTU messages pass.
 /// A path-MTU message about a tracked flow passes even with the essential off.
 #[inline(always)]
-fn icmp_in(data: usize, data_end: usize, cfg: &GenConfig, pkt: &Packet, bytes: u64) -> Verdict {
+fn icmp_in<const DRY: bool>(
+    data: usize,
+    data_end: usize,
+    cfg: &GenConfig,
+    pkt: &Packet,
+) -> Decision {
     if pkt.v6 != (pkt.proto == PROTO_ICMPV6) {
-        return dropped(INBOUND, DropReason::L4Protocol, bytes);
+        return Decision::Drop(DropReason::L4Protocol);
     }
     let (kind, code) = (pkt.sport, pkt.dport);
     if pkt.v6 && (133..=137).contains(&kind) {
         // Router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
-        return essential(cfg, flags::ESSENTIAL_NDP, PassReason::Ndp, bytes);
+        return essential(cfg, flags::ESSENTIAL_NDP, PassReason::Ndp);
     }
     if !is_icmp_error(pkt) {
-        return dropped(INBOUND, DropReason::Icmp, bytes);
+        return Decision::Drop(DropReason::Icmp);
     }
     if let Some(q) = parse::quoted(data, data_end, pkt) {
         let flow = conntrack::flow(pkt.v6, q.proto, &q.local, &q.remote, q.lport, q.rport);
-        if conntrack::live(cfg, &flow, conntrack::now()).is_some() {
-            counters::pass(INBOUND, PassReason::Related, bytes);
-            return Verdict::Pass;
+        if conntrack::live::<DRY>(cfg, &flow, conntrack::now()).is_some() {
+            return Decision::Pass(PassReason::Related);
         }
     }
     // ICMPv6 packet too big; ICMP destination unreachable, fragmentation needed.
     if (pkt.v6 && kind == 2) || (!pkt.v6 && kind == 3 && code == 4) {
-        return essential(cfg, flags::ESSENTIAL_PMTU, PassReason::Pmtu, bytes);
+        return essential(cfg, flags::ESSENTIAL_PMTU, PassReason::Pmtu);
     }
-    dropped(INBOUND, DropReason::Icmp, bytes)
+    Decision::Drop(DropReason::Icmp)
 }
 
 #[inline(always)]
-fn essential(cfg: &GenConfig, flag: u32, reason: PassReason, bytes: u64) -> Verdict {
+fn essential(cfg: &GenConfig, flag: u32, reason: PassReason) -> Decision {
     if cfg.flags & flag != 0 {
-        counters::pass(INBOUND, reason, bytes);
-        Verdict::Pass
+        Decision::Pass(reason)
     } else {
-        dropped(INBOUND, DropReason::EssentialOff, bytes)
+        Decision::Drop(DropReason::EssentialOff)
     }
 }
 
 #[inline(always)]
-fn dropped(direction: u32, reason: DropReason, bytes: u64) -> Verdict {
-    counters::drop(direction, DropKind::Dropped, reason, bytes);
-    Verdict::Drop
-}
-
-#[inline(always)]
-fn egress(ctx: &TcContext) -> Verdict {
-    let bytes = ctx.len() as u64;
+fn egress<const DRY: bool>(frame: Frame) -> (Decision, Option<Packet>, Option<&'static GenConfig>) {
     let Some((generation, cfg)) = generation() else {
-        return Verdict::Pass; // Not configured yet: never cut the host off.
+        // Not configured yet: never cut the host off.
+        return (Decision::Pass(PassReason::Unfiltered), None, None);
     };
-    // The stack's own packets may carry headers outside the linear part: pull them in once.
-    let mut frame = parse::parse(ctx.data(), ctx.data_end(), false);
-    if let Frame::Drop(DropReason::Truncated) = frame {
-        let want = if ctx.len() < 128 { ctx.len() } else { 128 };
-        if ctx.pull_data(want).is_ok() {
-            frame = parse::parse(ctx.data(), ctx.data_end(), false);
+    let (d, pkt) = match frame {
+        Frame::Ip(pkt) => {
+            let d = match pkt.proto {
+                PROTO_TCP | PROTO_UDP => tcp_udp_out::<DRY>(generation, cfg, &pkt),
+                PROTO_ICMP | PROTO_ICMPV6 => icmp_out(cfg, &pkt),
+                _ => egress_default(cfg, DropReason::L4Protocol),
+            };
+            (d, Some(pkt))
         }
-    }
-    match frame {
-        Frame::Ip(pkt) => match pkt.proto {
-            PROTO_TCP | PROTO_UDP => tcp_udp_out(generation, cfg, &pkt, bytes),
-            PROTO_ICMP | PROTO_ICMPV6 => icmp_out(cfg, &pkt, bytes),
-            _ => egress_default(cfg, DropReason::L4Protocol, bytes),
-        },
         Frame::Arp | Frame::Drop(DropReason::EtherType) => {
-            counters::pass(OUTBOUND, PassReason::NotIp, bytes);
-            Verdict::Pass
+            (Decision::Pass(PassReason::NotIp), None)
         }
-        Frame::Drop(reason) => egress_default(cfg, reason, bytes),
-    }
+        Frame::Drop(reason) => (egress_default(cfg, reason), None),
+    };
+    (audited(cfg, d), pkt, Some(cfg))
 }
 
 #[inline(always)]
-fn tcp_udp_out(generation: u32, cfg: &GenConfig, pkt: &Packet, bytes: u64) -> Verdict {
+fn tcp_udp_out<const DRY: bool>(generation: u32, cfg: &GenConfig, pkt: &Packet) -> Decision {
     let flow = conntrack::flow_of(pkt, true);
     let now = conntrack::now();
-    let tracked = conntrack::live(cfg, &flow, now);
+    let tracked = conntrack::live::<DRY>(cfg, &flow, now);
     if let Some(slot) = policy::match_rule(generation, cfg, pkt, OUTBOUND) {
-        counters::rule(slot, bytes);
-        record(cfg, &flow, tracked, pkt, slot, now);
-        return Verdict::Pass;
+        match tracked {
+            Some(e) => conntrack::advance::<DRY>(&flow, e, pkt, false, now),
+            None => conntrack::create::<DRY>(cfg, &flow, pkt, slot, now),
+        }
+        return Decision::Rule(slot);
     }
     if let Some(e) = tracked {
-        // A flow opened under an earlier policy or seeded at attach.
-        conntrack::advance(&flow, e, pkt, false, now);
-        counters::pass(OUTBOUND, PassReason::Conntrack, bytes);
-        return Verdict::Pass;
+        // A flow opened under an earlier policy, seeded at attach, or passed by monitor/off.
+        conntrack::advance::<DRY>(&flow, e, pkt, false, now);
+        return Decision::Pass(PassReason::Conntrack);
     }
     if is_reply(generation, cfg, pkt) {
-        counters::pass(OUTBOUND, PassReason::Reply, bytes);
-        return Verdict::Pass;
+        return Decision::Pass(PassReason::Reply);
     }
-    let verdict = egress_default(cfg, DropReason::EgressPolicy, bytes);
-    if verdict == Verdict::Pass {
-        // Monitor and off pass the flow, so its answers must come back too: observing an egress
-        // policy must not break what it would allow.
-        conntrack::create(cfg, &flow, pkt, NO_RULE, now);
+    let d = audited(cfg, egress_default(cfg, DropReason::EgressPolicy));
+    if d.kind != Kind::Drop {
+        // Monitor, off and audit pass the flow, so its answers must come back too: observing
+        // a policy must not break what it would allow.
+        conntrack::create::<DRY>(cfg, &flow, pkt, NO_RULE, now);
     }
-    verdict
-}
-
-/// Rule slot of flows no outbound rule allowed (egress `monitor` or `off`).
-const NO_RULE: u16 = u16::MAX;
-
-#[inline(always)]
-fn record(
-    cfg: &GenConfig,
-    flow: &Flow,
-    tracked: Option<*mut edge_common::CtEntry>,
-    pkt: &Packet,
-    slot: u16,
-    now: u64,
-) {
-    match tracked {
-        Some(e) => conntrack::advance(flow, e, pkt, false, now),
-        None => conntrack::create(cfg, flow, pkt, slot, now),
-    }
+    d
 }
 
 /// An answer from a port an inbound rule allows: the same packet reversed would be allowed in.
@@ -250,25 +371,24 @@ fn is_reply(generation: u32, cfg: &GenConfig, pkt: &Packet) -> bool {
 
 /// The edge's own ICMP: errors and neighbour discovery pass; anything else is up to the mode.
 #[inline(always)]
-fn icmp_out(cfg: &GenConfig, pkt: &Packet, bytes: u64) -> Verdict {
+fn icmp_out(cfg: &GenConfig, pkt: &Packet) -> Decision {
     let ndp = pkt.v6 && (133..=137).contains(&pkt.sport);
     if is_icmp_error(pkt) || ndp {
-        counters::pass(OUTBOUND, PassReason::IcmpOut, bytes);
-        return Verdict::Pass;
+        return Decision::Pass(PassReason::IcmpOut);
     }
-    egress_default(cfg, DropReason::Icmp, bytes)
+    egress_default(cfg, DropReason::Icmp)
 }
 
 /// What the role's egress mode does with a packet nothing allows.
 #[inline(always)]
-fn egress_default(cfg: &GenConfig, reason: DropReason, bytes: u64) -> Verdict {
+fn egress_default(cfg: &GenConfig, reason: DropReason) -> Decision {
     if cfg.flags & flags::EGRESS_ENFORCE != 0 {
-        return dropped(OUTBOUND, reason, bytes);
+        Decision::Drop(reason)
+    } else if cfg.flags & flags::EGRESS_MONITOR != 0 {
+        Decision::WouldDrop(reason)
+    } else {
+        Decision::Pass(PassReason::Unfiltered)
     }
-    if cfg.flags & flags::EGRESS_MONITOR != 0 {
-        counters::drop(OUTBOUND, DropKind::WouldDrop, reason, bytes);
-    }
-    Verdict::Pass
 }
 
 #[panic_handler]

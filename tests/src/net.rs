@@ -512,3 +512,21 @@ pub fn tcp_exchange(
         echoed
     })
 }
+
+/// Sends datagrams to `to` as fast as one thread can for `duration`; returns how many.
+pub fn udp_flood(ns: &str, to: SocketAddr, duration: Duration) -> u64 {
+    in_netns(ns, move || {
+        let sock =
+            UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < duration {
+            for _ in 0..64 {
+                if sock.send_to(b"flood", to).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    })
+}

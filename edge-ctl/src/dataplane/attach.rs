@@ -257,6 +257,7 @@ pub(super) fn generation_state(
         rules: tables.rules.clone(),
         slots: tables.slots.clone(),
         ct_timeout_ns: tables.ct_timeout_ns,
+        audit: tables.flags & edge_common::flags::AUDIT != 0,
     }
 }
 

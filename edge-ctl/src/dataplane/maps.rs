@@ -6,9 +6,9 @@ use std::path::Path;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use edge_common::{
-    ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DropKind, DropReason, GenConfig,
-    LocalV4, LocalV6, PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
-    class_index, drop_index, maps as names, pass_index, port_index,
+    ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DropKind, DropReason, EventBudget,
+    GenConfig, LocalV4, LocalV6, PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6,
+    RemoteSets, class_index, drop_index, maps as names, pass_index, port_index,
 };
 
 use super::DataplaneError;
@@ -47,6 +47,7 @@ pub struct MapSet {
     pub ct_v6: HashMap<MapData, CtKeyV6, CtEntry>,
     pub ct_events: PerCpuArray<MapData, u64>,
     pub ct_live: Array<MapData, u64>,
+    pub event_budget: PerCpuArray<MapData, EventBudget>,
 }
 
 impl MapSet {
@@ -68,6 +69,7 @@ impl MapSet {
             ct_v6: typed!(dir, names::CT_V6),
             ct_events: typed!(dir, names::CT_EVENTS),
             ct_live: typed!(dir, names::CT_LIVE),
+            event_budget: typed!(dir, names::EVENT_BUDGET),
         })
     }
 
@@ -212,6 +214,16 @@ impl MapSet {
         Ok(values.iter().sum())
     }
 
+    /// Drop events reported and suppressed by the per-CPU budget, over all CPUs.
+    pub fn event_totals(&self) -> Result<(u64, u64), DataplaneError> {
+        let v = self
+            .event_budget
+            .get(&0, 0)
+            .map_err(|e| DataplaneError::map(names::EVENT_BUDGET, "read", e))?;
+        Ok(v.iter()
+            .fold((0, 0), |(e, s), b| (e + b.emitted, s + b.suppressed)))
+    }
+
     /// Size of each connection table.
     pub fn ct_v4_max(&self) -> u32 {
         let data: &MapData = std::borrow::Borrow::borrow(&self.ct_v4_data);
@@ -266,6 +278,9 @@ fn gen_config(tables: &Tables) -> GenConfig {
     cfg.flags = tables.flags;
     cfg.ct_max = tables.ct_max;
     cfg.ct_timeout_ns = tables.ct_timeout_ns;
+    // The kernel budgets per CPU; round up so a rate of 1 still reports.
+    let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
+    cfg.events_per_cpu = tables.events_per_second.div_ceil(cpus);
     cfg.local_v4_len = tables.local_v4.len() as u32;
     cfg.local_v6_len = tables.local_v6.len() as u32;
     let fill4 =

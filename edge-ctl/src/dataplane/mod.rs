@@ -3,6 +3,8 @@
 
 mod attach;
 pub mod conntrack;
+pub mod events;
+mod explain;
 pub mod maps;
 pub mod object;
 pub mod paths;
@@ -20,6 +22,7 @@ use crate::policy::PolicyError;
 use paths::{InterfacePaths, NamespacePaths, XDP_LINK};
 
 pub use attach::{AttachReport, AttachRequest, Mode, attach, detach};
+pub use explain::{ExplainAnswer, ExplainRequest, RuleRef, explain};
 pub use reload::{
     ReloadReport, RemovedRule, UpgradeReport, needs_upgrade, reload, upgrade,
     wait_for_running_programs,
@@ -76,6 +79,8 @@ pub enum DataplaneError {
         live: String,
         new: String,
     },
+    #[error("explain: {0}")]
+    Explain(String),
     #[error("BPF map {name}: {op} failed: {reason}")]
     Map {
         name: String,

@@ -148,6 +148,16 @@ pub struct InterfaceStats {
     /// Packets passed without a rule (essentials, tracked flows, replies), by reason.
     pub passes: Vec<ReasonStats>,
     pub conntrack: ConntrackStats,
+    /// "enforce" or "audit" (audit: drops are reported as would-be drops and pass).
+    pub mode: &'static str,
+    /// Drop events reported to `tail`, and suppressed by the rate limit.
+    pub events: EventStats,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct EventStats {
+    pub reported: u64,
+    pub suppressed: u64,
 }
 
 /// Counters of one interface, or of all attached interfaces of this namespace.
@@ -244,5 +254,13 @@ fn interface_stats(p: &InterfacePaths) -> Result<InterfaceStats, DataplaneError>
         would_drop: drops(DropKind::WouldDrop)?,
         passes,
         conntrack,
+        mode: if live.audit { "audit" } else { "enforce" },
+        events: {
+            let (reported, suppressed) = maps.event_totals()?;
+            EventStats {
+                reported,
+                suppressed,
+            }
+        },
     })
 }

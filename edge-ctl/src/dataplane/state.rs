@@ -45,6 +45,8 @@ pub struct GenerationState {
     pub slots: SlotMap,
     /// Connection-table idle timeouts by state, nanoseconds.
     pub ct_timeout_ns: [u64; edge_common::CT_STATES],
+    /// The role is in audit mode.
+    pub audit: bool,
 }
 
 pub fn now() -> u64 {

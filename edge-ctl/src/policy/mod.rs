@@ -244,12 +244,28 @@ impl EgressMode {
     }
 }
 
+/// Whether a role's verdicts are carried out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleMode {
+    /// Drops are drops.
+    #[default]
+    Enforce,
+    /// Everything is evaluated and counted, nothing is dropped: drops are reported as
+    /// would-be drops (roll a policy out in audit mode first).
+    Audit,
+}
+
 /// Settings of one interface role.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RoleSettings {
     pub essentials: Essentials,
     pub egress: EgressMode,
+    pub mode: RoleMode,
 }
+
+/// Default budget of drop events per second and interface.
+pub const DEFAULT_EVENTS_PER_SECOND: u32 = 100;
 
 /// Connection tracking: table size (per address family) and idle timeouts in seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -303,6 +319,8 @@ pub struct Policy {
     pub external: RoleSettings,
     pub internal: RoleSettings,
     pub conntrack: ConntrackSettings,
+    /// Drop events the kernel may report per second and interface (0: none).
+    pub events_per_second: u32,
     /// Rules in policy order; the failsafe rule (when on) comes first.
     pub rules: Vec<Rule>,
     /// Warnings found while validating.

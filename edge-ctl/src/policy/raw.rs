@@ -17,6 +17,7 @@ pub struct RawPolicy {
     #[serde(default)]
     pub roles: RawRoles,
     pub conntrack: Option<Spanned<RawConntrack>>,
+    pub events: Option<Spanned<RawEvents>>,
     pub failsafe: Option<Spanned<RawFailsafe>>,
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
@@ -52,6 +53,13 @@ pub struct RawRole {
     pub default: Option<Spanned<String>>,
     pub essentials: Option<RawEssentials>,
     pub egress: Option<Spanned<String>>,
+    pub mode: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvents {
+    pub per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,11 +8,13 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::diag::{Diagnostics, Location};
-use super::raw::{RawConntrack, RawFailsafe, RawPolicy, RawRole, RawRule, Scalar, Scalars};
+use super::raw::{
+    RawConntrack, RawEvents, RawFailsafe, RawPolicy, RawRole, RawRule, Scalar, Scalars,
+};
 use super::{
-    AddrMatch, AddrTerm, AddressSet, ConntrackSettings, Direction, EgressMode, Essentials,
-    FAILSAFE_RULE, FORMAT_VERSION, INTERFACE_TOKEN, Policy, PolicyError, PortRange, Ports,
-    Protocol, Role, RoleSettings, Rule, SetEntry,
+    AddrMatch, AddrTerm, AddressSet, ConntrackSettings, DEFAULT_EVENTS_PER_SECOND, Direction,
+    EgressMode, Essentials, FAILSAFE_RULE, FORMAT_VERSION, INTERFACE_TOKEN, Policy, PolicyError,
+    PortRange, Ports, Protocol, Role, RoleMode, RoleSettings, Rule, SetEntry,
 };
 
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
@@ -42,6 +44,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     let external = role_settings(raw.roles.external.as_ref(), &mut diags);
     let internal = role_settings(raw.roles.internal.as_ref(), &mut diags);
     let conntrack = conntrack(raw.conntrack.as_ref(), &mut diags);
+    let events_per_second = events(raw.events.as_ref(), &mut diags);
     let mut rules = rules(&raw.rules, &sets, &mut diags);
     if let Some(f) = failsafe(raw.failsafe.as_ref(), &mut diags) {
         if let Some(clash) = raw
@@ -66,6 +69,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         external,
         internal,
         conntrack,
+        events_per_second,
         rules,
         warnings,
     })
@@ -194,6 +198,16 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> Rol
             pmtu: e.pmtu.unwrap_or(d.pmtu),
         };
     }
+    if let Some(m) = &raw.mode {
+        match m.get_ref().as_str() {
+            "enforce" => settings.mode = RoleMode::Enforce,
+            "audit" => settings.mode = RoleMode::Audit,
+            other => diags.error(
+                m.span().start,
+                format!("unknown mode `{other}`: expected \"enforce\" or \"audit\""),
+            ),
+        }
+    }
     if let Some(e) = &raw.egress {
         match EgressMode::parse(e.get_ref()) {
             Some(mode) => settings.egress = mode,
@@ -207,6 +221,23 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> Rol
         }
     }
     settings
+}
+
+fn events(raw: Option<&Spanned<RawEvents>>, diags: &mut Diagnostics) -> u32 {
+    match raw.and_then(|r| r.get_ref().per_second.as_ref()) {
+        None => DEFAULT_EVENTS_PER_SECOND,
+        Some(v) if (0..=100_000).contains(v.get_ref()) => *v.get_ref() as u32,
+        Some(v) => {
+            diags.error(
+                v.span().start,
+                format!(
+                    "events.per_second = {} is out of range: 0-100000",
+                    v.get_ref()
+                ),
+            );
+            DEFAULT_EVENTS_PER_SECOND
+        }
+    }
 }
 
 fn conntrack(raw: Option<&Spanned<RawConntrack>>, diags: &mut Diagnostics) -> ConntrackSettings {
