@@ -5,18 +5,13 @@ use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
 fn main() -> anyhow::Result<()> {
-    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
-        .no_deps()
-        .exec()
-        .context("cargo metadata")?;
+    let cargo_metadata::Metadata { packages, .. } =
+        cargo_metadata::MetadataCommand::new().no_deps().exec().context("cargo metadata")?;
     let ebpf = packages
         .into_iter()
         .find(|p| p.name.as_str() == "edge-ebpf")
         .ok_or_else(|| anyhow!("edge-ebpf package not found in the workspace"))?;
-    let root = ebpf
-        .manifest_path
-        .parent()
-        .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    let root = ebpf.manifest_path.parent().ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
     let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
     if !skip && which_bpf_linker().is_none() {
         return Err(anyhow!(
@@ -25,18 +20,12 @@ fn main() -> anyhow::Result<()> {
         ));
     }
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: ebpf.name.as_str(),
-            root_dir: root.as_str(),
-            ..Default::default()
-        }],
+        [aya_build::Package { name: ebpf.name.as_str(), root_dir: root.as_str(), ..Default::default() }],
         Toolchain::default(),
     )
 }
 
 fn which_bpf_linker() -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("bpf-linker"))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join("bpf-linker")).find(|p| p.is_file())
 }

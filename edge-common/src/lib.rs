@@ -113,7 +113,8 @@ pub const fn class_index(generation: u32, class: u32) -> u32 {
 pub mod flags {
     /// Pass ARP (essential: IPv4 neighbours).
     pub const ESSENTIAL_ARP: u32 = 1 << 0;
-    /// Pass ICMPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect).
+    /// Pass ICMPv6 neighbour discovery (router/neighbour solicitation and advertisement, redirect)
+    /// and multicast listener discovery (query, report, done, report v2).
     pub const ESSENTIAL_NDP: u32 = 1 << 1;
     /// Pass ICMP fragmentation-needed and ICMPv6 packet-too-big (path MTU discovery).
     pub const ESSENTIAL_PMTU: u32 = 1 << 2;
@@ -123,6 +124,8 @@ pub mod flags {
     pub const EGRESS_MONITOR: u32 = 1 << 4;
     /// Audit mode: evaluate everything, drop nothing; drops are counted as would-be drops.
     pub const AUDIT: u32 = 1 << 5;
+    /// Pass later fragments inbound (`fragments = "pass"`); dropped by default.
+    pub const FRAGMENTS_PASS: u32 = 1 << 6;
 }
 
 /// Value of [`maps::PORTS`]: which class of rules applies to a (generation, direction,
@@ -207,18 +210,8 @@ impl GenConfig {
             ct_timeout_ns: [0; CT_STATES],
             events_per_cpu: 0,
             _pad: 0,
-            local_v4: [LocalV4 {
-                addr: 0,
-                mask: 0,
-                sets: 0,
-                _pad: 0,
-            }; MAX_LOCAL_V4],
-            local_v6: [LocalV6 {
-                addr: [0; 4],
-                mask: [0; 4],
-                sets: 0,
-                _pad: 0,
-            }; MAX_LOCAL_V6],
+            local_v4: [LocalV4 { addr: 0, mask: 0, sets: 0, _pad: 0 }; MAX_LOCAL_V4],
+            local_v6: [LocalV6 { addr: [0; 4], mask: [0; 4], sets: 0, _pad: 0 }; MAX_LOCAL_V6],
         }
     }
 }
@@ -415,7 +408,7 @@ named_enum! {
         Fragment = 3 => "fragment",
         /// An EtherType other than IPv4, IPv6 and ARP (after up to two VLAN tags).
         EtherType = 4 => "ethertype",
-        /// An IP protocol other than TCP, UDP, ICMP and ICMPv6.
+        /// An IP protocol other than TCP, UDP, ICMP and ICMPv6 (after IPv6 extension headers).
         L4Protocol = 5 => "l4-protocol",
         /// An ICMP/ICMPv6 message that is not an enabled essential.
         Icmp = 6 => "icmp",
@@ -425,6 +418,8 @@ named_enum! {
         NoFlow = 8 => "no-flow",
         /// Egress: no outbound rule, tracked flow or inbound-allowed reply explains the packet.
         EgressPolicy = 9 => "egress-policy",
+        /// IPv6 with more than four extension headers before the upper layer.
+        ExtHeaders = 10 => "ext-headers",
     }
 }
 
@@ -460,7 +455,7 @@ named_enum! {
     pub enum PassReason {
         /// ARP (essential).
         Arp = 0 => "arp",
-        /// IPv6 neighbour discovery (essential).
+        /// IPv6 neighbour and multicast listener discovery (essential).
         Ndp = 1 => "ndp",
         /// ICMP fragmentation-needed / ICMPv6 packet-too-big (essential).
         Pmtu = 2 => "pmtu",
@@ -476,6 +471,8 @@ named_enum! {
         NotIp = 7 => "not-ip",
         /// Egress `off`: not filtered.
         Unfiltered = 8 => "unfiltered",
+        /// A later fragment: passed by `fragments = "pass"` (ingress), or the host's own (egress).
+        Fragment = 9 => "fragment",
     }
 }
 

@@ -19,23 +19,15 @@ fn side(policy: &Policy, m: &AddrMatch) -> Side {
     let interface = match m {
         AddrMatch::Any => false,
         AddrMatch::Terms(terms) => terms.iter().any(|t| match t {
-            crate::policy::AddrTerm::Set(name) => policy
-                .set(name)
-                .is_some_and(|s| s.entries.contains(&crate::policy::SetEntry::Interface)),
+            crate::policy::AddrTerm::Set(name) => {
+                policy.set(name).is_some_and(|s| s.entries.contains(&crate::policy::SetEntry::Interface))
+            }
             crate::policy::AddrTerm::Net(_) => false,
         }),
     };
     match resolve(policy, m, &[]) {
-        None => Side {
-            any: true,
-            interface: false,
-            nets: Vec::new(),
-        },
-        Some(nets) => Side {
-            any: false,
-            interface,
-            nets,
-        },
+        None => Side { any: true, interface: false, nets: Vec::new() },
+        Some(nets) => Side { any: false, interface, nets },
     }
 }
 
@@ -47,26 +39,19 @@ impl Side {
         if other.any || (other.interface && !self.interface) {
             return false;
         }
-        other
-            .nets
-            .iter()
-            .all(|n| self.nets.iter().any(|m| m.contains(n)))
+        other.nets.iter().all(|n| self.nets.iter().any(|m| m.contains(n)))
     }
 
     fn overlaps(&self, other: &Side) -> bool {
         self.any
             || other.any
             || (self.interface && other.interface)
-            || self
-                .nets
-                .iter()
-                .any(|a| other.nets.iter().any(|b| a.contains(b) || b.contains(a)))
+            || self.nets.iter().any(|a| other.nets.iter().any(|b| a.contains(b) || b.contains(a)))
     }
 }
 
 fn ports_contain(a: &Ports, b: &Ports) -> bool {
-    b.0.iter()
-        .all(|r| (r.first..=r.last).all(|p| a.contains(p)))
+    b.0.iter().all(|r| (r.first..=r.last).all(|p| a.contains(p)))
 }
 
 fn ports_overlap(a: &Ports, b: &Ports) -> Option<PortRange> {
@@ -107,19 +92,11 @@ pub fn findings(policy: &Policy) -> Vec<Finding> {
         kind,
         rule: rule.name.clone(),
         by: by.map(|b| b.name.clone()),
-        diagnostic: Diagnostic {
-            severity: Severity::Warning,
-            origin: policy.origin.clone(),
-            at: rule.at,
-            message,
-        },
+        diagnostic: Diagnostic { severity: Severity::Warning, origin: policy.origin.clone(), at: rule.at, message },
     };
     for rule in policy.rules.iter().filter(|r| r.enabled) {
         for (i, a) in rule.ports.0.iter().enumerate() {
-            if let Some(b) = rule.ports.0[i + 1..]
-                .iter()
-                .find(|b| a.first <= b.last && b.first <= a.last)
-            {
+            if let Some(b) = rule.ports.0[i + 1..].iter().find(|b| a.first <= b.last && b.first <= a.last) {
                 out.push(warn(
                     Kind::PortsOverlap,
                     rule,
@@ -141,13 +118,9 @@ pub fn findings(policy: &Policy) -> Vec<Finding> {
                     continue;
                 };
                 let (el, er) = (side(policy, &earlier.local), side(policy, &earlier.remote));
-                let covers = ports_contain(&earlier.ports, &later.ports)
-                    && el.contains(&ll)
-                    && er.contains(&lr);
-                let same = covers
-                    && ports_contain(&later.ports, &earlier.ports)
-                    && ll.contains(&el)
-                    && lr.contains(&er);
+                let covers = ports_contain(&earlier.ports, &later.ports) && el.contains(&ll) && er.contains(&lr);
+                let same =
+                    covers && ports_contain(&later.ports, &earlier.ports) && ll.contains(&el) && lr.contains(&er);
                 let what = format!("{} {} {}", later.direction, later.protocol, shared);
                 let (kind, msg) = if same {
                     (
@@ -199,13 +172,11 @@ mod tests {
 
     fn messages(text: &str) -> Vec<String> {
         let p = parse(text, "p.toml").unwrap();
-        findings(&p)
-            .iter()
-            .map(|f| f.diagnostic.to_string())
-            .collect()
+        findings(&p).iter().map(|f| f.diagnostic.to_string()).collect()
     }
 
-    const SETS: &str = "[sets]\nedge = [\"192.0.2.10\", \"192.0.2.11\"]\nedge10 = [\"192.0.2.10\"]\nnet = [\"198.51.100.0/24\"]\n";
+    const SETS: &str =
+        "[sets]\nedge = [\"192.0.2.10\", \"192.0.2.11\"]\nedge10 = [\"192.0.2.10\"]\nnet = [\"198.51.100.0/24\"]\n";
 
     #[test]
     fn shadowed_duplicate_and_overlap() {
@@ -217,17 +188,9 @@ mod tests {
         text += &rule("disjoint", "\"450-600\"", "[\"192.0.2.99\"]", "\"any\"");
         let m = messages(&text);
         assert_eq!(m.len(), 3, "{m:#?}");
-        assert!(
-            m[0].contains("warning: rule `narrow` is shadowed by `wide` (line 5)"),
-            "{}",
-            m[0]
-        );
+        assert!(m[0].contains("warning: rule `narrow` is shadowed by `wide` (line 5)"), "{}", m[0]);
         assert!(m[1].contains("rule `dup` duplicates `wide`"), "{}", m[1]);
-        assert!(
-            m[2].contains("rules `wide` (line 5) and `partial` overlap on inbound tcp 450-500"),
-            "{}",
-            m[2]
-        );
+        assert!(m[2].contains("rules `wide` (line 5) and `partial` overlap on inbound tcp 450-500"), "{}", m[2]);
     }
 
     #[test]
@@ -252,12 +215,7 @@ mod tests {
         let names: Vec<&str> = f.iter().map(|f| f.rule.as_str()).collect();
         assert_eq!(
             names,
-            [
-                "vip-av-stun-udp-in",
-                "vip-av-stun-tcp-in",
-                "ivip-stun-udp-in",
-                "ivip-stun-tcp-in"
-            ],
+            ["vip-av-stun-udp-in", "vip-av-stun-tcp-in", "ivip-stun-udp-in", "ivip-stun-tcp-in"],
             "{f:#?}"
         );
         assert!(f.iter().all(|f| f.kind == Kind::Duplicate));

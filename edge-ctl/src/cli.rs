@@ -40,15 +40,13 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load the filter, fill its tables from a policy and attach it to an interface.
-    #[command(
-        after_help = "Without --policy, edge-ctl uses /etc/edge-ctl/policy.toml when it exists, \
+    #[command(after_help = "Without --policy, edge-ctl uses /etc/edge-ctl/policy.toml when it exists, \
 else the built-in lync2013-edge-hlb profile with the interface's own addresses as the service \
 addresses. It says which policy it used.
 
 Examples:
   edge-ctl attach eth0 --role external
-  edge-ctl attach eth1 --role internal --policy edge.toml --mode generic"
-    )]
+  edge-ctl attach eth1 --role internal --policy edge.toml --mode generic")]
     Attach {
         /// Interface to filter, e.g. eth0.
         interface: String,
@@ -78,8 +76,7 @@ Examples:
         command: Option<ConntrackCommand>,
     },
     /// Swap the policy of an attached interface atomically, without dropping a packet.
-    #[command(
-        after_help = "The new policy is parsed, validated and compiled, written beside the live \
+    #[command(after_help = "The new policy is parsed, validated and compiled, written beside the live \
 one and switched in with a single map write: every packet is judged wholly by the old or wholly \
 by the new policy. Counters follow rule names (a kept rule keeps counting; a removed rule's \
 final counts are printed); the connection table is kept. A policy that fails to parse, \
@@ -87,8 +84,7 @@ validate or compile changes nothing.
 
 Examples:
   edge-ctl reload eth0 --policy /etc/edge-ctl/policy.toml
-  edge-ctl reload eth0 --policy new.toml --json"
-    )]
+  edge-ctl reload eth0 --policy new.toml --json")]
     Reload {
         interface: String,
         /// Policy file (default: /etc/edge-ctl/policy.toml, else the built-in profile).
@@ -98,14 +94,12 @@ Examples:
         json: bool,
     },
     /// Replace the live eBPF programs with this build's, on the same links, keeping the maps.
-    #[command(
-        after_help = "The programs are swapped with bpf_link_update: there is no moment without \
+    #[command(after_help = "The programs are swapped with bpf_link_update: there is no moment without \
 a filter. When this build needs a map with another layout, nothing changes and edge-ctl says \
 which map: detach and attach again.
 
 Example:
-  edge-ctl upgrade eth0"
-    )]
+  edge-ctl upgrade eth0")]
     Upgrade { interface: String },
     /// Detach the filter from an interface and remove its pinned maps and state.
     #[command(after_help = "Example:\n  edge-ctl detach eth0")]
@@ -118,16 +112,14 @@ Example:
         json: bool,
     },
     /// Show per-rule packet and byte counters and drops by reason.
-    #[command(
-        after_help = "JSON shape (--json): {\"interfaces\": [{\"interface\", \"role\", \
+    #[command(after_help = "JSON shape (--json): {\"interfaces\": [{\"interface\", \"role\", \
 \"generation\", \"policy_hash\", \"rules\": [{\"name\", \"direction\", \"protocol\", \"ports\", \
 \"local\", \"remote\", \"packets\", \"bytes\"}], \"drops\": [{\"reason\", \"packets\", \"bytes\"}], \
 \"passes\": [{\"reason\", \"packets\", \"bytes\"}]}]}. Counters are totals since attach.
 
 Examples:
   edge-ctl stats
-  edge-ctl stats eth0 --json"
-    )]
+  edge-ctl stats eth0 --json")]
     Stats {
         /// Only this interface.
         interface: Option<String>,
@@ -138,15 +130,13 @@ Examples:
         watch: bool,
     },
     /// Print dropped packets as the kernel reports them (rate-limited by `[events] per_second`).
-    #[command(
-        after_help = "Each line: time, interface, direction, verdict (dropped, or would-drop in \
+    #[command(after_help = "Each line: time, interface, direction, verdict (dropped, or would-drop in \
 audit/monitor mode), protocol, source, destination, reason and what decided. The kernel limits \
 events per CPU and second, so a flood yields at most that many lines. One reader at a time.
 
 Examples:
   edge-ctl tail eth0
-  edge-ctl tail --json"
-    )]
+  edge-ctl tail --json")]
     Tail {
         /// Only this interface (default: all attached).
         interface: Option<String>,
@@ -157,15 +147,13 @@ Examples:
         seconds: Option<u64>,
     },
     /// Which rule, default or tracked flow would decide a packet, and why (live maps, dry run).
-    #[command(
-        after_help = "The kernel's own code answers: a dry copy of the filter runs on the \
+    #[command(after_help = "The kernel's own code answers: a dry copy of the filter runs on the \
 packet against the live maps without touching counters or the connection table. The direction \
 follows from which address is the interface's (or --direction).
 
 Examples:
   edge-ctl explain eth0 --proto tcp --src 192.0.2.50 --dst 203.0.113.21 --dport 5061
-  edge-ctl explain eth0 --proto udp --src 198.51.100.7 --sport 53 --dst 203.0.113.21 --dport 41000"
-    )]
+  edge-ctl explain eth0 --proto udp --src 198.51.100.7 --sport 53 --dst 203.0.113.21 --dport 41000")]
     Explain {
         interface: String,
         #[arg(long, value_enum)]
@@ -203,9 +191,7 @@ pub enum PolicyCommand {
     #[command(after_help = "Example:\n  edge-ctl policy check /etc/edge-ctl/policy.toml")]
     Check { file: PathBuf },
     /// Print a policy as a table in the vendor document's form.
-    #[command(
-        after_help = "Example:\n  edge-ctl policy show /etc/edge-ctl/policy.toml --role external"
-    )]
+    #[command(after_help = "Example:\n  edge-ctl policy show /etc/edge-ctl/policy.toml --role external")]
     Show {
         file: PathBuf,
         /// Only this role's rules.
@@ -219,9 +205,7 @@ pub enum PolicyCommand {
         nodes: u8,
     },
     /// Print a built-in profile as a commented policy file.
-    #[command(
-        after_help = "Example:\n  edge-ctl policy template lync2013-edge-hlb --nodes 2 > edge.toml"
-    )]
+    #[command(after_help = "Example:\n  edge-ctl policy template lync2013-edge-hlb --nodes 2 > edge.toml")]
     Template {
         /// Profile name.
         #[arg(value_enum)]
@@ -274,47 +258,25 @@ pub enum ProfileArg {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Attach {
-            interface,
-            role,
-            policy,
-            mode,
-            force,
-        } => attach(&interface, role.into(), policy, mode, force),
-        Command::Conntrack {
-            command: Some(ConntrackCommand::Flush { interface }),
-            ..
-        } => {
+        Command::Attach { interface, role, policy, mode, force } => {
+            attach(&interface, role.into(), policy, mode, force)
+        }
+        Command::Conntrack { command: Some(ConntrackCommand::Flush { interface }), .. } => {
             let n = dataplane::conntrack::flush(&interface)?;
             println!("flushed {n} entries on {interface}");
             Ok(())
         }
-        Command::Conntrack {
-            interface: Some(interface),
-            json,
-            command: None,
-        } => conntrack(&interface, json),
-        Command::Conntrack {
-            interface: None,
-            json,
-            command: None,
-        } => {
+        Command::Conntrack { interface: Some(interface), json, command: None } => conntrack(&interface, json),
+        Command::Conntrack { interface: None, json, command: None } => {
             for s in dataplane::status()? {
                 conntrack(&s.interface, json)?;
             }
             Ok(())
         }
-        Command::Reload {
-            interface,
-            policy,
-            json,
-        } => reload(&interface, policy, json),
+        Command::Reload { interface, policy, json } => reload(&interface, policy, json),
         Command::Upgrade { interface } => {
             let r = dataplane::upgrade(&interface)?;
-            println!(
-                "upgraded {interface}: XDP program {} -> {}",
-                r.xdp_program.0, r.xdp_program.1
-            );
+            println!("upgraded {interface}: XDP program {} -> {}", r.xdp_program.0, r.xdp_program.1);
             if let Some((old, new)) = r.tc_program {
                 println!("  egress program {old} -> {new}");
             }
@@ -326,32 +288,10 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { json } => status(json),
-        Command::Stats {
-            interface,
-            json,
-            watch: false,
-        } => stats(interface.as_deref(), json),
-        Command::Stats {
-            interface,
-            json,
-            watch: true,
-        } => watch(interface.as_deref(), json),
-        Command::Tail {
-            interface,
-            json,
-            seconds,
-        } => tail(interface.as_deref(), json, seconds),
-        Command::Explain {
-            interface,
-            proto,
-            src,
-            dst,
-            dport,
-            sport,
-            flags,
-            direction,
-            json,
-        } => {
+        Command::Stats { interface, json, watch: false } => stats(interface.as_deref(), json),
+        Command::Stats { interface, json, watch: true } => watch(interface.as_deref(), json),
+        Command::Tail { interface, json, seconds } => tail(interface.as_deref(), json, seconds),
+        Command::Explain { interface, proto, src, dst, dport, sport, flags, direction, json } => {
             let req = dataplane::ExplainRequest {
                 ifname: &interface,
                 protocol: match proto {
@@ -410,17 +350,8 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", profile::plan(nodes));
             Ok(())
         }
-        Command::Policy(PolicyCommand::Template {
-            profile: ProfileArg::Lync2013EdgeHlb,
-            nodes,
-        }) => {
-            print!(
-                "{}",
-                profile::render(&profile::Options {
-                    nodes,
-                    ..Default::default()
-                })
-            );
+        Command::Policy(PolicyCommand::Template { profile: ProfileArg::Lync2013EdgeHlb, nodes }) => {
+            print!("{}", profile::render(&profile::Options { nodes, ..Default::default() }));
             Ok(())
         }
     }
@@ -428,8 +359,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// Reads a policy file, refusing one that other users may write.
 pub fn read_policy(path: &Path) -> Result<Policy> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read policy file {}", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read policy file {}", path.display()))?;
     if meta.permissions().mode() & 0o002 != 0 {
         bail!(
             "policy file {} is writable by other users, so anyone could change the firewall; \
@@ -450,10 +380,7 @@ fn choose_policy(arg: Option<PathBuf>) -> Result<Policy> {
     if default.exists() {
         return read_policy(default);
     }
-    let options = profile::Options {
-        addressing: profile::Addressing::Interface,
-        ..Default::default()
-    };
+    let options = profile::Options { addressing: profile::Addressing::Interface, ..Default::default() };
     Ok(profile::policy(&options)?)
 }
 
@@ -463,30 +390,17 @@ fn print_warnings(p: &Policy) {
     }
 }
 
-fn attach(
-    interface: &str,
-    role: Role,
-    policy: Option<PathBuf>,
-    mode: Mode,
-    force: bool,
-) -> Result<()> {
+fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode: Mode, force: bool) -> Result<()> {
     let policy = choose_policy(policy)?;
     print_warnings(&policy);
     let addrs = dataplane::system::interface_addresses(interface);
     if let Some(cut) = ssh_session_cut(&policy, role, interface, &addrs) {
         if !force {
-            bail!(
-                "{cut}; fix the policy (the [failsafe] section, or a rule) or pass --force to attach anyway"
-            );
+            bail!("{cut}; fix the policy (the [failsafe] section, or a rule) or pass --force to attach anyway");
         }
         eprintln!("warning: {cut} (attaching anyway: --force)");
     }
-    let report = dataplane::attach(&AttachRequest {
-        ifname: interface,
-        role,
-        policy: &policy,
-        mode,
-    })?;
+    let report = dataplane::attach(&AttachRequest { ifname: interface, role, policy: &policy, mode })?;
     if let Some(why) = &report.fallback {
         eprintln!("note: {why}");
     }
@@ -495,24 +409,13 @@ fn attach(
         report.mode, report.egress, report.program_id, policy.origin, report.rules
     );
     if report.seeded > 0 {
-        println!(
-            "  {} open connection(s) allowed by the outbound rules kept working (seeded)",
-            report.seeded
-        );
+        println!("  {} open connection(s) allowed by the outbound rules kept working (seeded)", report.seeded);
     }
     if policy.origin.starts_with("<built-in") {
-        let addrs: Vec<String> = report
-            .interface_addresses
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
+        let addrs: Vec<String> = report.interface_addresses.iter().map(|a| a.to_string()).collect();
         println!(
             "  service addresses from {interface}: {}",
-            if addrs.is_empty() {
-                "none".into()
-            } else {
-                addrs.join(", ")
-            }
+            if addrs.is_empty() { "none".into() } else { addrs.join(", ") }
         );
     }
     Ok(())
@@ -520,20 +423,14 @@ fn attach(
 
 /// When edge-ctl runs over SSH and the session arrives on this interface, whether the policy
 /// would cut it ($SSH_CONNECTION: "client_ip client_port server_ip server_port").
-fn ssh_session_cut(
-    policy: &Policy,
-    role: Role,
-    interface: &str,
-    addrs: &[std::net::IpAddr],
-) -> Option<String> {
+fn ssh_session_cut(policy: &Policy, role: Role, interface: &str, addrs: &[std::net::IpAddr]) -> Option<String> {
     use crate::reference::{Frame, Payload, decide};
     let conn = std::env::var("SSH_CONNECTION").ok()?;
     let f: Vec<&str> = conn.split_whitespace().collect();
     let [client, client_port, server, server_port] = f[..] else {
         return None;
     };
-    let (client, server): (std::net::IpAddr, std::net::IpAddr) =
-        (client.parse().ok()?, server.parse().ok()?);
+    let (client, server): (std::net::IpAddr, std::net::IpAddr) = (client.parse().ok()?, server.parse().ok()?);
     if !addrs.contains(&server) {
         return None;
     }
@@ -544,6 +441,7 @@ fn ssh_session_cut(
             protocol: policy::Protocol::Tcp,
             sport: client_port.parse().ok()?,
             dport: server_port.parse().ok()?,
+            tcp_flags: crate::reference::TCP_SYN,
         },
     };
     let decision = decide(policy, role, addrs, policy::Direction::Inbound, &frame);
@@ -556,10 +454,7 @@ fn tail(interface: Option<&str>, json: bool, seconds: Option<u64>) -> Result<()>
     use std::io::Write;
     let mut t = dataplane::events::Tail::open(interface)?;
     if !json {
-        eprintln!(
-            "reading drop events of {} (Ctrl-C to stop)",
-            t.interfaces().join(", ")
-        );
+        eprintln!("reading drop events of {} (Ctrl-C to stop)", t.interfaces().join(", "));
     }
     let deadline = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
     let mut out = std::io::stdout().lock();
@@ -602,42 +497,24 @@ fn watch(interface: Option<&str>, json: bool) -> Result<()> {
         let now = std::time::Instant::now();
         let all = dataplane::stats(interface)?;
         if json {
-            println!(
-                "{}",
-                serde_json::to_string(&serde_json::json!({ "interfaces": all }))?
-            );
+            println!("{}", serde_json::to_string(&serde_json::json!({ "interfaces": all }))?);
         } else {
             if tty {
                 print!("\x1b[2J\x1b[H");
             }
-            println!(
-                "{}",
-                humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-            );
+            println!("{}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()));
             for s in &all {
-                let prev = previous.as_ref().and_then(|(t, p)| {
-                    p.iter()
-                        .find(|x| x.interface == s.interface)
-                        .map(|x| (t, x))
-                });
+                let prev =
+                    previous.as_ref().and_then(|(t, p)| p.iter().find(|x| x.interface == s.interface).map(|x| (t, x)));
                 let rate = |name: &str, packets: u64| -> String {
-                    match prev.and_then(|(t, p)| {
-                        p.rules
-                            .iter()
-                            .find(|r| r.name == name)
-                            .map(|r| (t, r.packets))
-                    }) {
-                        Some((t, before)) => format!(
-                            "{:.0}/s",
-                            (packets - before) as f64 / now.duration_since(*t).as_secs_f64()
-                        ),
+                    match prev.and_then(|(t, p)| p.rules.iter().find(|r| r.name == name).map(|r| (t, r.packets))) {
+                        Some((t, before)) => {
+                            format!("{:.0}/s", (packets - before) as f64 / now.duration_since(*t).as_secs_f64())
+                        }
                         None => "-".into(),
                     }
                 };
-                println!(
-                    "{} ({}, {}, generation {})",
-                    s.interface, s.role, s.mode, s.generation
-                );
+                println!("{} ({}, {}, generation {})", s.interface, s.role, s.mode, s.generation);
                 println!(
                     "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
                     "RULE", "DIR", "PROTO", "PORTS", "PACKETS", "BYTES", "RATE"
@@ -656,17 +533,11 @@ fn watch(interface: Option<&str>, json: bool) -> Result<()> {
                 }
                 for (title, rows) in [("dropped", &s.drops), ("would drop", &s.would_drop)] {
                     for d in rows.iter().filter(|d| d.packets > 0) {
-                        println!(
-                            "  {title:<10} {:<9} {:<22} {:>12}",
-                            d.direction, d.reason, d.packets
-                        );
+                        println!("  {title:<10} {:<9} {:<22} {:>12}", d.direction, d.reason, d.packets);
                     }
                 }
                 let c = &s.conntrack;
-                println!(
-                    "  conntrack {} + {} of {} each",
-                    c.entries_v4, c.entries_v6, c.max_entries
-                );
+                println!("  conntrack {} + {} of {} each", c.entries_v4, c.entries_v6, c.max_entries);
             }
         }
         previous = Some((now, all));
@@ -695,10 +566,7 @@ fn reload(interface: &str, policy: Option<PathBuf>, json: bool) -> Result<()> {
         println!("  ~ {name}");
     }
     for rm in &r.removed {
-        println!(
-            "  - {} (final count: {} packets, {} bytes)",
-            rm.name, rm.packets, rm.bytes
-        );
+        println!("  - {} (final count: {} packets, {} bytes)", rm.name, rm.packets, rm.bytes);
     }
     println!("  {} rules unchanged", r.unchanged);
     for n in &r.notes {
@@ -712,24 +580,15 @@ fn conntrack(interface: &str, json: bool) -> Result<()> {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "interface": interface, "entries": entries })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({ "interface": interface, "entries": entries }))?
         );
         return Ok(());
     }
-    println!(
-        "{:<5} {:<40} {:<40} {:<12} {:>8} {:>8}  RULE",
-        "PROTO", "LOCAL", "REMOTE", "STATE", "AGE s", "IDLE s"
-    );
+    println!("{:<5} {:<40} {:<40} {:<12} {:>8} {:>8}  RULE", "PROTO", "LOCAL", "REMOTE", "STATE", "AGE s", "IDLE s");
     for e in &entries {
         let local = std::net::SocketAddr::new(e.flow.local, e.flow.local_port).to_string();
         let remote = std::net::SocketAddr::new(e.flow.remote, e.flow.remote_port).to_string();
-        let state = if e.expired {
-            format!("{} (expired)", e.state)
-        } else {
-            e.state.to_string()
-        };
+        let state = if e.expired { format!("{} (expired)", e.state) } else { e.state.to_string() };
         println!(
             "{:<5} {local:<40} {remote:<40} {state:<12} {:>8.1} {:>8.1}  {}",
             e.flow.protocol, e.age_s, e.idle_s, e.rule
@@ -742,10 +601,7 @@ fn conntrack(interface: &str, json: bool) -> Result<()> {
 fn status(json: bool) -> Result<()> {
     let list = dataplane::status()?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "interfaces": list }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "interfaces": list }))?);
         return Ok(());
     }
     if list.is_empty() {
@@ -760,17 +616,11 @@ fn status(json: bool) -> Result<()> {
             s.mode.as_deref().unwrap_or("?"),
             s.egress.unwrap_or("?")
         );
-        println!(
-            "  program id {}, link id {}",
-            opt(s.program_id),
-            opt(s.link_id)
-        );
+        println!("  program id {}, link id {}", opt(s.program_id), opt(s.link_id));
         println!(
             "  policy {} (sha256 {}), {} rules, generation {}",
             s.policy_origin.as_deref().unwrap_or("?"),
-            s.policy_hash
-                .as_deref()
-                .map_or("?", |h| &h[..16.min(h.len())]),
+            s.policy_hash.as_deref().map_or("?", |h| &h[..16.min(h.len())]),
             s.rules,
             opt(s.generation)
         );
@@ -789,34 +639,21 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 }
 
 pub fn format_time(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
-        .to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix)).to_string()
 }
 
 fn stats(interface: Option<&str>, json: bool) -> Result<()> {
     let all = dataplane::stats(interface)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "interfaces": all }))?
-        );
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "interfaces": all }))?);
         return Ok(());
     }
     if all.is_empty() {
         println!("edge-ctl is not attached to any interface in this network namespace");
     }
     for s in all {
-        println!(
-            "{} ({}, generation {}, policy {})",
-            s.interface,
-            s.role,
-            s.generation,
-            &s.policy_hash[..16]
-        );
-        println!(
-            "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14}",
-            "RULE", "DIR", "PROTO", "PORTS", "PACKETS", "BYTES"
-        );
+        println!("{} ({}, generation {}, policy {})", s.interface, s.role, s.generation, &s.policy_hash[..16]);
+        println!("  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14}", "RULE", "DIR", "PROTO", "PORTS", "PACKETS", "BYTES");
         for r in &s.rules {
             println!(
                 "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14}",
@@ -830,10 +667,7 @@ fn stats(interface: Option<&str>, json: bool) -> Result<()> {
                 println!("    (none)");
             }
             for r in rows {
-                println!(
-                    "    {:<9} {:<22} {:>12} {:>14}",
-                    r.direction, r.reason, r.packets, r.bytes
-                );
+                println!("    {:<9} {:<22} {:>12} {:>14}", r.direction, r.reason, r.packets, r.bytes);
             }
         };
         section("DROPPED by reason", &s.drops);
@@ -842,14 +676,7 @@ fn stats(interface: Option<&str>, json: bool) -> Result<()> {
         let c = &s.conntrack;
         println!(
             "  CONNTRACK  entries {} IPv4 + {} IPv6 of {} each; hits {}, created {}, expired {}, table-full {}, reset {}",
-            c.entries_v4,
-            c.entries_v6,
-            c.max_entries,
-            c.hits,
-            c.created,
-            c.expired,
-            c.table_full,
-            c.reset
+            c.entries_v4, c.entries_v6, c.max_entries, c.hits, c.created, c.expired, c.table_full, c.reset
         );
     }
     Ok(())
@@ -861,11 +688,7 @@ fn check(file: &Path) -> Result<()> {
         crate::compile::compile(&p, role, &[], &Default::default())?;
     }
     let mut warnings = p.warnings.clone();
-    warnings.extend(
-        crate::analysis::findings(&p)
-            .into_iter()
-            .map(|f| f.diagnostic),
-    );
+    warnings.extend(crate::analysis::findings(&p).into_iter().map(|f| f.diagnostic));
     warnings.sort_by_key(|d| d.at);
     for w in &warnings {
         eprintln!("{w}");

@@ -15,15 +15,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use edge_common::{
-    ANY_SET, Candidate, ClassEntry, LocalV4, LocalV6, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_SETS,
-    MAX_LOCAL_V4, MAX_LOCAL_V6, MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES, flags,
+    ANY_SET, Candidate, ClassEntry, LocalV4, LocalV6, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_SETS, MAX_LOCAL_V4,
+    MAX_LOCAL_V6, MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES, flags,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    AddrMatch, AddrTerm, Direction, EgressMode, Policy, PolicyError, Protocol, Role, RoleMode,
-    Rule, SetEntry,
+    AddrMatch, AddrTerm, Direction, EgressMode, Policy, PolicyError, Protocol, Role, RoleMode, Rule, SetEntry,
 };
 
 /// Stable counter slots by rule name. A rule keeps its slot across reloads so its counters
@@ -107,20 +106,9 @@ pub struct Tables {
 
 /// Compiles the enabled rules of `role`. `interface` holds the attached interface's addresses,
 /// which `@interface` set entries stand for.
-pub fn compile(
-    policy: &Policy,
-    role: Role,
-    interface: &[IpAddr],
-    slots: &SlotMap,
-) -> Result<Tables, PolicyError> {
+pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMap) -> Result<Tables, PolicyError> {
     let rules: Vec<&Rule> = policy.rules_of(role).collect();
-    let first_at = |pred: &dyn Fn(&Rule) -> bool| {
-        rules
-            .iter()
-            .find(|r| pred(r))
-            .map(|r| r.at)
-            .unwrap_or_default()
-    };
+    let first_at = |pred: &dyn Fn(&Rule) -> bool| rules.iter().find(|r| pred(r)).map(|r| r.at).unwrap_or_default();
     let mut local_bits = SetBits::new(MAX_LOCAL_SETS);
     let mut remote_bits = SetBits::new(MAX_REMOTE_SETS);
     // Per rule: (local bit, remote bit), or None when the rule can never match.
@@ -155,30 +143,17 @@ pub fn compile(
         };
         conds.push(cond);
     }
-    let (local_v4, local_v6) = local_table(&local_bits).map_err(|msg| {
-        policy.error_at(
-            first_at(&|r| r.local != AddrMatch::Any),
-            format!("role {role}: {msg}"),
-        )
-    })?;
+    let (local_v4, local_v6) = local_table(&local_bits)
+        .map_err(|msg| policy.error_at(first_at(&|r| r.local != AddrMatch::Any), format!("role {role}: {msg}")))?;
     let (remote_v4, remote_v6) = remote_table(&remote_bits);
-    if remote_v4.len() as u32 > MAX_REMOTE_PREFIXES / 2
-        || remote_v6.len() as u32 > MAX_REMOTE_PREFIXES / 2
-    {
+    if remote_v4.len() as u32 > MAX_REMOTE_PREFIXES / 2 || remote_v6.len() as u32 > MAX_REMOTE_PREFIXES / 2 {
         return Err(policy.error_at(
             first_at(&|r| r.remote != AddrMatch::Any),
-            format!(
-                "role {role}: more than {} remote prefixes per address family",
-                MAX_REMOTE_PREFIXES / 2
-            ),
+            format!("role {role}: more than {} remote prefixes per address family", MAX_REMOTE_PREFIXES / 2),
         ));
     }
-    let slots = SlotMap::assign(
-        rules.iter().map(|r| r.name.as_str()),
-        slots,
-        &HashSet::new(),
-    )
-    .map_err(|msg| policy.error_at(first_at(&|_| true), msg))?;
+    let slots = SlotMap::assign(rules.iter().map(|r| r.name.as_str()), slots, &HashSet::new())
+        .map_err(|msg| policy.error_at(first_at(&|_| true), msg))?;
     let mut classes = ClassTable::new();
     let mut ports: [[Vec<u32>; 2]; 2] = Default::default();
     for direction in Direction::ALL {
@@ -221,6 +196,9 @@ pub fn compile(
     if settings.mode == RoleMode::Audit {
         f |= flags::AUDIT;
     }
+    if settings.fragments_pass {
+        f |= flags::FRAGMENTS_PASS;
+    }
     f |= match settings.egress {
         EgressMode::Enforce => flags::EGRESS_ENFORCE,
         EgressMode::Monitor => flags::EGRESS_MONITOR,
@@ -243,12 +221,7 @@ pub fn compile(
     Ok(Tables {
         role,
         flags: f,
-        ct_timeout_ns: [
-            secs(ct.tcp_syn_sent),
-            secs(ct.tcp_established),
-            secs(ct.tcp_closing),
-            secs(ct.udp),
-        ],
+        ct_timeout_ns: [secs(ct.tcp_syn_sent), secs(ct.tcp_established), secs(ct.tcp_closing), secs(ct.udp)],
         ct_max: ct.max_entries,
         events_per_second: policy.events_per_second,
         local_v4,
@@ -274,18 +247,12 @@ pub fn resolve(policy: &Policy, m: &AddrMatch, interface: &[IpAddr]) -> Option<V
                 nets.insert(*n);
             }
             AddrTerm::Set(name) => {
-                for entry in policy
-                    .set(name)
-                    .map(|s| s.entries.as_slice())
-                    .unwrap_or_default()
-                {
+                for entry in policy.set(name).map(|s| s.entries.as_slice()).unwrap_or_default() {
                     match entry {
                         SetEntry::Net(n) => {
                             nets.insert(*n);
                         }
-                        SetEntry::Interface => {
-                            nets.extend(interface.iter().map(|a| IpNet::from(*a)))
-                        }
+                        SetEntry::Interface => nets.extend(interface.iter().map(|a| IpNet::from(*a))),
                     }
                 }
             }
@@ -302,10 +269,7 @@ struct SetBits {
 
 impl SetBits {
     fn new(max: usize) -> Self {
-        SetBits {
-            max,
-            specs: Vec::new(),
-        }
+        SetBits { max, specs: Vec::new() }
     }
 
     /// The bit for a spec ([`ANY_SET`] for any); `Err(max)` when there are too many.
@@ -335,9 +299,7 @@ impl SetBits {
 
 fn words_v6(a: std::net::Ipv6Addr) -> [u32; 4] {
     let o = a.octets();
-    std::array::from_fn(|i| {
-        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
-    })
+    std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
 }
 
 /// The kernel ORs the bits of every local entry that contains the address, so one entry per
@@ -383,9 +345,7 @@ fn remote_table(bits: &SetBits) -> RemoteTables {
     for net in direct.keys() {
         let mut sets = 0;
         for len in 0..=net.prefix_len() {
-            let sup = IpNet::new(net.addr(), len)
-                .expect("len <= prefix_len")
-                .trunc();
+            let sup = IpNet::new(net.addr(), len).expect("len <= prefix_len").trunc();
             sets |= direct.get(&sup).copied().unwrap_or(0);
         }
         match net {
@@ -404,10 +364,7 @@ struct ClassTable {
 impl ClassTable {
     /// Starts with class 0, the empty class.
     fn new() -> Self {
-        ClassTable {
-            entries: vec![ClassEntry::default()],
-            index: HashMap::new(),
-        }
+        ClassTable { entries: vec![ClassEntry::default()], index: HashMap::new() }
     }
 
     fn intern(&mut self, cands: Vec<Candidate>) -> u32 {
@@ -476,11 +433,7 @@ fn port_table<'a>(
             if cands.len() == MAX_CANDIDATES {
                 return Err((rule, *start as u16));
             }
-            cands.push(Candidate {
-                rule: slots.0[&rule.name],
-                local,
-                remote,
-            });
+            cands.push(Candidate { rule: slots.0[&rule.name], local, remote });
             if local == ANY_SET && remote == ANY_SET {
                 break; // Later rules can never decide.
             }

@@ -39,14 +39,7 @@ pub fn vlan(frame: &[u8], tpid: u16, vid: u16) -> Vec<u8> {
 }
 
 /// An IPv4 header (with `options`, a multiple of 4 bytes) and payload.
-pub fn ipv4_with(
-    src: [u8; 4],
-    dst: [u8; 4],
-    proto: u8,
-    options: &[u8],
-    frag: u16,
-    payload: &[u8],
-) -> Vec<u8> {
+pub fn ipv4_with(src: [u8; 4], dst: [u8; 4], proto: u8, options: &[u8], frag: u16, payload: &[u8]) -> Vec<u8> {
     assert_eq!(options.len() % 4, 0);
     let ihl = (20 + options.len()) / 4;
     let total = 20 + options.len() + payload.len();
@@ -75,13 +68,8 @@ pub fn ipv6_with(src: [u8; 16], dst: [u8; 16], next: u8, payload: &[u8]) -> Vec<
 /// An IP packet in an Ethernet frame; the family follows the addresses.
 pub fn ip(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
     match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(
-            ETH_IPV4,
-            &ipv4_with(s.octets(), d.octets(), proto, &[], 0, l4),
-        ),
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            ethernet(ETH_IPV6, &ipv6_with(s.octets(), d.octets(), proto, l4))
-        }
+        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet(ETH_IPV4, &ipv4_with(s.octets(), d.octets(), proto, &[], 0, l4)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ethernet(ETH_IPV6, &ipv6_with(s.octets(), d.octets(), proto, l4)),
         _ => panic!("mixed address families"),
     }
 }
@@ -142,4 +130,31 @@ pub fn with_macs(mut frame: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
     frame[..6].copy_from_slice(&dst);
     frame[6..12].copy_from_slice(&src);
     frame
+}
+
+/// IPv6 with extension headers before the upper layer: each `(kind, body)` is one header (its
+/// body padded to a multiple of 8 bytes with the 2-byte next/length prefix; a fragment header
+/// takes `body` as its 6 bytes after the next-header byte and reserved byte).
+pub fn ipv6_ext(src: [u8; 16], dst: [u8; 16], headers: &[(u8, Vec<u8>)], upper: u8, payload: &[u8]) -> Vec<u8> {
+    let mut chain = Vec::new();
+    for (i, (_, body)) in headers.iter().enumerate() {
+        let next = headers.get(i + 1).map_or(upper, |h| h.0);
+        if headers[i].0 == 44 {
+            chain.push(next);
+            chain.push(0);
+            let mut b = body.clone();
+            b.resize(6, 0);
+            chain.extend_from_slice(&b);
+        } else {
+            let len = (2 + body.len()).div_ceil(8) * 8;
+            chain.push(next);
+            chain.push((len / 8 - 1) as u8);
+            let mut b = body.clone();
+            b.resize(len - 2, 0);
+            chain.extend_from_slice(&b);
+        }
+    }
+    let first = headers.first().map_or(upper, |h| h.0);
+    chain.extend_from_slice(payload);
+    ipv6_with(src, dst, first, &chain)
 }

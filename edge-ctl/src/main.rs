@@ -5,10 +5,7 @@ fn main() {
     let cli = edge_ctl::cli::Cli::parse();
     if let Err(e) = edge_ctl::cli::run(cli) {
         // Policy diagnostics already read "file:line:col: error: ..."; print them as they are.
-        match e
-            .chain()
-            .find_map(|c| c.downcast_ref::<edge_ctl::policy::PolicyError>())
-        {
+        match e.chain().find_map(|c| c.downcast_ref::<edge_ctl::policy::PolicyError>()) {
             Some(diagnostics) => eprintln!("{diagnostics}"),
             None => eprintln!("error: {e:#}"),
         }

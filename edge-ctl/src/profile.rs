@@ -513,12 +513,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            nodes: 2,
-            addressing: Addressing::Documentation,
-            ocs2007: false,
-            xmpp: true,
-        }
+        Options { nodes: 2, addressing: Addressing::Documentation, ocs2007: false, xmpp: true }
     }
 }
 
@@ -569,52 +564,26 @@ fn sets(o: &Options) -> String {
             }
         }
         Addressing::Documentation => {
-            s +=
-                "# External interface, public addresses of each node (one per service and node).\n";
-            for (k, name) in ["access_edge", "webconf_edge", "av_edge"]
-                .iter()
-                .enumerate()
-            {
+            s += "# External interface, public addresses of each node (one per service and node).\n";
+            for (k, name) in ["access_edge", "webconf_edge", "av_edge"].iter().enumerate() {
                 let addrs: Vec<String> = nodes
                     .clone()
-                    .flat_map(|n| {
-                        [
-                            addr::node_external(n)[k].clone(),
-                            addr::node_external6(n)[k].clone(),
-                        ]
-                    })
+                    .flat_map(|n| [addr::node_external(n)[k].clone(), addr::node_external6(n)[k].clone()])
                     .collect();
                 let _ = writeln!(s, "{name} = {}", list(&addrs));
             }
             s += "# The HLB's external VIPs. Behind source NAT, Access and Web Conferencing clients\n";
             s += "# arrive with the VIP as their source address.\n";
-            let _ = writeln!(
-                s,
-                "access_edge_vip = {}",
-                list(&[addr::ACCESS_VIP.into(), addr::ACCESS_VIP6.into()])
-            );
-            let _ = writeln!(
-                s,
-                "webconf_edge_vip = {}",
-                list(&[addr::WEBCONF_VIP.into(), addr::WEBCONF_VIP6.into()])
-            );
+            let _ = writeln!(s, "access_edge_vip = {}", list(&[addr::ACCESS_VIP.into(), addr::ACCESS_VIP6.into()]));
+            let _ = writeln!(s, "webconf_edge_vip = {}", list(&[addr::WEBCONF_VIP.into(), addr::WEBCONF_VIP6.into()]));
             s += "# No NAT for A/V: listed for reference; A/V rules accept any remote.\n";
-            let _ = writeln!(
-                s,
-                "av_edge_vip = {}",
-                list(&[addr::AV_VIP.into(), addr::AV_VIP6.into()])
-            );
+            let _ = writeln!(s, "av_edge_vip = {}", list(&[addr::AV_VIP.into(), addr::AV_VIP6.into()]));
             s += "# Internal interface of each node, and the internal VIP.\n";
-            let internal: Vec<String> = nodes
-                .clone()
-                .flat_map(|n| [addr::node_internal(n), addr::node_internal6(n)])
-                .collect();
+            let internal: Vec<String> =
+                nodes.clone().flat_map(|n| [addr::node_internal(n), addr::node_internal6(n)]).collect();
             let _ = writeln!(s, "edge_internal = {}", list(&internal));
-            let _ = writeln!(
-                s,
-                "edge_internal_vip = {}",
-                list(&[addr::INTERNAL_VIP.into(), addr::INTERNAL_VIP6.into()])
-            );
+            let _ =
+                writeln!(s, "edge_internal_vip = {}", list(&[addr::INTERNAL_VIP.into(), addr::INTERNAL_VIP6.into()]));
         }
     }
     s += "# Internal peers the document names; use them to narrow rows marked \"can be defined as\".\n";
@@ -631,14 +600,7 @@ fn sets(o: &Options) -> String {
 
 fn rule(row: &Row, o: &Options) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "# {} | {}/{}/{}",
-        row.table.title(),
-        row.service,
-        row.protocol.to_uppercase(),
-        row.ports
-    );
+    let _ = writeln!(s, "# {} | {}/{}/{}", row.table.title(), row.service, row.protocol.to_uppercase(), row.ports);
     s += "[[rule]]\n";
     let _ = writeln!(s, "name = \"{}\"", row.name);
     let _ = writeln!(s, "service = \"{}\"", row.service);
@@ -665,16 +627,10 @@ fn rule(row: &Row, o: &Options) -> String {
         }
         Snat(vip) => match o.addressing {
             Addressing::Documentation => {
-                let _ = writeln!(
-                    s,
-                    "remote = \"{vip}\"  # behind the HLB's source NAT clients arrive as the VIP"
-                );
+                let _ = writeln!(s, "remote = \"{vip}\"  # behind the HLB's source NAT clients arrive as the VIP");
             }
             Addressing::Interface => {
-                let _ = writeln!(
-                    s,
-                    "remote = \"any\"  # the HLB's VIP is not known here; name it to narrow this row"
-                );
+                let _ = writeln!(s, "remote = \"any\"  # the HLB's VIP is not known here; name it to narrow this row");
             }
         },
     }
@@ -689,11 +645,7 @@ fn rule(row: &Row, o: &Options) -> String {
             );
         }
         Xmpp => {
-            let _ = writeln!(
-                s,
-                "enabled = {}  # the XMPP proxy is optional; false if it is not deployed",
-                o.xmpp
-            );
+            let _ = writeln!(s, "enabled = {}  # the XMPP proxy is optional; false if it is not deployed", o.xmpp);
         }
     }
     s
@@ -705,11 +657,7 @@ pub fn render(o: &Options) -> String {
     s += "# edge-ctl policy: Lync Server 2013 Scaled Consolidated Edge, hardware load balanced.\n";
     s += "# Source: \"Edge Server Perimeter Network ports and protocols\" (Microsoft, 2014-01-13):\n";
     s += "# every row of its four firewall tables is one rule below, with the row's note.\n";
-    let _ = writeln!(
-        s,
-        "# Generated by `edge-ctl policy template {NAME} --nodes {}`.",
-        o.nodes
-    );
+    let _ = writeln!(s, "# Generated by `edge-ctl policy template {NAME} --nodes {}`.", o.nodes);
     s += "#\n";
     s += "# Behind the hardware load balancer (HLB):\n";
     s += "# - Access Edge and Web Conferencing Edge VIPs use source NAT: the node sees the VIP as the\n";
@@ -719,8 +667,7 @@ pub fn render(o: &Options) -> String {
     s += "# Rows the document lists twice (node table and VIP table) appear twice; the first counts.\n\n";
     s += "version = 1\n\n";
     s += &sets(o);
-    s +=
-        "\n# Default action is drop. ARP, IPv6 neighbour discovery and path-MTU ICMP pass unless\n";
+    s += "\n# Default action is drop. ARP, IPv6 neighbour discovery and path-MTU ICMP pass unless\n";
     s += "# switched off here.\n";
     s += "[roles.external]\nessentials = { arp = true, ndp = true, pmtu = true }\n\n";
     s += "[roles.internal]\nessentials = { arp = true, ndp = true, pmtu = true }\n";
@@ -748,11 +695,7 @@ mod tests {
     #[test]
     fn every_row_becomes_a_rule() {
         for addressing in [Addressing::Documentation, Addressing::Interface] {
-            let p = policy(&Options {
-                addressing,
-                ..Default::default()
-            })
-            .unwrap();
+            let p = policy(&Options { addressing, ..Default::default() }).unwrap();
             assert_eq!(p.rules.len(), ROWS.len() + 1, "the rows and the failsafe");
             assert_eq!(p.rules[0].name, crate::policy::FAILSAFE_RULE);
             for (rule, row) in p.rules[1..].iter().zip(ROWS) {
@@ -777,19 +720,10 @@ mod tests {
     fn switches_default_as_documented() {
         let p = policy(&Options::default()).unwrap();
         let enabled = |n: &str| p.rules.iter().find(|r| r.name == n).unwrap().enabled;
-        assert!(
-            !enabled("ext-av-rtp-udp-in")
-                && !enabled("ext-av-rtp-tcp-in")
-                && !enabled("ext-av-rtp-udp-out")
-        );
+        assert!(!enabled("ext-av-rtp-udp-in") && !enabled("ext-av-rtp-tcp-in") && !enabled("ext-av-rtp-udp-out"));
         assert!(enabled("ext-av-rtp-tcp-out"));
         assert!(enabled("vip-xmpp-in") && enabled("int-xmpp-in"));
-        let p = policy(&Options {
-            ocs2007: true,
-            xmpp: false,
-            ..Default::default()
-        })
-        .unwrap();
+        let p = policy(&Options { ocs2007: true, xmpp: false, ..Default::default() }).unwrap();
         let enabled = |n: &str| p.rules.iter().find(|r| r.name == n).unwrap().enabled;
         assert!(enabled("ext-av-rtp-udp-in") && !enabled("vip-xmpp-out"));
     }
@@ -797,40 +731,21 @@ mod tests {
     #[test]
     fn snat_rows_accept_only_the_vip_and_av_rows_any() {
         let p = policy(&Options::default()).unwrap();
-        let remote = |n: &str| {
-            p.rules
-                .iter()
-                .find(|r| r.name == n)
-                .unwrap()
-                .remote
-                .to_string()
-        };
+        let remote = |n: &str| p.rules.iter().find(|r| r.name == n).unwrap().remote.to_string();
         assert_eq!(remote("vip-access-sip-tls-in"), "access_edge_vip");
         assert_eq!(remote("vip-webconf-psom-in"), "webconf_edge_vip");
         assert_eq!(remote("vip-av-stun-udp-in"), "any");
-        let p = policy(&Options {
-            addressing: Addressing::Interface,
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(
-            p.rules
-                .iter()
-                .all(|r| r.name.starts_with("vip-access-sip-mtls-out")
-                    || r.name == "vip-xmpp-out"
-                    || r.remote == AddrMatch::Any)
-        );
+        let p = policy(&Options { addressing: Addressing::Interface, ..Default::default() }).unwrap();
+        assert!(p.rules.iter().all(|r| r.name.starts_with("vip-access-sip-mtls-out")
+            || r.name == "vip-xmpp-out"
+            || r.remote == AddrMatch::Any));
         assert_eq!(p.rules_of(Role::External).count(), 16);
     }
 
     #[test]
     fn nodes_scale_the_address_sets() {
         for nodes in 1..=MAX_NODES {
-            let p = policy(&Options {
-                nodes,
-                ..Default::default()
-            })
-            .unwrap();
+            let p = policy(&Options { nodes, ..Default::default() }).unwrap();
             let access = p.set("access_edge").unwrap();
             assert_eq!(access.entries.len(), 2 * nodes as usize);
             for role in Role::ALL {
@@ -845,33 +760,15 @@ mod tests {
 pub fn plan(nodes: u8) -> String {
     let mut s = String::new();
     let n = nodes as u32;
-    let _ = writeln!(
-        s,
-        "Scaled consolidated Edge, hardware load balanced: {nodes} Edge Server(s) in the pool\n"
-    );
-    let _ = writeln!(
-        s,
-        "Public IP addresses: {} = 3 HLB VIPs + 3 per Edge Server x {nodes}",
-        3 + 3 * n
-    );
+    let _ = writeln!(s, "Scaled consolidated Edge, hardware load balanced: {nodes} Edge Server(s) in the pool\n");
+    let _ = writeln!(s, "Public IP addresses: {} = 3 HLB VIPs + 3 per Edge Server x {nodes}", 3 + 3 * n);
     s += "  (the document's N+1: one address per real server interface and one per HLB VIP)\n";
-    let _ = writeln!(
-        s,
-        "  HLB VIP  Access Edge               {}",
-        addr::ACCESS_VIP
-    );
-    let _ = writeln!(
-        s,
-        "  HLB VIP  Web Conferencing Edge     {}",
-        addr::WEBCONF_VIP
-    );
+    let _ = writeln!(s, "  HLB VIP  Access Edge               {}", addr::ACCESS_VIP);
+    let _ = writeln!(s, "  HLB VIP  Web Conferencing Edge     {}", addr::WEBCONF_VIP);
     let _ = writeln!(s, "  HLB VIP  A/V Edge                  {}", addr::AV_VIP);
     for node in 1..=nodes {
         let [a, w, v] = addr::node_external(node);
-        let _ = writeln!(
-            s,
-            "  Node {node}   Access / Web Conf / A/V   {a} / {w} / {v}"
-        );
+        let _ = writeln!(s, "  Node {node}   Access / Web Conf / A/V   {a} / {w} / {v}");
     }
     s += "\nSource NAT (SNAT) on the HLB:\n";
     s += "  Access Edge VIP            may use SNAT: the node sees the VIP as the client's address\n";
@@ -892,10 +789,7 @@ pub fn plan(nodes: u8) -> String {
         s,
         "  Internal VIP {}; node internal addresses {}",
         addr::INTERNAL_VIP,
-        (1..=nodes)
-            .map(addr::node_internal)
-            .collect::<Vec<_>>()
-            .join(", ")
+        (1..=nodes).map(addr::node_internal).collect::<Vec<_>>().join(", ")
     );
     s
 }
@@ -905,10 +799,7 @@ mod plan_tests {
     #[test]
     fn nine_addresses_for_two_nodes() {
         let p = super::plan(2);
-        assert!(
-            p.contains("Public IP addresses: 9 = 3 HLB VIPs + 3 per Edge Server x 2"),
-            "{p}"
-        );
+        assert!(p.contains("Public IP addresses: 9 = 3 HLB VIPs + 3 per Edge Server x 2"), "{p}");
         assert!(p.contains("must NOT use SNAT"));
         assert!(p.contains("default gateway"));
         assert!(super::plan(4).contains("Public IP addresses: 15"));

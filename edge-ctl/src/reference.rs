@@ -1,15 +1,19 @@
-//! The policy's meaning, written once as plain code: policy + packet -> decision.
+//! The filter's meaning, written once more as plain code: policy + frame -> decision.
 //!
-//! This is the oracle the kernel program is tested against (unit tests of the compiled tables,
-//! BPF_PROG_TEST_RUN packet tests). It follows the policy model directly and shares nothing with
-//! the table compiler but the address resolution.
+//! This is the oracle the kernel programs are tested against (packet tests, the differential
+//! property tests). It follows the policy model and the documented parsing rules directly and
+//! shares nothing with the table compiler or the eBPF code but address-set resolution. It
+//! models a filter with an empty connection table: tracked flows are the stateful tests' job.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use edge_common::{DropReason, PassReason};
 
 use crate::compile::resolve;
-use crate::policy::{AddrMatch, Direction, Policy, Protocol, Role};
+use crate::policy::{AddrMatch, Direction, EgressMode, Policy, Protocol, Role, RoleMode};
+
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
 
 /// What a packet carries, as far as the policy is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,19 +22,22 @@ pub enum Payload {
         protocol: Protocol,
         sport: u16,
         dport: u16,
+        tcp_flags: u8,
     },
     Icmp {
         v6: bool,
         kind: u8,
         code: u8,
     },
-    /// Another IP protocol number.
+    /// Another IP protocol number (or ICMP in the wrong IP version).
     OtherIp(u8),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Frame {
     Arp,
+    /// Another EtherType.
+    NotIp,
     Ip {
         src: IpAddr,
         dst: IpAddr,
@@ -43,9 +50,11 @@ pub enum Frame {
 pub enum Decision {
     /// Allowed by the named rule.
     Rule(String),
-    /// Passed as an essential.
-    Essential(PassReason),
+    /// Passed without a rule.
+    Pass(PassReason),
     Drop(DropReason),
+    /// Dropped by the policy, passed by audit or egress monitor mode.
+    WouldDrop(DropReason),
 }
 
 impl Decision {
@@ -61,52 +70,247 @@ fn matches(policy: &Policy, m: &AddrMatch, addr: IpAddr, interface: &[IpAddr]) -
     }
 }
 
-/// Judges a frame arriving on (inbound) or leaving (outbound) an interface of `role`.
-pub fn decide(
-    policy: &Policy,
+/// The first enabled rule of the role and direction that allows the packet.
+fn rule<'a>(
+    policy: &'a Policy,
     role: Role,
     interface: &[IpAddr],
     direction: Direction,
-    frame: &Frame,
-) -> Decision {
-    let essentials = policy.role(role).essentials;
-    let essential = |on: bool, reason| {
-        if on {
-            Decision::Essential(reason)
-        } else {
-            Decision::Drop(DropReason::EssentialOff)
-        }
+    (src, dst): (IpAddr, IpAddr),
+    (protocol, dport): (Protocol, u16),
+) -> Option<&'a str> {
+    let (local, remote) = match direction {
+        Direction::Inbound => (dst, src),
+        Direction::Outbound => (src, dst),
     };
+    policy
+        .rules_of(role)
+        .find(|r| {
+            r.direction == direction
+                && r.protocol == protocol
+                && r.ports.contains(dport)
+                && matches(policy, &r.local, local, interface)
+                && matches(policy, &r.remote, remote, interface)
+        })
+        .map(|r| r.name.as_str())
+}
+
+fn is_ndp(kind: u8) -> bool {
+    matches!(kind, 130..=137 | 143)
+}
+
+fn is_icmp_error(v6: bool, kind: u8) -> bool {
+    if v6 { (1..=4).contains(&kind) } else { matches!(kind, 3 | 11 | 12) }
+}
+
+/// Judges a frame arriving on (inbound) or leaving (outbound) an interface of `role`, with an
+/// empty connection table.
+pub fn decide(policy: &Policy, role: Role, interface: &[IpAddr], direction: Direction, frame: &Frame) -> Decision {
+    let settings = policy.role(role);
+    let d = match direction {
+        Direction::Inbound => inbound(policy, role, interface, frame),
+        Direction::Outbound => outbound(policy, role, interface, frame),
+    };
+    audited(settings.mode, d)
+}
+
+fn audited(mode: RoleMode, d: Decision) -> Decision {
+    match d {
+        Decision::Drop(r) if mode == RoleMode::Audit => Decision::WouldDrop(r),
+        other => other,
+    }
+}
+
+fn inbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) -> Decision {
+    let e = policy.role(role).essentials;
+    let essential =
+        |on: bool, reason| if on { Decision::Pass(reason) } else { Decision::Drop(DropReason::EssentialOff) };
     let (src, dst, payload) = match *frame {
-        Frame::Arp => return essential(essentials.arp, PassReason::Arp),
+        Frame::Arp => return essential(e.arp, PassReason::Arp),
+        Frame::NotIp => return Decision::Drop(DropReason::EtherType),
         Frame::Ip { src, dst, payload } => (src, dst, payload),
     };
     match payload {
         Payload::OtherIp(_) => Decision::Drop(DropReason::L4Protocol),
-        Payload::Icmp { v6, kind, code } => match (v6, kind, code) {
-            (false, 3, 4) | (true, 2, _) => essential(essentials.pmtu, PassReason::Pmtu),
-            (true, 133..=137, _) => essential(essentials.ndp, PassReason::Ndp),
-            _ => Decision::Drop(DropReason::Icmp),
-        },
-        Payload::Ports {
-            protocol, dport, ..
-        } => {
-            let (local, remote) = match direction {
-                Direction::Inbound => (dst, src),
-                Direction::Outbound => (src, dst),
-            };
-            policy
-                .rules_of(role)
-                .find(|r| {
-                    r.direction == direction
-                        && r.protocol == protocol
-                        && r.ports.contains(dport)
-                        && matches(policy, &r.local, local, interface)
-                        && matches(policy, &r.remote, remote, interface)
-                })
-                .map_or(Decision::Drop(DropReason::PolicyDefault), |r| {
-                    Decision::Rule(r.name.clone())
-                })
+        Payload::Icmp { v6, kind, code } => {
+            if v6 && is_ndp(kind) {
+                essential(e.ndp, PassReason::Ndp)
+            } else if !is_icmp_error(v6, kind) {
+                Decision::Drop(DropReason::Icmp)
+            } else if (v6 && kind == 2) || (!v6 && kind == 3 && code == 4) {
+                essential(e.pmtu, PassReason::Pmtu)
+            } else {
+                // Other errors pass only when they quote a tracked flow.
+                Decision::Drop(DropReason::Icmp)
+            }
         }
+        Payload::Ports { protocol, dport, tcp_flags, .. } => {
+            match rule(policy, role, interface, Direction::Inbound, (src, dst), (protocol, dport)) {
+                Some(name) => Decision::Rule(name.to_string()),
+                None if protocol == Protocol::Tcp && tcp_flags & TCP_SYN == 0 => Decision::Drop(DropReason::NoFlow),
+                None => Decision::Drop(DropReason::PolicyDefault),
+            }
+        }
+    }
+}
+
+fn egress_default(mode: EgressMode, reason: DropReason) -> Decision {
+    match mode {
+        EgressMode::Enforce => Decision::Drop(reason),
+        EgressMode::Monitor => Decision::WouldDrop(reason),
+        EgressMode::Off => Decision::Pass(PassReason::Unfiltered),
+    }
+}
+
+fn outbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) -> Decision {
+    let mode = policy.role(role).egress;
+    let (src, dst, payload) = match *frame {
+        Frame::Arp | Frame::NotIp => return Decision::Pass(PassReason::NotIp),
+        Frame::Ip { src, dst, payload } => (src, dst, payload),
+    };
+    match payload {
+        Payload::OtherIp(_) => egress_default(mode, DropReason::L4Protocol),
+        Payload::Icmp { v6, kind, .. } if is_icmp_error(v6, kind) || (v6 && is_ndp(kind)) => {
+            Decision::Pass(PassReason::IcmpOut)
+        }
+        Payload::Icmp { .. } => egress_default(mode, DropReason::Icmp),
+        Payload::Ports { protocol, sport, dport, tcp_flags } => {
+            if let Some(name) = rule(policy, role, interface, Direction::Outbound, (src, dst), (protocol, dport)) {
+                return Decision::Rule(name.to_string());
+            }
+            // An answer from a port an inbound rule allows; a bare SYN is never an answer.
+            let bare_syn = protocol == Protocol::Tcp && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+            if !bare_syn && rule(policy, role, interface, Direction::Inbound, (dst, src), (protocol, sport)).is_some() {
+                return Decision::Pass(PassReason::Reply);
+            }
+            egress_default(mode, DropReason::EgressPolicy)
+        }
+    }
+}
+
+/// Judges raw frame bytes: parses them by the documented rules (below), then [`decide`].
+pub fn decide_bytes(policy: &Policy, role: Role, interface: &[IpAddr], direction: Direction, bytes: &[u8]) -> Decision {
+    let ingress = direction == Direction::Inbound;
+    let settings = policy.role(role);
+    let d = match parse(bytes, ingress) {
+        Ok(frame) => return decide(policy, role, interface, direction, &frame),
+        Err(DropReason::Fragment) if !ingress => Decision::Pass(PassReason::Fragment),
+        Err(DropReason::Fragment) if settings.fragments_pass => Decision::Pass(PassReason::Fragment),
+        Err(reason) if ingress => Decision::Drop(reason),
+        Err(reason) => egress_default(settings.egress, reason),
+    };
+    audited(settings.mode, d)
+}
+
+/// The parsing rules, in order:
+/// - Ethernet: 14 bytes; up to two VLAN tags (0x8100, 0x88a8) of 4 bytes each.
+/// - ARP passes as an essential; other EtherTypes than IPv4/IPv6 are `ethertype` drops.
+/// - IPv4: 20 bytes; version 4; IHL at least 5; total length at least IHL and, inbound, within
+///   the frame; a non-zero fragment offset is a later fragment (`fragment`).
+/// - IPv6: 40 bytes; version 6; payload length within the frame (inbound); at most four
+///   hop-by-hop/routing/destination-options/fragment headers (`ext-headers` beyond), a
+///   fragment header with a non-zero offset is a later fragment.
+/// - TCP: 20 bytes and a data offset of at least 5; UDP: 8 bytes; ICMP/ICMPv6: 4 bytes.
+///   A header cut short anywhere is `truncated`; an impossible field is `bad-header`.
+pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
+    let get = |at: usize, n: usize| b.get(at..at + n).ok_or(DropReason::Truncated);
+    let mut ethertype = u16::from_be_bytes(get(12, 2)?.try_into().unwrap());
+    let mut l3 = 14;
+    for _ in 0..2 {
+        if ethertype == 0x8100 || ethertype == 0x88a8 {
+            ethertype = u16::from_be_bytes(get(l3 + 2, 2)?.try_into().unwrap());
+            l3 += 4;
+        }
+    }
+    let (src, dst, proto, l4, v6) = match ethertype {
+        0x0806 => return Ok(Frame::Arp),
+        0x0800 => {
+            let h = get(l3, 20)?;
+            let ihl = (h[0] & 0x0f) as usize * 4;
+            if h[0] >> 4 != 4 || ihl < 20 {
+                return Err(DropReason::BadHeader);
+            }
+            let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+            if total < ihl || (ingress && l3 + total > b.len()) {
+                return Err(DropReason::BadHeader);
+            }
+            if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
+                return Err(DropReason::Fragment);
+            }
+            let src = IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]));
+            let dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
+            (src, dst, h[9], l3 + ihl, false)
+        }
+        0x86dd => {
+            let h = get(l3, 40)?;
+            if h[0] >> 4 != 6 {
+                return Err(DropReason::BadHeader);
+            }
+            let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+            if ingress && l3 + 40 + payload > b.len() {
+                return Err(DropReason::BadHeader);
+            }
+            let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&h[8..24]).unwrap()));
+            let dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&h[24..40]).unwrap()));
+            let (mut next, mut off) = (h[6], l3 + 40);
+            let mut walked = 0;
+            while matches!(next, 0 | 43 | 60 | 44) {
+                if walked == 4 {
+                    return Err(DropReason::ExtHeaders);
+                }
+                let e = get(off, if next == 44 { 4 } else { 2 })?;
+                if next == 44 {
+                    if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+                        return Err(DropReason::Fragment);
+                    }
+                    off += 8;
+                } else {
+                    off += (e[1] as usize + 1) * 8;
+                }
+                next = e[0];
+                walked += 1;
+            }
+            (src, dst, next, off, true)
+        }
+        _ => return Ok(Frame::NotIp),
+    };
+    let payload = match proto {
+        6 => {
+            let t = get(l4, 20)?;
+            if t[12] >> 4 < 5 {
+                return Err(DropReason::BadHeader);
+            }
+            let (sport, dport) = (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]));
+            Payload::Ports { protocol: Protocol::Tcp, sport, dport, tcp_flags: t[13] }
+        }
+        17 => {
+            let u = get(l4, 8)?;
+            let (sport, dport) = (u16::from_be_bytes([u[0], u[1]]), u16::from_be_bytes([u[2], u[3]]));
+            Payload::Ports { protocol: Protocol::Udp, sport, dport, tcp_flags: 0 }
+        }
+        1 | 58 => {
+            let i = get(l4, 4)?;
+            if (proto == 58) != v6 { Payload::OtherIp(proto) } else { Payload::Icmp { v6, kind: i[0], code: i[1] } }
+        }
+        other => Payload::OtherIp(other),
+    };
+    Ok(Frame::Ip { src, dst, payload })
+}
+
+/// Which parse outcomes the kernel reports as `NotIp` ingress: other EtherTypes are drops.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame;
+
+    #[test]
+    fn parse_rules_by_example() {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let f = frame::tcp(a, b, 1, 2, frame::SYN);
+        assert!(matches!(parse(&f, true), Ok(Frame::Ip { payload: Payload::Ports { dport: 2, .. }, .. })));
+        assert_eq!(parse(&f[..30], true), Err(DropReason::Truncated));
+        assert_eq!(parse(&f[..40], true), Err(DropReason::BadHeader), "total length beyond the frame");
+        assert!(parse(&f[..40], false).is_err(), "egress skips the length check but still needs the TCP header");
+        assert_eq!(parse(&frame::ethernet(0x88cc, &[0; 46]), true), Ok(Frame::NotIp));
     }
 }

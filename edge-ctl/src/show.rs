@@ -37,10 +37,7 @@ pub fn source_destination(rule: &Rule) -> (String, String) {
 /// The table for one role or both.
 pub fn render(policy: &Policy, role: Option<Role>) -> String {
     let mut out = String::new();
-    for r in Role::ALL
-        .into_iter()
-        .filter(|r| role.is_none_or(|x| x == *r))
-    {
+    for r in Role::ALL.into_iter().filter(|r| role.is_none_or(|x| x == *r)) {
         let rules: Vec<&Rule> = policy.rules.iter().filter(|x| x.role == r).collect();
         let _ = writeln!(
             out,
@@ -53,34 +50,12 @@ pub fn render(policy: &Policy, role: Option<Role>) -> String {
             .iter()
             .map(|x| {
                 let (src, dst) = source_destination(x);
-                let state = if x.enabled {
-                    String::new()
-                } else {
-                    " (off)".into()
-                };
-                [
-                    format!("{}{state}", x.name),
-                    label(x),
-                    src,
-                    dst,
-                    x.note.clone().unwrap_or_default(),
-                ]
+                let state = if x.enabled { String::new() } else { " (off)".into() };
+                [format!("{}{state}", x.name), label(x), src, dst, x.note.clone().unwrap_or_default()]
             })
             .collect();
-        let header = [
-            "Rule",
-            "Role/Protocol/TCP or UDP/Port",
-            "Source IP address",
-            "Destination IP address",
-            "Notes",
-        ];
-        let width = |i: usize| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        };
+        let header = ["Rule", "Role/Protocol/TCP or UDP/Port", "Source IP address", "Destination IP address", "Notes"];
+        let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0);
         let w: Vec<usize> = (0..4).map(width).collect();
         let line = |cols: [&str; 5]| {
             format!(
@@ -98,11 +73,7 @@ pub fn render(policy: &Policy, role: Option<Role>) -> String {
         };
         let _ = writeln!(out, "{}", line(header).trim_end());
         for row in &rows {
-            let _ = writeln!(
-                out,
-                "{}",
-                line([&row[0], &row[1], &row[2], &row[3], &row[4]]).trim_end()
-            );
+            let _ = writeln!(out, "{}", line([&row[0], &row[1], &row[2], &row[3], &row[4]]).trim_end());
         }
         out.push('\n');
     }
@@ -111,9 +82,7 @@ pub fn render(policy: &Policy, role: Option<Role>) -> String {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -124,31 +93,16 @@ mod tests {
     fn document_form() {
         let p = crate::profile::policy(&Default::default()).unwrap();
         let t = render(&p, Some(Role::External));
-        assert!(
-            t.starts_with("External interface (19 rules, 16 enabled)"),
-            "{t}"
-        );
+        assert!(t.starts_with("External interface (19 rules, 16 enabled)"), "{t}");
         assert!(!t.contains("Internal interface"));
-        let line = t
-            .lines()
-            .find(|l| l.contains("vip-access-sip-mtls-in"))
-            .unwrap();
+        let line = t.lines().find(|l| l.contains("vip-access-sip-mtls-in")).unwrap();
         assert!(line.contains("Access/SIP(MTLS)/TCP/5061"), "{line}");
-        assert!(
-            line.contains("access_edge_vip") && line.contains("access_edge"),
-            "{line}"
-        );
-        let out = t
-            .lines()
-            .find(|l| l.contains("ext-access-http-out"))
-            .unwrap();
+        assert!(line.contains("access_edge_vip") && line.contains("access_edge"), "{line}");
+        let out = t.lines().find(|l| l.contains("ext-access-http-out")).unwrap();
         // Outbound: the edge is the source.
         let src = out.find("access_edge").unwrap();
         assert!(src < out.find("Any").unwrap(), "{out}");
         assert!(t.lines().any(|l| l.contains("ext-av-rtp-udp-in (off)")));
-        assert!(
-            render(&p, None).contains("Internal interface (15 rules, 15 enabled)"),
-            "the rows and the failsafe"
-        );
+        assert!(render(&p, None).contains("Internal interface (15 rules, 15 enabled)"), "the rows and the failsafe");
     }
 }

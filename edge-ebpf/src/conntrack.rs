@@ -22,41 +22,17 @@ pub fn now() -> u64 {
 /// The flow of a packet: inbound packets have the edge as destination, outbound as source.
 #[inline(always)]
 pub fn flow_of(pkt: &Packet, outbound: bool) -> Flow {
-    let (local, remote, lport, rport) = if outbound {
-        (&pkt.src, &pkt.dst, pkt.sport, pkt.dport)
-    } else {
-        (&pkt.dst, &pkt.src, pkt.dport, pkt.sport)
-    };
+    let (local, remote, lport, rport) =
+        if outbound { (&pkt.src, &pkt.dst, pkt.sport, pkt.dport) } else { (&pkt.dst, &pkt.src, pkt.dport, pkt.sport) };
     flow(pkt.v6, pkt.proto, local, remote, lport, rport)
 }
 
 #[inline(always)]
-pub fn flow(
-    v6: bool,
-    proto: u8,
-    local: &[u32; 4],
-    remote: &[u32; 4],
-    lport: u16,
-    rport: u16,
-) -> Flow {
+pub fn flow(v6: bool, proto: u8, local: &[u32; 4], remote: &[u32; 4], lport: u16, rport: u16) -> Flow {
     if v6 {
-        Flow::V6(CtKeyV6 {
-            local: *local,
-            remote: *remote,
-            lport,
-            rport,
-            proto,
-            _pad: [0; 3],
-        })
+        Flow::V6(CtKeyV6 { local: *local, remote: *remote, lport, rport, proto, _pad: [0; 3] })
     } else {
-        Flow::V4(CtKeyV4 {
-            local: local[0],
-            remote: remote[0],
-            lport,
-            rport,
-            proto,
-            _pad: [0; 3],
-        })
+        Flow::V4(CtKeyV4 { local: local[0], remote: remote[0], lport, rport, proto, _pad: [0; 3] })
     }
 }
 
@@ -92,11 +68,7 @@ fn live_add(family: u32, delta: u64) {
     if let Some(p) = EDGE_CTLIVE.get_ptr_mut(family) {
         // Shared by all CPUs: an atomic add (BPF_ATOMIC). core's AtomicU64 has no fetch_add on
         // the BPF target, the intrinsic lowers to the instruction directly.
-        unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                p, delta,
-            )
-        };
+        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, delta) };
     }
 }
 
@@ -143,10 +115,7 @@ pub fn advance<const DRY: bool>(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound
     let state = unsafe { (*e).state };
     let next = if flags & TCP_FIN != 0 {
         CtState::Closing as u8
-    } else if state == CtState::SynSent as u8
-        && inbound
-        && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
-    {
+    } else if state == CtState::SynSent as u8 && inbound && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
         CtState::Established as u8
     } else if state == CtState::SynSent as u8 && !inbound && flags & TCP_SYN == 0 {
         // The edge sends data: the handshake completed.
@@ -169,11 +138,7 @@ pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u1
         if pkt.tcp_flags & TCP_RST != 0 {
             return; // Nothing to track.
         }
-        if pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-            CtState::SynSent
-        } else {
-            CtState::Established
-        }
+        if pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN { CtState::SynSent } else { CtState::Established }
     } else {
         CtState::Udp
     };
@@ -192,9 +157,7 @@ pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u1
     if inserted.is_ok() {
         counters::ct_event(CtEvent::Created);
         // An LRU table at capacity evicts on insert: count it instead of growing the gauge.
-        let full = EDGE_CTLIVE
-            .get(family(f))
-            .is_some_and(|live| *live >= cfg.ct_max as u64);
+        let full = EDGE_CTLIVE.get(family(f)).is_some_and(|live| *live >= cfg.ct_max as u64);
         if full {
             counters::ct_event(CtEvent::TableFull);
         } else {

@@ -23,18 +23,12 @@ pub fn rule(slot: u16, bytes: u64) {
 
 #[inline(always)]
 pub fn drop(direction: u32, kind: DropKind, reason: DropReason, bytes: u64) {
-    bump(
-        EDGE_DROPS.get_ptr_mut(drop_index(direction, kind, reason)),
-        bytes,
-    );
+    bump(EDGE_DROPS.get_ptr_mut(drop_index(direction, kind, reason)), bytes);
 }
 
 #[inline(always)]
 pub fn pass(direction: u32, reason: PassReason, bytes: u64) {
-    bump(
-        EDGE_PASSES.get_ptr_mut(pass_index(direction, reason)),
-        bytes,
-    );
+    bump(EDGE_PASSES.get_ptr_mut(pass_index(direction, reason)), bytes);
 }
 
 #[inline(always)]

@@ -9,14 +9,7 @@ use crate::parse::Packet;
 const SECOND_NS: u64 = 1_000_000_000;
 
 #[inline(always)]
-pub fn emit(
-    cfg: &GenConfig,
-    now: u64,
-    direction: u32,
-    kind: DropKind,
-    reason: DropReason,
-    pkt: Option<&Packet>,
-) {
+pub fn emit(cfg: &GenConfig, now: u64, direction: u32, kind: DropKind, reason: DropReason, pkt: Option<&Packet>) {
     let limit = cfg.events_per_cpu as u64;
     if limit == 0 {
         return;

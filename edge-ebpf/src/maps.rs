@@ -5,10 +5,9 @@ use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use edge_common::{
-    CT_DEFAULT_MAX, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DROP_COUNTERS_LEN,
-    EVENTS_RING_BYTES, EventBudget, Explanation, GENERATIONS, GenConfig, MAX_CLASSES,
-    MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PORT_TABLE_LEN, PortEntry, RemoteKeyV4,
-    RemoteKeyV6, RemoteSets,
+    CT_DEFAULT_MAX, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DROP_COUNTERS_LEN, EVENTS_RING_BYTES,
+    EventBudget, Explanation, GENERATIONS, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN,
+    PORT_TABLE_LEN, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
 };
 
 /// The live generation (0 or 1).

@@ -74,8 +74,7 @@ fn ethertype(data: usize, data_end: usize) -> Result<(u16, usize), DropReason> {
         proto = unsafe { (*tag)[1] };
         offset += VLAN_TAG_LEN;
         if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
-            let tag: *const [u16; 2] =
-                ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
+            let tag: *const [u16; 2] = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
             proto = unsafe { (*tag)[1] };
             offset += VLAN_TAG_LEN;
         }
@@ -106,13 +105,7 @@ fn parse_inner(data: usize, data_end: usize, check_len: bool) -> Result<Frame, D
 }
 
 #[inline(always)]
-fn parse_v4(
-    data: usize,
-    data_end: usize,
-    l3: usize,
-    frame_len: usize,
-    check_len: bool,
-) -> Result<Packet, DropReason> {
+fn parse_v4(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len: bool) -> Result<Packet, DropReason> {
     let ip: *const Ipv4Hdr = ptr_at(data, data_end, l3).ok_or(DropReason::Truncated)?;
     let vihl = unsafe { (*ip).vihl };
     if vihl >> 4 != 4 {
@@ -147,13 +140,7 @@ fn parse_v4(
 }
 
 #[inline(always)]
-fn parse_v6(
-    data: usize,
-    data_end: usize,
-    l3: usize,
-    frame_len: usize,
-    check_len: bool,
-) -> Result<Packet, DropReason> {
+fn parse_v6(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len: bool) -> Result<Packet, DropReason> {
     let ip: *const Ipv6Hdr = ptr_at(data, data_end, l3).ok_or(DropReason::Truncated)?;
     let vcf = unsafe { *(ip as *const u8) };
     if vcf >> 4 != 6 {
@@ -165,18 +152,50 @@ fn parse_v6(
     }
     let src: [u32; 4] = unsafe { *((ip as usize + 8) as *const [u32; 4]) };
     let dst: [u32; 4] = unsafe { *((ip as usize + 24) as *const [u32; 4]) };
-    let mut pkt = Packet {
-        v6: true,
-        proto: unsafe { (*ip).next_hdr },
-        src,
-        dst,
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        l4_offset: 0,
-    };
-    l4(data, data_end, l3 + Ipv6Hdr::LEN, &mut pkt)?;
+    let (proto, l4_offset) = ext_headers(data, data_end, unsafe { (*ip).next_hdr }, l3 + Ipv6Hdr::LEN)?;
+    let mut pkt = Packet { v6: true, proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, l4_offset: 0 };
+    l4(data, data_end, l4_offset, &mut pkt)?;
     Ok(pkt)
+}
+
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DSTOPTS: u8 = 60;
+/// Extension headers walked before giving up (`ext-headers`).
+pub const MAX_EXT_HEADERS: usize = 4;
+
+/// Walks hop-by-hop, routing, destination-options and fragment headers (a bounded walk: the
+/// verifier sees four straight-line steps). Returns the upper-layer protocol and its offset.
+#[inline(always)]
+fn ext_headers(data: usize, data_end: usize, first: u8, offset: usize) -> Result<(u8, usize), DropReason> {
+    let mut next = first;
+    let mut off = offset;
+    for _ in 0..MAX_EXT_HEADERS {
+        match next {
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                let h: *const [u8; 2] = ptr_at(data, data_end, off).ok_or(DropReason::Truncated)?;
+                let (n, len) = unsafe { ((*h)[0], (*h)[1]) };
+                next = n;
+                off += (len as usize + 1) * 8;
+            }
+            IPV6_FRAGMENT => {
+                let h: *const [u8; 4] = ptr_at(data, data_end, off).ok_or(DropReason::Truncated)?;
+                let (n, frag) = unsafe { ((*h)[0], u16::from_be_bytes([(*h)[2], (*h)[3]])) };
+                if frag & 0xfff8 != 0 {
+                    // A later fragment: no ports to judge.
+                    return Err(DropReason::Fragment);
+                }
+                next = n;
+                off += 8;
+            }
+            _ => return Ok((next, off)),
+        }
+    }
+    match next {
+        IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_FRAGMENT => Err(DropReason::ExtHeaders),
+        _ => Ok((next, off)),
+    }
 }
 
 /// Reads ports (TCP/UDP) or type and code (ICMP/ICMPv6). Other protocols keep zeros.
@@ -201,8 +220,7 @@ fn l4(data: usize, data_end: usize, offset: usize, pkt: &mut Packet) -> Result<(
             pkt.dport = u16::from_be_bytes(unsafe { (*udp).dst });
         }
         PROTO_ICMP | PROTO_ICMPV6 => {
-            let icmp: *const [u8; 4] =
-                ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
+            let icmp: *const [u8; 4] = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
             pkt.sport = unsafe { (*icmp)[0] } as u16;
             pkt.dport = unsafe { (*icmp)[1] } as u16;
         }
@@ -237,12 +255,7 @@ pub fn quoted(data: usize, data_end: usize, pkt: &Packet) -> Option<Quoted> {
         }
         let src = u32::from_ne_bytes(unsafe { (*ip).src_addr });
         let dst = u32::from_ne_bytes(unsafe { (*ip).dst_addr });
-        (
-            unsafe { (*ip).proto },
-            [src, 0, 0, 0],
-            [dst, 0, 0, 0],
-            inner + ihl,
-        )
+        (unsafe { (*ip).proto }, [src, 0, 0, 0], [dst, 0, 0, 0], inner + ihl)
     };
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;

@@ -6,8 +6,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use edge_common::{
-    ANY_SET, ClassEntry, GenConfig, MAX_CANDIDATES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS,
-    RemoteKeyV4, RemoteKeyV6, class_index, port_index,
+    ANY_SET, ClassEntry, GenConfig, MAX_CANDIDATES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, RemoteKeyV4, RemoteKeyV6,
+    class_index, port_index,
 };
 
 use crate::maps::{EDGE_CLASSES, EDGE_PORTS, EDGE_REMOTE4, EDGE_REMOTE6};
@@ -17,11 +17,7 @@ use crate::parse::{PROTO_TCP, Packet};
 #[inline(always)]
 pub fn match_rule(generation: u32, cfg: &GenConfig, pkt: &Packet, direction: u32) -> Option<u16> {
     // Inbound: the local address is the destination; outbound: the source.
-    let (local, remote) = if direction == 0 {
-        (&pkt.dst, &pkt.src)
-    } else {
-        (&pkt.src, &pkt.dst)
-    };
+    let (local, remote) = if direction == 0 { (&pkt.dst, &pkt.src) } else { (&pkt.src, &pkt.dst) };
     let proto = if pkt.proto == PROTO_TCP { 0 } else { 1 };
     let entry = EDGE_PORTS.get(port_index(generation, direction, proto, pkt.dport))?;
     if entry.class == NO_CLASS {
@@ -29,11 +25,7 @@ pub fn match_rule(generation: u32, cfg: &GenConfig, pkt: &Packet, direction: u32
     }
     let class: &ClassEntry = EDGE_CLASSES.get(class_index(generation, entry.class))?;
     let local_sets = local_sets(cfg, pkt.v6, local);
-    let remote_sets = if class.needs_remote != 0 {
-        remote_sets(generation, pkt.v6, remote)
-    } else {
-        0
-    };
+    let remote_sets = if class.needs_remote != 0 { remote_sets(generation, pkt.v6, remote) } else { 0 };
     let len = class.len as usize;
     for i in 0..MAX_CANDIDATES {
         if i >= len {
@@ -93,16 +85,10 @@ fn remote_sets(generation: u32, v6: bool, addr: &[u32; 4]) -> u64 {
             let b = addr[w].to_ne_bytes();
             data[1 + 4 * w..5 + 4 * w].copy_from_slice(&b);
         }
-        EDGE_REMOTE6
-            .get(Key::new(8 + 128, data))
-            .copied()
-            .unwrap_or(0)
+        EDGE_REMOTE6.get(Key::new(8 + 128, data)).copied().unwrap_or(0)
     } else {
         let b = addr[0].to_ne_bytes();
         let data: RemoteKeyV4 = [generation as u8, b[0], b[1], b[2], b[3]];
-        EDGE_REMOTE4
-            .get(Key::new(8 + 32, data))
-            .copied()
-            .unwrap_or(0)
+        EDGE_REMOTE4.get(Key::new(8 + 32, data)).copied().unwrap_or(0)
     }
 }

@@ -12,15 +12,11 @@
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action};
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
-use edge_common::{
-    CtEvent, DropKind, DropReason, Explanation, GenConfig, PassReason, explain, flags,
-};
+use edge_common::{CtEvent, DropKind, DropReason, Explanation, GenConfig, PassReason, explain, flags};
 
 use crate::conntrack;
 use crate::maps::{EDGE_ACTIVE, EDGE_EXPLAIN, EDGE_GEN};
-use crate::parse::{
-    Frame, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN,
-};
+use crate::parse::{Frame, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN};
 use crate::{counters, events, parse, policy};
 
 const INBOUND: u32 = 0;
@@ -57,12 +53,7 @@ enum Kind {
 #[allow(non_snake_case)]
 impl Decision {
     const fn of(kind: Kind, slot: u16, pass: PassReason, drop: DropReason) -> Decision {
-        Decision {
-            kind,
-            slot,
-            pass,
-            drop,
-        }
+        Decision { kind, slot, pass, drop }
     }
     const fn Rule(slot: u16) -> Decision {
         Decision::of(Kind::Rule, slot, PassReason::Arp, DropReason::PolicyDefault)
@@ -84,11 +75,7 @@ pub fn edge_xdp(ctx: XdpContext) -> u32 {
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let bytes = (data_end - data) as u64;
     let (decision, pkt, cfg) = ingress::<false>(data, data_end);
-    if apply(cfg, INBOUND, decision, pkt.as_ref(), bytes) {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
-    }
+    if apply(cfg, INBOUND, decision, pkt.as_ref(), bytes) { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
 }
 
 /// Passes everything: the benchmark's floor, built with the same toolchain in the same object.
@@ -110,11 +97,7 @@ pub fn edge_tc_egress(ctx: TcContext) -> i32 {
         }
     }
     let (decision, pkt, cfg) = egress::<false>(frame);
-    if apply(cfg, OUTBOUND, decision, pkt.as_ref(), bytes) {
-        TC_ACT_OK as i32
-    } else {
-        TC_ACT_SHOT as i32
-    }
+    if apply(cfg, OUTBOUND, decision, pkt.as_ref(), bytes) { TC_ACT_OK as i32 } else { TC_ACT_SHOT as i32 }
 }
 
 /// `edge-ctl explain` for inbound packets: the ingress logic, dry.
@@ -143,13 +126,7 @@ fn generation() -> Option<(u32, &'static GenConfig)> {
 
 /// Counts the decision, reports drops, and says whether the packet passes.
 #[inline(always)]
-fn apply(
-    cfg: Option<&GenConfig>,
-    direction: u32,
-    decision: Decision,
-    pkt: Option<&Packet>,
-    bytes: u64,
-) -> bool {
+fn apply(cfg: Option<&GenConfig>, direction: u32, decision: Decision, pkt: Option<&Packet>, bytes: u64) -> bool {
     match decision.kind {
         Kind::Rule => {
             counters::rule(decision.slot, bytes);
@@ -160,11 +137,7 @@ fn apply(
             true
         }
         Kind::Drop | Kind::WouldDrop => {
-            let kind = if decision.kind == Kind::Drop {
-                DropKind::Dropped
-            } else {
-                DropKind::WouldDrop
-            };
+            let kind = if decision.kind == Kind::Drop { DropKind::Dropped } else { DropKind::WouldDrop };
             counters::drop(direction, kind, decision.drop, bytes);
             if let Some(cfg) = cfg {
                 events::emit(cfg, conntrack::now(), direction, kind, decision.drop, pkt);
@@ -183,30 +156,18 @@ fn record_explanation(decision: Decision) {
         Kind::WouldDrop => (1, explain::WOULD_DROP, decision.drop as u32),
     };
     let generation = EDGE_ACTIVE.get(0).map_or(0, |g| *g & 1);
-    let e = Explanation {
-        verdict,
-        by,
-        detail,
-        generation,
-    };
+    let e = Explanation { verdict, by, detail, generation };
     let _ = EDGE_EXPLAIN.set(0, e, 0);
 }
 
 /// In audit mode nothing is dropped: drops become would-be drops.
 #[inline(always)]
 fn audited(cfg: &GenConfig, d: Decision) -> Decision {
-    if d.kind == Kind::Drop && cfg.flags & flags::AUDIT != 0 {
-        Decision::WouldDrop(d.drop)
-    } else {
-        d
-    }
+    if d.kind == Kind::Drop && cfg.flags & flags::AUDIT != 0 { Decision::WouldDrop(d.drop) } else { d }
 }
 
 #[inline(always)]
-fn ingress<const DRY: bool>(
-    data: usize,
-    data_end: usize,
-) -> (Decision, Option<Packet>, Option<&'static GenConfig>) {
+fn ingress<const DRY: bool>(data: usize, data_end: usize) -> (Decision, Option<Packet>, Option<&'static GenConfig>) {
     let Some((generation, cfg)) = generation() else {
         return (Decision::Drop(DropReason::PolicyDefault), None, None);
     };
@@ -223,6 +184,9 @@ fn ingress<const DRY: bool>(
             (d, Some(pkt))
         }
         Frame::Arp => (essential(cfg, flags::ESSENTIAL_ARP, PassReason::Arp), None),
+        Frame::Drop(DropReason::Fragment) if cfg.flags & flags::FRAGMENTS_PASS != 0 => {
+            (Decision::Pass(PassReason::Fragment), None)
+        }
         Frame::Drop(reason) => (Decision::Drop(reason), None),
     };
     (audited(cfg, d), pkt, Some(cfg))
@@ -248,33 +212,30 @@ fn tracked_inbound<const DRY: bool>(cfg: &GenConfig, pkt: &Packet) -> Decision {
     }
 }
 
+/// ICMPv6 neighbour discovery (router and neighbour solicitation/advertisement, redirect) and
+/// multicast listener discovery (query, report, done, report v2): IPv6 needs both.
+#[inline(always)]
+fn is_ndp(kind: u16) -> bool {
+    (133..=137).contains(&kind) || (130..=132).contains(&kind) || kind == 143
+}
+
 /// ICMP errors: destination unreachable, time exceeded, parameter problem (and ICMPv6 packet
 /// too big).
 #[inline(always)]
 fn is_icmp_error(pkt: &Packet) -> bool {
     let kind = pkt.sport;
-    if pkt.v6 {
-        (1..=4).contains(&kind)
-    } else {
-        kind == 3 || kind == 11 || kind == 12
-    }
+    if pkt.v6 { (1..=4).contains(&kind) } else { kind == 3 || kind == 11 || kind == 12 }
 }
 
 /// ICMP: neighbour discovery, errors quoting a tracked flow, and path-MTU messages pass.
 /// A path-MTU message about a tracked flow passes even with the essential off.
 #[inline(always)]
-fn icmp_in<const DRY: bool>(
-    data: usize,
-    data_end: usize,
-    cfg: &GenConfig,
-    pkt: &Packet,
-) -> Decision {
+fn icmp_in<const DRY: bool>(data: usize, data_end: usize, cfg: &GenConfig, pkt: &Packet) -> Decision {
     if pkt.v6 != (pkt.proto == PROTO_ICMPV6) {
         return Decision::Drop(DropReason::L4Protocol);
     }
     let (kind, code) = (pkt.sport, pkt.dport);
-    if pkt.v6 && (133..=137).contains(&kind) {
-        // Router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
+    if pkt.v6 && is_ndp(kind) {
         return essential(cfg, flags::ESSENTIAL_NDP, PassReason::Ndp);
     }
     if !is_icmp_error(pkt) {
@@ -295,11 +256,7 @@ fn icmp_in<const DRY: bool>(
 
 #[inline(always)]
 fn essential(cfg: &GenConfig, flag: u32, reason: PassReason) -> Decision {
-    if cfg.flags & flag != 0 {
-        Decision::Pass(reason)
-    } else {
-        Decision::Drop(DropReason::EssentialOff)
-    }
+    if cfg.flags & flag != 0 { Decision::Pass(reason) } else { Decision::Drop(DropReason::EssentialOff) }
 }
 
 #[inline(always)]
@@ -317,9 +274,9 @@ fn egress<const DRY: bool>(frame: Frame) -> (Decision, Option<Packet>, Option<&'
             };
             (d, Some(pkt))
         }
-        Frame::Arp | Frame::Drop(DropReason::EtherType) => {
-            (Decision::Pass(PassReason::NotIp), None)
-        }
+        Frame::Arp | Frame::Drop(DropReason::EtherType) => (Decision::Pass(PassReason::NotIp), None),
+        // The host's own later fragments: their first fragment was judged.
+        Frame::Drop(DropReason::Fragment) => (Decision::Pass(PassReason::Fragment), None),
         Frame::Drop(reason) => (egress_default(cfg, reason), None),
     };
     (audited(cfg, d), pkt, Some(cfg))
@@ -372,7 +329,10 @@ fn is_reply(generation: u32, cfg: &GenConfig, pkt: &Packet) -> bool {
 /// The edge's own ICMP: errors and neighbour discovery pass; anything else is up to the mode.
 #[inline(always)]
 fn icmp_out(cfg: &GenConfig, pkt: &Packet) -> Decision {
-    let ndp = pkt.v6 && (133..=137).contains(&pkt.sport);
+    if pkt.v6 != (pkt.proto == PROTO_ICMPV6) {
+        return egress_default(cfg, DropReason::L4Protocol);
+    }
+    let ndp = pkt.v6 && is_ndp(pkt.sport);
     if is_icmp_error(pkt) || ndp {
         return Decision::Pass(PassReason::IcmpOut);
     }

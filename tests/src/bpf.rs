@@ -37,28 +37,19 @@ impl Loaded {
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).expect("create pin dir");
-        let tables =
-            compile::compile(policy, role, interface, &SlotMap::default()).expect("compile");
+        let tables = compile::compile(policy, role, interface, &SlotMap::default()).expect("compile");
         let mut ebpf = object::load(&dir, tables.ct_max).expect("load object");
         object::load_xdp(&mut ebpf, programs::XDP_FILTER).expect("verifier accepts the filter");
         object::load_xdp(&mut ebpf, programs::XDP_FLOOR).expect("verifier accepts the floor");
-        let tc: &mut SchedClassifier = ebpf
-            .program_mut(programs::TC_EGRESS)
-            .expect("tc program")
-            .try_into()
-            .expect("classifier");
+        let tc: &mut SchedClassifier =
+            ebpf.program_mut(programs::TC_EGRESS).expect("tc program").try_into().expect("classifier");
         tc.load()
             .map_err(|e| object::verifier_error(programs::TC_EGRESS, e))
             .expect("verifier accepts the egress filter");
         let mut maps = MapSet::open(&dir).expect("open maps");
         maps.write_generation(0, &tables).expect("write tables");
         maps.set_active_generation(0).expect("activate");
-        Loaded {
-            ebpf,
-            dir,
-            maps,
-            tables,
-        }
+        Loaded { ebpf, dir, maps, tables }
     }
 
     /// Another handle on the same maps (for a writer running beside test runs).
@@ -67,11 +58,7 @@ impl Loaded {
     }
 
     fn program(&self, name: &str) -> &Xdp {
-        self.ebpf
-            .program(name)
-            .expect("program")
-            .try_into()
-            .expect("xdp")
+        self.ebpf.program(name).expect("program").try_into().expect("xdp")
     }
 
     /// Runs the ingress filter once on a frame; returns the XDP action.
@@ -81,56 +68,37 @@ impl Loaded {
 
     /// Runs an XDP program `repeat` times; returns the action and the kernel's mean ns per run.
     pub fn run_program(&self, name: &str, frame: &[u8], repeat: u32) -> (u32, f64) {
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        let r = self
-            .program(name)
-            .test_run(opts)
-            .expect("BPF_PROG_TEST_RUN");
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
+        let r = self.program(name).test_run(opts).expect("BPF_PROG_TEST_RUN");
         (r.return_value, r.duration.as_nanos() as f64)
     }
 
     /// Runs the egress filter once on a frame; returns the TC action ([`TC_PASS`], [`TC_DROP`]).
     pub fn run_egress(&self, frame: &[u8]) -> i32 {
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(programs::TC_EGRESS)
-            .expect("program")
-            .try_into()
-            .expect("classifier");
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat: 1,
-            ..Default::default()
-        };
-        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value as i32
+        self.try_run_egress(frame).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e}"))
+    }
+
+    /// As [`Loaded::run_egress`], or the kernel's refusal to build an skb from the frame.
+    pub fn try_run_egress(&self, frame: &[u8]) -> Result<i32, aya::programs::ProgramError> {
+        let prog: &SchedClassifier =
+            self.ebpf.program(programs::TC_EGRESS).expect("program").try_into().expect("classifier");
+        let opts = TestRunOptions { data_in: Some(frame), repeat: 1, ..Default::default() };
+        prog.test_run(opts).map(|r| r.return_value as i32)
     }
 
     pub fn rule(&self, name: &str) -> Counter {
-        let slot = self
-            .tables
-            .slots
-            .0
-            .get(name)
-            .unwrap_or_else(|| panic!("no rule {name} in this role"));
+        let slot = self.tables.slots.0.get(name).unwrap_or_else(|| panic!("no rule {name} in this role"));
         self.maps.rule_counter(*slot).expect("read counter")
     }
 
     /// Inbound drops for a reason.
     pub fn dropped(&self, reason: DropReason) -> Counter {
-        self.maps
-            .drop_counter(0, DropKind::Dropped, reason)
-            .expect("read counter")
+        self.maps.drop_counter(0, DropKind::Dropped, reason).expect("read counter")
     }
 
     /// Outbound drops (`Dropped`) or would-be drops (`WouldDrop`) for a reason.
     pub fn dropped_out(&self, kind: DropKind, reason: DropReason) -> Counter {
-        self.maps
-            .drop_counter(1, kind, reason)
-            .expect("read counter")
+        self.maps.drop_counter(1, kind, reason).expect("read counter")
     }
 
     /// Inbound passes for a reason.

@@ -13,9 +13,7 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        panic!(
-            "this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run `sudo cargo xtask test`"
-        );
+        panic!("this test needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run `sudo cargo xtask test`");
     }
 }
 
@@ -27,11 +25,7 @@ pub fn edge_ctl_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().expect("deps dir");
-    let dir = if dir.ends_with("deps") {
-        dir.parent().expect("profile dir")
-    } else {
-        dir
-    };
+    let dir = if dir.ends_with("deps") { dir.parent().expect("profile dir") } else { dir };
     dir.join("edge-ctl")
 }
 
@@ -45,10 +39,7 @@ impl Lab {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let prefix = format!("edt{}{n}{tag}", std::process::id() % 100_000);
-        Lab {
-            prefix,
-            namespaces: Vec::new(),
-        }
+        Lab { prefix, namespaces: Vec::new() }
     }
 
     /// Creates a namespace with loopback up; returns its full name.
@@ -64,15 +55,7 @@ impl Lab {
     }
 
     pub fn sysctl(&self, ns: &str, key: &str, value: &str) {
-        run_ok(Command::new("ip").args([
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-q",
-            "-w",
-            &format!("{key}={value}"),
-        ]));
+        run_ok(Command::new("ip").args(["netns", "exec", ns, "sysctl", "-q", "-w", &format!("{key}={value}")]));
     }
 
     /// `ip -n NS ARGS...`
@@ -82,9 +65,10 @@ impl Lab {
 
     /// A veth pair between two namespaces, both ends up.
     pub fn veth(&self, a: (&str, &str), b: (&str, &str)) {
-        run_ok(Command::new("ip").args([
-            "link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0,
-        ]));
+        run_ok(
+            Command::new("ip")
+                .args(["link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0]),
+        );
         self.ip(a.0, &["link", "set", a.1, "up"]);
         self.ip(b.0, &["link", "set", b.1, "up"]);
     }
@@ -163,9 +147,7 @@ pub fn reason_packets(stats: &serde_json::Value, list: &str, direction: &str, re
 }
 
 fn netns_inode(ns: &str) -> Option<u64> {
-    std::fs::metadata(format!("/run/netns/{ns}"))
-        .ok()
-        .map(|m| m.ino())
+    std::fs::metadata(format!("/run/netns/{ns}")).ok().map(|m| m.ino())
 }
 
 /// Removes edge-ctl's pins and state for a namespace. Unpinning the links detaches the programs.
@@ -188,29 +170,17 @@ impl Drop for Lab {
 }
 
 fn run_ok(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Lab {
     /// The MAC address of an interface.
     pub fn mac(&self, ns: &str, dev: &str) -> [u8; 6] {
-        let out = Command::new("ip")
-            .args(["-n", ns, "-j", "link", "show", dev])
-            .output()
-            .expect("ip link");
+        let out = Command::new("ip").args(["-n", ns, "-j", "link", "show", dev]).output().expect("ip link");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j output");
         let text = v[0]["address"].as_str().expect("address").to_string();
-        let bytes: Vec<u8> = text
-            .split(':')
-            .map(|b| u8::from_str_radix(b, 16).expect("hex"))
-            .collect();
+        let bytes: Vec<u8> = text.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect();
         bytes.try_into().expect("6 bytes")
     }
 }

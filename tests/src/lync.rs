@@ -47,9 +47,7 @@ impl LyncLab {
         let client = lab.netns("client");
         let partner = lab.netns("partner");
         let fe = lab.netns("fe");
-        let edges: Vec<String> = (1..=nodes)
-            .map(|n| lab.netns(&format!("edge{n}")))
-            .collect();
+        let edges: Vec<String> = (1..=nodes).map(|n| lab.netns(&format!("edge{n}"))).collect();
         lab.sysctl(&hlb, "net.ipv4.ip_forward", "1");
         lab.sysctl(&hlb, "net.ipv6.conf.all.forwarding", "1");
 
@@ -73,13 +71,7 @@ impl LyncLab {
         lab.addr(&hlb, "br-int", &format!("{}/27", addr::INTERNAL_VIP));
         lab.addr(&hlb, "br-int", &format!("{}/64", addr::INTERNAL_VIP6));
 
-        let host = |lab: &Lab,
-                    ns: &str,
-                    dev: &str,
-                    hlb_dev: &str,
-                    br: Option<&str>,
-                    addrs: &[&str],
-                    gw: &[&str]| {
+        let host = |lab: &Lab, ns: &str, dev: &str, hlb_dev: &str, br: Option<&str>, addrs: &[&str], gw: &[&str]| {
             lab.veth((ns, dev), (&hlb, hlb_dev));
             if let Some(br) = br {
                 lab.ip(&hlb, &["link", "set", hlb_dev, "master", br]);
@@ -130,121 +122,51 @@ impl LyncLab {
                 .collect();
             let ext: Vec<&str> = ext.iter().map(String::as_str).collect();
             // The HLB's Access Edge VIP is the default gateway of the edge's external interface.
-            host(
-                &lab,
-                ns,
-                "ext0",
-                &format!("h-e{n}x"),
-                Some("br-perim"),
-                &ext,
-                &[addr::ACCESS_VIP, addr::ACCESS_VIP6],
-            );
-            let int = [
-                format!("{}/27", addr::node_internal(n)),
-                format!("{}/64", addr::node_internal6(n)),
-            ];
-            host(
-                &lab,
-                ns,
-                "int0",
-                &format!("h-e{n}i"),
-                Some("br-int"),
-                &[&int[0], &int[1]],
-                &[],
-            );
+            host(&lab, ns, "ext0", &format!("h-e{n}x"), Some("br-perim"), &ext, &[addr::ACCESS_VIP, addr::ACCESS_VIP6]);
+            let int = [format!("{}/27", addr::node_internal(n)), format!("{}/64", addr::node_internal6(n))];
+            host(&lab, ns, "int0", &format!("h-e{n}i"), Some("br-int"), &[&int[0], &int[1]], &[]);
             // Persistent routes to the internal networks; no default gateway inside.
-            lab.ip(
-                ns,
-                &["route", "add", "198.51.100.0/24", "via", "198.51.100.1"],
-            );
-            lab.ip(
-                ns,
-                &["route", "add", "2001:db8:1::/48", "via", "2001:db8:1::1"],
-            );
+            lab.ip(ns, &["route", "add", "198.51.100.0/24", "via", "198.51.100.1"]);
+            lab.ip(ns, &["route", "add", "2001:db8:1::/48", "via", "2001:db8:1::1"]);
         }
         load_nft(&hlb, nodes);
 
-        let policy_text = profile::render(&Options {
-            nodes,
-            addressing: Addressing::Documentation,
-            ..options
-        });
+        let policy_text = profile::render(&Options { nodes, addressing: Addressing::Documentation, ..options });
         let policy = edge_ctl::policy::parse(&policy_text, "lync.toml").expect("template parses");
-        let policy_file =
-            std::env::temp_dir().join(format!("edge-lync-{}-{}.toml", std::process::id(), hlb));
+        let policy_file = std::env::temp_dir().join(format!("edge-lync-{}-{}.toml", std::process::id(), hlb));
         std::fs::write(&policy_file, policy_text).expect("write policy");
-        LyncLab {
-            lab,
-            client,
-            partner,
-            hlb,
-            fe,
-            edges,
-            policy_file,
-            policy,
-        }
+        LyncLab { lab, client, partner, hlb, fe, edges, policy_file, policy }
     }
 
     /// `edge-ctl attach` on both interfaces of every node.
     pub fn attach_all(&self) {
         let policy = self.policy_file.to_str().unwrap();
         for ns in &self.edges {
-            self.lab.edge_ctl_ok(
-                ns,
-                &["attach", "ext0", "--role", "external", "--policy", policy],
-            );
-            self.lab.edge_ctl_ok(
-                ns,
-                &["attach", "int0", "--role", "internal", "--policy", policy],
-            );
+            self.lab.edge_ctl_ok(ns, &["attach", "ext0", "--role", "external", "--policy", policy]);
+            self.lab.edge_ctl_ok(ns, &["attach", "int0", "--role", "internal", "--policy", policy]);
         }
     }
 
     /// Servers on every node for every probed port.
     pub fn servers(&self, probes: &[Probe]) -> Vec<Servers> {
-        let mut tcp: Vec<u16> = probes
-            .iter()
-            .filter(|p| !p.udp)
-            .map(|p| p.to.port())
-            .collect();
-        let mut udp: Vec<u16> = probes
-            .iter()
-            .filter(|p| p.udp)
-            .map(|p| p.to.port())
-            .collect();
+        let mut tcp: Vec<u16> = probes.iter().filter(|p| !p.udp).map(|p| p.to.port()).collect();
+        let mut udp: Vec<u16> = probes.iter().filter(|p| p.udp).map(|p| p.to.port()).collect();
         for v in [&mut tcp, &mut udp] {
             v.sort();
             v.dedup();
         }
-        self.edges
-            .iter()
-            .map(|ns| Servers::start(ns, &tcp, &udp))
-            .collect()
+        self.edges.iter().map(|ns| Servers::start(ns, &tcp, &udp)).collect()
     }
 
     /// Packets counted for `rule` over all nodes, on the interface of `role`.
     pub fn rule_total(&self, role: Role, rule: &str) -> u64 {
-        let iface = if role == Role::External {
-            "ext0"
-        } else {
-            "int0"
-        };
-        self.edges
-            .iter()
-            .map(|ns| crate::lab::rule_packets(&self.lab.stats(ns, iface), rule))
-            .sum()
+        let iface = if role == Role::External { "ext0" } else { "int0" };
+        self.edges.iter().map(|ns| crate::lab::rule_packets(&self.lab.stats(ns, iface), rule)).sum()
     }
 
     pub fn drop_total(&self, role: Role, reason: &str) -> u64 {
-        let iface = if role == Role::External {
-            "ext0"
-        } else {
-            "int0"
-        };
-        self.edges
-            .iter()
-            .map(|ns| crate::lab::drop_packets(&self.lab.stats(ns, iface), reason))
-            .sum()
+        let iface = if role == Role::External { "ext0" } else { "int0" };
+        self.edges.iter().map(|ns| crate::lab::drop_packets(&self.lab.stats(ns, iface), reason)).sum()
     }
 }
 
@@ -255,9 +177,7 @@ impl Drop for LyncLab {
 }
 
 fn node_map(nodes: u8, pick: impl Fn(u8) -> String) -> String {
-    let items: Vec<String> = (1..=nodes)
-        .map(|n| format!("{} : {}", n - 1, pick(n)))
-        .collect();
+    let items: Vec<String> = (1..=nodes).map(|n| format!("{} : {}", n - 1, pick(n))).collect();
     format!("numgen inc mod {nodes} map {{ {} }}", items.join(", "))
 }
 
@@ -276,81 +196,39 @@ fn load_nft(hlb: &str, nodes: u8) {
     for (fam, vips, pick, pick_int) in [
         (
             "ip",
-            [
-                addr::ACCESS_VIP,
-                addr::WEBCONF_VIP,
-                addr::AV_VIP,
-                addr::INTERNAL_VIP,
-            ],
+            [addr::ACCESS_VIP, addr::WEBCONF_VIP, addr::AV_VIP, addr::INTERNAL_VIP],
             false,
             addr::node_internal as fn(u8) -> String,
         ),
         (
             "ip6",
-            [
-                addr::ACCESS_VIP6,
-                addr::WEBCONF_VIP6,
-                addr::AV_VIP6,
-                addr::INTERNAL_VIP6,
-            ],
+            [addr::ACCESS_VIP6, addr::WEBCONF_VIP6, addr::AV_VIP6, addr::INTERNAL_VIP6],
             true,
             addr::node_internal6 as fn(u8) -> String,
         ),
     ] {
         let node = |k: usize| {
-            if pick {
-                node_map(nodes, ext6(k))
-            } else {
-                node_map(nodes, ext(k))
-            }
+            if pick { node_map(nodes, ext6(k)) } else { node_map(nodes, ext(k)) }
         };
         let set = |k: usize| {
-            if pick {
-                node_set(nodes, ext6(k))
-            } else {
-                node_set(nodes, ext(k))
-            }
+            if pick { node_set(nodes, ext6(k)) } else { node_set(nodes, ext(k)) }
         };
-        pre.push(format!(
-            "{fam} daddr {} tcp dport {{ 443, 5061, 5269 }} dnat {fam} to {}",
-            vips[0],
-            node(0)
-        ));
-        pre.push(format!(
-            "{fam} daddr {} tcp dport 443 dnat {fam} to {}",
-            vips[1],
-            node(1)
-        ));
-        pre.push(format!(
-            "{fam} daddr {} tcp dport 443 dnat {fam} to {}",
-            vips[2],
-            node(2)
-        ));
-        pre.push(format!(
-            "{fam} daddr {} udp dport 3478 dnat {fam} to {}",
-            vips[2],
-            node(2)
-        ));
+        pre.push(format!("{fam} daddr {} tcp dport {{ 443, 5061, 5269 }} dnat {fam} to {}", vips[0], node(0)));
+        pre.push(format!("{fam} daddr {} tcp dport 443 dnat {fam} to {}", vips[1], node(1)));
+        pre.push(format!("{fam} daddr {} tcp dport 443 dnat {fam} to {}", vips[2], node(2)));
+        pre.push(format!("{fam} daddr {} udp dport 3478 dnat {fam} to {}", vips[2], node(2)));
         pre.push(format!(
             "{fam} daddr {} tcp dport {{ 443, 5061, 5062 }} dnat {fam} to {}",
             vips[3],
             node_map(nodes, pick_int)
         ));
-        pre.push(format!(
-            "{fam} daddr {} udp dport 3478 dnat {fam} to {}",
-            vips[3],
-            node_map(nodes, pick_int)
-        ));
+        pre.push(format!("{fam} daddr {} udp dport 3478 dnat {fam} to {}", vips[3], node_map(nodes, pick_int)));
         post.push(format!(
             "ct status dnat {fam} daddr {} tcp dport {{ 443, 5061, 5269 }} snat {fam} to {}",
             set(0),
             vips[0]
         ));
-        post.push(format!(
-            "ct status dnat {fam} daddr {} tcp dport 443 snat {fam} to {}",
-            set(1),
-            vips[1]
-        ));
+        post.push(format!("ct status dnat {fam} daddr {} tcp dport 443 snat {fam} to {}", set(1), vips[1]));
     }
     let ruleset = format!(
         "table inet hlb {{\n\
@@ -369,11 +247,7 @@ fn load_nft(hlb: &str, nodes: u8) {
         .output()
         .expect("run nft");
     let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "nft: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// One probe of the conformance run.
@@ -408,14 +282,8 @@ impl LyncLab {
         let nodes = self.edges.len() as u8;
         let mut out = Vec::new();
         for row in profile::ROWS.iter().filter(|r| r.direction == "inbound") {
-            let enabled = self
-                .policy
-                .rules
-                .iter()
-                .any(|r| r.name == row.name && r.enabled);
-            let service = ["access_edge", "webconf_edge", "av_edge"]
-                .iter()
-                .position(|s| *s == row.local);
+            let enabled = self.policy.rules.iter().any(|r| r.name == row.name && r.enabled);
+            let service = ["access_edge", "webconf_edge", "av_edge"].iter().position(|s| *s == row.local);
             let mut targets: Vec<(String, String)> = Vec::new(); // (from ns, address)
             match row.table {
                 Table::ExternalNode => {
@@ -451,11 +319,7 @@ impl LyncLab {
                 for port in row_ports(row) {
                     out.push(Probe {
                         row: Some(row),
-                        role: if row.role() == "external" {
-                            Role::External
-                        } else {
-                            Role::Internal
-                        },
+                        role: if row.role() == "external" { Role::External } else { Role::Internal },
                         what: format!("{} {}/{}", row.name, row.protocol, port),
                         from: from.clone(),
                         to: sock(&ip, port),
@@ -465,45 +329,27 @@ impl LyncLab {
                 }
             }
         }
-        let outside = |role: Role,
-                       from: &str,
-                       ips: [String; 2],
-                       ports: &[(bool, u16)],
-                       why: &str,
-                       out: &mut Vec<Probe>| {
-            for ip in &ips {
-                for &(udp, port) in ports {
-                    out.push(Probe {
-                        row: None,
-                        role,
-                        what: format!("{why} {}/{port}", if udp { "udp" } else { "tcp" }),
-                        from: from.to_string(),
-                        to: sock(ip, port),
-                        udp,
-                        expect_pass: false,
-                    });
+        let outside =
+            |role: Role, from: &str, ips: [String; 2], ports: &[(bool, u16)], why: &str, out: &mut Vec<Probe>| {
+                for ip in &ips {
+                    for &(udp, port) in ports {
+                        out.push(Probe {
+                            row: None,
+                            role,
+                            what: format!("{why} {}/{port}", if udp { "udp" } else { "tcp" }),
+                            from: from.to_string(),
+                            to: sock(ip, port),
+                            udp,
+                            expect_pass: false,
+                        });
+                    }
                 }
-            }
-        };
-        let outside_ports = [
-            (false, 22),
-            (false, 80),
-            (false, 3389),
-            (false, 5060),
-            (false, 8080),
-            (true, 53),
-            (true, 5000),
-        ];
+            };
+        let outside_ports =
+            [(false, 22), (false, 80), (false, 3389), (false, 5060), (false, 8080), (true, 53), (true, 5000)];
         let [a4, w4, _] = addr::node_external(1);
         let [a6, w6, _] = addr::node_external6(1);
-        outside(
-            Role::External,
-            &self.client,
-            [a4.clone(), a6.clone()],
-            &outside_ports,
-            "outside the matrix",
-            &mut out,
-        );
+        outside(Role::External, &self.client, [a4.clone(), a6.clone()], &outside_ports, "outside the matrix", &mut out);
         // Access and Web Conferencing traffic must come through the HLB (SNAT to the VIP): the
         // same ports straight to the node's address are refused.
         outside(
@@ -514,23 +360,9 @@ impl LyncLab {
             "bypassing the HLB's SNAT",
             &mut out,
         );
-        outside(
-            Role::External,
-            &self.client,
-            [w4, w6],
-            &[(false, 443)],
-            "bypassing the HLB's SNAT",
-            &mut out,
-        );
-        let internal_outside = [
-            (false, 80),
-            (false, 3389),
-            (false, 5060),
-            (false, 5269),
-            (false, 8080),
-            (true, 53),
-            (true, 5000),
-        ];
+        outside(Role::External, &self.client, [w4, w6], &[(false, 443)], "bypassing the HLB's SNAT", &mut out);
+        let internal_outside =
+            [(false, 80), (false, 3389), (false, 5060), (false, 5269), (false, 8080), (true, 53), (true, 5000)];
         outside(
             Role::Internal,
             &self.fe,
@@ -551,18 +383,11 @@ pub fn run_probes(probes: &[Probe]) -> Vec<Outcome> {
         .map(|p| {
             std::thread::spawn(move || {
                 let wait = Duration::from_millis(if p.expect_pass { 3000 } else { 700 });
-                if p.udp {
-                    udp_probe(&p.from, p.to, wait)
-                } else {
-                    tcp_probe(&p.from, p.to, wait)
-                }
+                if p.udp { udp_probe(&p.from, p.to, wait) } else { tcp_probe(&p.from, p.to, wait) }
             })
         })
         .collect();
-    handles
-        .into_iter()
-        .map(|h| h.join().expect("probe thread"))
-        .collect()
+    handles.into_iter().map(|h| h.join().expect("probe thread")).collect()
 }
 
 /// The rule that counts a row's packets: the row's own, or the earlier rule it duplicates.

@@ -18,15 +18,10 @@ const MAX_SERVER_LIFETIME: Duration = Duration::from_secs(120);
 
 /// Runs `f` on a new thread inside network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    spawn_in_netns(ns, f)
-        .join()
-        .expect("thread in namespace panicked")
+    spawn_in_netns(ns, f).join().expect("thread in namespace panicked")
 }
 
-pub fn spawn_in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
+pub fn spawn_in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -56,9 +51,7 @@ impl Servers {
             threads.push(spawn_in_netns(ns, move || udp_server(port, &stop, ready)));
         }
         for _ in 0..tcp.len() + udp.len() {
-            ready_rx
-                .recv_timeout(Duration::from_secs(5))
-                .expect("server did not start");
+            ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
         }
         Servers { stop, threads }
     }
@@ -79,8 +72,7 @@ fn any_v6(port: u16) -> SocketAddr {
 }
 
 fn tcp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) {
-    let listener =
-        TcpListener::bind(any_v6(port)).unwrap_or_else(|e| panic!("bind tcp {port}: {e}"));
+    let listener = TcpListener::bind(any_v6(port)).unwrap_or_else(|e| panic!("bind tcp {port}: {e}"));
     listener.set_nonblocking(true).expect("nonblocking");
     let _ = ready.send(());
     let start = Instant::now();
@@ -113,8 +105,7 @@ fn udp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
     let socks: Vec<UdpSocket> = addrs
         .iter()
         .map(|a| {
-            let s = UdpSocket::bind(SocketAddr::new(*a, port))
-                .unwrap_or_else(|e| panic!("bind udp {a}:{port}: {e}"));
+            let s = UdpSocket::bind(SocketAddr::new(*a, port)).unwrap_or_else(|e| panic!("bind udp {a}:{port}: {e}"));
             s.set_nonblocking(true).expect("nonblocking");
             s
         })
@@ -186,26 +177,14 @@ pub fn udp_probe(ns: &str, to: SocketAddr, timeout: Duration) -> Outcome {
 /// A TCP socket bound to a pinned source port, connected from inside namespace `ns`. The
 /// source port matters: Linux's ephemeral range overlaps the Lync A/V range 50000-59999, so a
 /// test that lets the kernel choose can pass by accident.
-pub fn tcp_connect_from(
-    ns: &str,
-    sport: u16,
-    to: SocketAddr,
-    timeout: Duration,
-) -> std::io::Result<TcpStream> {
+pub fn tcp_connect_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     in_netns(ns, move || {
         use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-        let domain = if to.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
-        };
+        let domain = if to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
         let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
-        let local: SocketAddr = if to.is_ipv4() {
-            ([0, 0, 0, 0], sport).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, sport).into()
-        };
+        let local: SocketAddr =
+            if to.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (Ipv6Addr::UNSPECIFIED, sport).into() };
         s.bind(&SockAddr::from(local))?;
         s.connect_timeout(&SockAddr::from(to), timeout)?;
         let stream: TcpStream = s.into();
@@ -232,11 +211,8 @@ pub fn tcp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -
 /// Sends a datagram from a pinned source port and waits for the echo.
 pub fn udp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> Outcome {
     in_netns(ns, move || {
-        let bind: SocketAddr = if to.is_ipv4() {
-            ([0, 0, 0, 0], sport).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, sport).into()
-        };
+        let bind: SocketAddr =
+            if to.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (Ipv6Addr::UNSPECIFIED, sport).into() };
         let sock = UdpSocket::bind(bind).expect("bind udp client");
         sock.connect(to).expect("connect udp");
         sock.set_read_timeout(Some(timeout)).expect("timeout");
@@ -260,8 +236,7 @@ pub fn udp_delayed_echo(ns: &str, port: u16, delay: Duration) -> Servers {
     let s = stop.clone();
     let t = spawn_in_netns(ns, move || {
         let sock = UdpSocket::bind(any_v6(port)).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
         let _ = ready_tx.send(());
         let start = Instant::now();
         let mut buf = [0u8; 2048];
@@ -272,13 +247,8 @@ pub fn udp_delayed_echo(ns: &str, port: u16, delay: Duration) -> Servers {
             }
         }
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("server did not start");
-    Servers {
-        stop,
-        threads: vec![t],
-    }
+    ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
+    Servers { stop, threads: vec![t] }
 }
 
 /// A TCP server that accepts one connection and keeps it open; `send` makes it write. The
@@ -308,21 +278,13 @@ impl HeldConnection {
                 let _ = conn.write_all(&data);
             }
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("server did not start");
-        HeldConnection {
-            tx,
-            accepted,
-            thread: Some(thread),
-        }
+        ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
+        HeldConnection { tx, accepted, thread: Some(thread) }
     }
 
     /// Waits until the connection is accepted and the listening socket closed.
     pub fn accepted(&self) {
-        self.accepted
-            .recv_timeout(Duration::from_secs(5))
-            .expect("connection accepted");
+        self.accepted.recv_timeout(Duration::from_secs(5)).expect("connection accepted");
     }
 
     pub fn send(&self, data: &[u8]) {
@@ -349,11 +311,7 @@ pub fn send_frame(ns: &str, ifname: &str, frame: Vec<u8>) {
         // SAFETY: plain socket calls with a correctly sized sockaddr_ll.
         unsafe {
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            assert!(
-                fd >= 0,
-                "AF_PACKET socket: {}",
-                std::io::Error::last_os_error()
-            );
+            assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
             let mut addr: libc::sockaddr_ll = std::mem::zeroed();
             addr.sll_family = libc::AF_PACKET as u16;
             addr.sll_ifindex = index as i32;
@@ -368,12 +326,7 @@ pub fn send_frame(ns: &str, ifname: &str, frame: Vec<u8>) {
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             );
             libc::close(fd);
-            assert_eq!(
-                sent,
-                frame.len() as isize,
-                "sendto: {}",
-                std::io::Error::last_os_error()
-            );
+            assert_eq!(sent, frame.len() as isize, "sendto: {}", std::io::Error::last_os_error());
         }
     });
 }
@@ -391,8 +344,7 @@ impl UdpSink {
         let s = stop.clone();
         let thread = spawn_in_netns(ns, move || {
             let sock = UdpSocket::bind(any_v6(port)).expect("bind");
-            sock.set_read_timeout(Some(Duration::from_millis(20)))
-                .expect("timeout");
+            sock.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
             let _ = ready_tx.send(());
             let start = Instant::now();
             let mut seen = Vec::new();
@@ -406,13 +358,8 @@ impl UdpSink {
             }
             seen
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(5))
-            .expect("sink did not start");
-        UdpSink {
-            stop,
-            thread: Some(thread),
-        }
+        ready_rx.recv_timeout(Duration::from_secs(5)).expect("sink did not start");
+        UdpSink { stop, thread: Some(thread) }
     }
 
     /// Stops after a short drain and returns the sequence numbers received, sorted.
@@ -426,20 +373,10 @@ impl UdpSink {
 }
 
 /// Sends `count` datagrams numbered `first..` at a fixed interval from a pinned source port.
-pub fn udp_stream(
-    ns: &str,
-    sport: u16,
-    to: SocketAddr,
-    first: u64,
-    count: u64,
-    interval: Duration,
-) -> JoinHandle<()> {
+pub fn udp_stream(ns: &str, sport: u16, to: SocketAddr, first: u64, count: u64, interval: Duration) -> JoinHandle<()> {
     spawn_in_netns(ns, move || {
-        let bind: SocketAddr = if to.is_ipv4() {
-            ([0, 0, 0, 0], sport).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, sport).into()
-        };
+        let bind: SocketAddr =
+            if to.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (Ipv6Addr::UNSPECIFIED, sport).into() };
         let sock = UdpSocket::bind(bind).expect("bind");
         let start = Instant::now();
         for seq in 0..count {
@@ -477,9 +414,7 @@ pub fn tcp_echo(ns: &str, port: u16, conns: usize) -> JoinHandle<u64> {
         }
         handlers.into_iter().map(|h| h.join().unwrap_or(0)).sum()
     });
-    ready_rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("echo server did not start");
+    ready_rx.recv_timeout(Duration::from_secs(5)).expect("echo server did not start");
     t
 }
 
@@ -495,8 +430,7 @@ pub fn tcp_exchange(
 ) -> JoinHandle<u64> {
     let ns = ns.to_string();
     std::thread::spawn(move || {
-        let mut s = tcp_connect_from(&ns, sport, to, Duration::from_secs(2))
-            .expect("connect to echo server");
+        let mut s = tcp_connect_from(&ns, sport, to, Duration::from_secs(2)).expect("connect to echo server");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut echoed = 0u64;
         for round in 0..rounds {
@@ -516,8 +450,7 @@ pub fn tcp_exchange(
 /// Sends datagrams to `to` as fast as one thread can for `duration`; returns how many.
 pub fn udp_flood(ns: &str, to: SocketAddr, duration: Duration) -> u64 {
     in_netns(ns, move || {
-        let sock =
-            UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
+        let sock = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
         let start = Instant::now();
         let mut sent = 0u64;
         while start.elapsed() < duration {

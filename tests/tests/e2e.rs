@@ -51,12 +51,7 @@ fn setup(tag: &str) -> Setup {
     lab.addr(&peer, "peer0", "2001:db8::2/64");
     let policy = std::env::temp_dir().join(format!("edge-e2e-{tag}-{}.toml", std::process::id()));
     std::fs::write(&policy, POLICY).unwrap();
-    Setup {
-        lab,
-        edge,
-        peer,
-        policy,
-    }
+    Setup { lab, edge, peer, policy }
 }
 
 impl Drop for Setup {
@@ -72,79 +67,36 @@ fn addr(ip: &str, port: u16) -> SocketAddr {
 fn enforce(s: &Setup, mode: &str) {
     let out = s.lab.edge_ctl_ok(
         &s.edge,
-        &[
-            "attach",
-            "edge0",
-            "--role",
-            "external",
-            "--policy",
-            s.policy.to_str().unwrap(),
-            "--mode",
-            mode,
-        ],
+        &["attach", "edge0", "--role", "external", "--policy", s.policy.to_str().unwrap(), "--mode", mode],
     );
     assert!(out.contains(&format!("{mode} XDP")), "{out}");
     let _servers = Servers::start(&s.edge, &[8443, 8080], &[3478, 5000, 50010]);
     let before = s.lab.stats(&s.edge, "edge0");
 
     for ip in [EDGE4, EDGE6] {
-        assert_eq!(
-            tcp_probe(&s.peer, addr(ip, 8443), ALLOW_WAIT),
-            Outcome::Answered,
-            "tcp 8443 {ip}"
-        );
-        assert_eq!(
-            tcp_probe(&s.peer, addr(ip, 8080), DENY_WAIT),
-            Outcome::Silent,
-            "tcp 8080 {ip}"
-        );
+        assert_eq!(tcp_probe(&s.peer, addr(ip, 8443), ALLOW_WAIT), Outcome::Answered, "tcp 8443 {ip}");
+        assert_eq!(tcp_probe(&s.peer, addr(ip, 8080), DENY_WAIT), Outcome::Silent, "tcp 8080 {ip}");
         for _ in 0..5 {
-            assert_eq!(
-                udp_probe(&s.peer, addr(ip, 3478), ALLOW_WAIT),
-                Outcome::Answered,
-                "udp 3478 {ip}"
-            );
+            assert_eq!(udp_probe(&s.peer, addr(ip, 3478), ALLOW_WAIT), Outcome::Answered, "udp 3478 {ip}");
         }
-        assert_eq!(
-            udp_probe(&s.peer, addr(ip, 50010), ALLOW_WAIT),
-            Outcome::Answered,
-            "udp 50010 {ip}"
-        );
+        assert_eq!(udp_probe(&s.peer, addr(ip, 50010), ALLOW_WAIT), Outcome::Answered, "udp 50010 {ip}");
         for _ in 0..3 {
-            assert_eq!(
-                udp_probe(&s.peer, addr(ip, 5000), DENY_WAIT),
-                Outcome::Silent,
-                "udp 5000 {ip}"
-            );
+            assert_eq!(udp_probe(&s.peer, addr(ip, 5000), DENY_WAIT), Outcome::Silent, "udp 5000 {ip}");
         }
     }
 
     let after = s.lab.stats(&s.edge, "edge0");
     // Exactly what was sent: 6 allowed datagrams and 3 denied ones per family.
-    assert_eq!(
-        rule_packets(&after, "stun") - rule_packets(&before, "stun"),
-        12
-    );
+    assert_eq!(rule_packets(&after, "stun") - rule_packets(&before, "stun"), 12);
     let dropped = drop_packets(&after, "policy-default") - drop_packets(&before, "policy-default");
     // 6 denied datagrams plus at least one SYN per denied TCP probe.
     assert!(dropped >= 8, "policy-default drops: {dropped}");
-    assert!(
-        rule_packets(&after, "web") - rule_packets(&before, "web") >= 6,
-        "handshake and close, twice"
-    );
+    assert!(rule_packets(&after, "web") - rule_packets(&before, "web") >= 6, "handshake and close, twice");
 
     s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
     for ip in [EDGE4, EDGE6] {
-        assert_eq!(
-            tcp_probe(&s.peer, addr(ip, 8080), ALLOW_WAIT),
-            Outcome::Answered,
-            "after detach: tcp 8080 {ip}"
-        );
-        assert_eq!(
-            udp_probe(&s.peer, addr(ip, 5000), ALLOW_WAIT),
-            Outcome::Answered,
-            "after detach: udp 5000 {ip}"
-        );
+        assert_eq!(tcp_probe(&s.peer, addr(ip, 8080), ALLOW_WAIT), Outcome::Answered, "after detach: tcp 8080 {ip}");
+        assert_eq!(udp_probe(&s.peer, addr(ip, 5000), ALLOW_WAIT), Outcome::Answered, "after detach: udp 5000 {ip}");
     }
 }
 
@@ -166,12 +118,8 @@ fn status_shows_what_is_attached() {
     let policy = s.policy.to_str().unwrap();
     let out = s.lab.edge_ctl_ok(&s.edge, &["status"]);
     assert!(out.contains("not attached to any interface"), "{out}");
-    s.lab.edge_ctl_ok(
-        &s.edge,
-        &["attach", "edge0", "--role", "external", "--policy", policy],
-    );
-    let json: serde_json::Value =
-        serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+    s.lab.edge_ctl_ok(&s.edge, &["attach", "edge0", "--role", "external", "--policy", policy]);
+    let json: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
     let i = &json["interfaces"][0];
     assert_eq!(i["interface"], "edge0");
     assert_eq!(i["role"], "external");
@@ -182,9 +130,7 @@ fn status_shows_what_is_attached() {
     assert_eq!(i["policy_hash"].as_str().unwrap().len(), 64);
     assert!(i["problem"].is_null(), "{i}");
     // The same interface name in another namespace is independent.
-    s.lab
-        .edge_ctl_ok(&s.peer, &["status"])
-        .contains("not attached");
+    s.lab.edge_ctl_ok(&s.peer, &["status"]).contains("not attached");
 }
 
 #[test]
@@ -193,45 +139,19 @@ fn errors_are_clear_and_change_nothing() {
     let policy = s.policy.to_str().unwrap();
     let attach = ["attach", "edge0", "--role", "external", "--policy", policy];
 
-    let out = s.lab.edge_ctl(
-        &s.edge,
-        &[
-            "attach", "nosuch0", "--role", "external", "--policy", policy,
-        ],
-    );
+    let out = s.lab.edge_ctl(&s.edge, &["attach", "nosuch0", "--role", "external", "--policy", policy]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("no interface named `nosuch0`") && err.contains("edge0"),
-        "{err}"
-    );
+    assert!(err.contains("no interface named `nosuch0`") && err.contains("edge0"), "{err}");
 
     let bad = std::env::temp_dir().join(format!("edge-e2e-bad-{}.toml", std::process::id()));
     std::fs::write(&bad, POLICY.replace("ports = 8443", "ports = 0")).unwrap();
-    let out = s.lab.edge_ctl(
-        &s.edge,
-        &[
-            "attach",
-            "edge0",
-            "--role",
-            "external",
-            "--policy",
-            bad.to_str().unwrap(),
-        ],
-    );
+    let out = s.lab.edge_ctl(&s.edge, &["attach", "edge0", "--role", "external", "--policy", bad.to_str().unwrap()]);
     let _ = std::fs::remove_file(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(".toml:10:9: error: port 0 is out of range"),
-        "{err}"
-    );
-    assert!(
-        s.lab
-            .edge_ctl_ok(&s.edge, &["status"])
-            .contains("not attached"),
-        "a bad policy attaches nothing"
-    );
+    assert!(err.contains(".toml:10:9: error: port 0 is out of range"), "{err}");
+    assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"), "a bad policy attaches nothing");
 
     s.lab.edge_ctl_ok(&s.edge, &attach);
     let out = s.lab.edge_ctl(&s.edge, &attach);
@@ -252,17 +172,8 @@ fn world_writable_policy_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let s = setup("ww");
     std::fs::set_permissions(&s.policy, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = s.lab.edge_ctl(
-        &s.edge,
-        &[
-            "attach",
-            "edge0",
-            "--role",
-            "external",
-            "--policy",
-            s.policy.to_str().unwrap(),
-        ],
-    );
+    let out =
+        s.lab.edge_ctl(&s.edge, &["attach", "edge0", "--role", "external", "--policy", s.policy.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("writable by other users"));
 }
@@ -271,32 +182,15 @@ fn world_writable_policy_is_refused() {
 fn builtin_profile_without_a_policy() {
     let s = setup("blt");
     if std::path::Path::new(edge_ctl::cli::DEFAULT_POLICY).exists() {
-        eprintln!(
-            "skipped: {} exists on this machine",
-            edge_ctl::cli::DEFAULT_POLICY
-        );
+        eprintln!("skipped: {} exists on this machine", edge_ctl::cli::DEFAULT_POLICY);
         return;
     }
-    let out = s
-        .lab
-        .edge_ctl_ok(&s.edge, &["attach", "edge0", "--role", "external"]);
+    let out = s.lab.edge_ctl_ok(&s.edge, &["attach", "edge0", "--role", "external"]);
     assert!(out.contains("policy <built-in lync2013-edge-hlb>"), "{out}");
-    assert!(
-        out.contains("192.0.2.1") && out.contains("2001:db8::1"),
-        "service addresses listed: {out}"
-    );
+    assert!(out.contains("192.0.2.1") && out.contains("2001:db8::1"), "service addresses listed: {out}");
     let _servers = Servers::start(&s.edge, &[5061, 8080], &[3478]);
     // SIP/TLS and STUN are in the matrix; 8080 is not.
-    assert_eq!(
-        tcp_probe(&s.peer, addr(EDGE4, 5061), ALLOW_WAIT),
-        Outcome::Answered
-    );
-    assert_eq!(
-        udp_probe(&s.peer, addr(EDGE6, 3478), ALLOW_WAIT),
-        Outcome::Answered
-    );
-    assert_eq!(
-        tcp_probe(&s.peer, addr(EDGE4, 8080), DENY_WAIT),
-        Outcome::Silent
-    );
+    assert_eq!(tcp_probe(&s.peer, addr(EDGE4, 5061), ALLOW_WAIT), Outcome::Answered);
+    assert_eq!(udp_probe(&s.peer, addr(EDGE6, 3478), ALLOW_WAIT), Outcome::Answered);
+    assert_eq!(tcp_probe(&s.peer, addr(EDGE4, 8080), DENY_WAIT), Outcome::Silent);
 }

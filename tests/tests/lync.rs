@@ -44,43 +44,26 @@ fn conformance(options: Options) {
     }
     for (row, role) in rows.keys() {
         let rule = counting_rule(&lab.policy, row);
-        assert!(
-            lab.rule_total(*role, &rule) > 0,
-            "row {row}: rule {rule} counted nothing"
-        );
+        assert!(lab.rule_total(*role, &rule) > 0, "row {row}: rule {rule} counted nothing");
     }
     // Every denied probe was dropped by the filter, not lost elsewhere: at least one
     // policy-default drop per denied probe on that side.
     for role in Role::ALL {
-        let denied = probes
-            .iter()
-            .filter(|p| !p.expect_pass && p.role == role)
-            .count() as u64;
+        let denied = probes.iter().filter(|p| !p.expect_pass && p.role == role).count() as u64;
         let drops = lab.drop_total(role, "policy-default");
-        assert!(
-            drops >= denied,
-            "{role}: {drops} policy-default drops for {denied} denied probes"
-        );
+        assert!(drops >= denied, "{role}: {drops} policy-default drops for {denied} denied probes");
     }
 }
 
 #[test]
 fn every_inbound_row_passes_with_all_switchable_rows_on() {
-    conformance(Options {
-        ocs2007: true,
-        xmpp: true,
-        ..Default::default()
-    });
+    conformance(Options { ocs2007: true, xmpp: true, ..Default::default() });
 }
 
 #[test]
 fn default_profile_keeps_ocs2007_rows_closed_and_xmpp_switchable() {
     // Defaults: OCS 2007 rows off (their probes must be dropped); XMPP off here to show the switch.
-    conformance(Options {
-        ocs2007: false,
-        xmpp: false,
-        ..Default::default()
-    });
+    conformance(Options { ocs2007: false, xmpp: false, ..Default::default() });
 }
 
 /// The outbound rows are compiled, counted and shown; their enforcement is the stateful issue.
@@ -97,19 +80,12 @@ fn outbound_rows_are_compiled_and_shown() {
             .filter(|r| r["direction"] == "outbound")
             .map(|r| r["name"].as_str().unwrap())
             .collect();
-        let expected: Vec<&str> = lab
-            .policy
-            .rules_of(role)
-            .filter(|r| r.direction == Direction::Outbound)
-            .map(|r| r.name.as_str())
-            .collect();
+        let expected: Vec<&str> =
+            lab.policy.rules_of(role).filter(|r| r.direction == Direction::Outbound).map(|r| r.name.as_str()).collect();
         assert_eq!(listed, expected);
         assert!(!expected.is_empty());
     }
-    let shown = lab.lab.edge_ctl_ok(
-        &lab.edges[0],
-        &["policy", "show", lab.policy_file.to_str().unwrap()],
-    );
+    let shown = lab.lab.edge_ctl_ok(&lab.edges[0], &["policy", "show", lab.policy_file.to_str().unwrap()]);
     for row in profile::ROWS {
         assert!(shown.contains(row.name), "policy show lists {}", row.name);
     }

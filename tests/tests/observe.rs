@@ -57,23 +57,8 @@ fn setup(tag: &str, extra: &str) -> Setup {
     }
     let file = std::env::temp_dir().join(format!("edge-observe-{tag}-{}.toml", std::process::id()));
     std::fs::write(&file, policy(extra)).unwrap();
-    lab.edge_ctl_ok(
-        &edge,
-        &[
-            "attach",
-            "edge0",
-            "--role",
-            "external",
-            "--policy",
-            file.to_str().unwrap(),
-        ],
-    );
-    Setup {
-        lab,
-        edge,
-        peer,
-        file,
-    }
+    lab.edge_ctl_ok(&edge, &["attach", "edge0", "--role", "external", "--policy", file.to_str().unwrap()]);
+    Setup { lab, edge, peer, file }
 }
 
 impl Drop for Setup {
@@ -113,14 +98,8 @@ fn tail_shows_denied_probes_with_their_fields() {
     let s = setup("tail", "");
     let t = tail(&s, 3);
     for (edge, _) in EDGE.iter().zip(PEER) {
-        assert_eq!(
-            tcp_probe(&s.peer, at(edge, 22), Duration::from_millis(300)),
-            Outcome::Silent
-        );
-        assert_eq!(
-            udp_probe(&s.peer, at(edge, 5000), Duration::from_millis(300)),
-            Outcome::Silent
-        );
+        assert_eq!(tcp_probe(&s.peer, at(edge, 22), Duration::from_millis(300)), Outcome::Silent);
+        assert_eq!(udp_probe(&s.peer, at(edge, 5000), Duration::from_millis(300)), Outcome::Silent);
     }
     let ev = events(t);
     for (edge, peer) in EDGE.iter().zip(PEER) {
@@ -134,12 +113,7 @@ fn tail_shows_denied_probes_with_their_fields() {
             assert_eq!(e["verdict"], "dropped");
             assert_eq!(e["src"], peer);
             assert_eq!(e["reason"], "policy-default");
-            assert!(
-                e["decided_by"]
-                    .as_str()
-                    .unwrap()
-                    .contains("no rule allows it")
-            );
+            assert!(e["decided_by"].as_str().unwrap().contains("no rule allows it"));
             assert!(e["time"].as_str().unwrap().ends_with('Z'));
         }
     }
@@ -155,15 +129,10 @@ fn a_flood_yields_no_more_events_than_the_limit() {
     let ev = events(t);
     let stats = s.lab.stats(&s.edge, "edge0");
     let dropped = drop_packets(&stats, "policy-default") - before;
-    assert!(
-        sent > 10_000 && dropped >= sent,
-        "every datagram dropped and counted: {dropped} of {sent}"
-    );
+    assert!(sent > 10_000 && dropped >= sent, "every datagram dropped and counted: {dropped} of {sent}");
     let flood: Vec<_> = ev.iter().filter(|e| e["dport"] == 9).collect();
     // Per CPU and second: ceil(10 / CPUs) each; over about three one-second windows.
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as u64;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
     let limit = 10u64.div_ceil(cpus) * cpus * 4;
     assert!(
         !flood.is_empty() && flood.len() as u64 <= limit,
@@ -171,15 +140,8 @@ fn a_flood_yields_no_more_events_than_the_limit() {
         flood.len()
     );
     let reported = stats["events"]["reported"].as_u64().unwrap();
-    assert!(
-        reported <= limit + 10,
-        "reported {reported}: the budget holds with no reader too"
-    );
-    assert!(
-        stats["events"]["suppressed"].as_u64().unwrap() >= sent - limit,
-        "{}",
-        stats["events"]
-    );
+    assert!(reported <= limit + 10, "reported {reported}: the budget holds with no reader too");
+    assert!(stats["events"]["suppressed"].as_u64().unwrap() >= sent - limit, "{}", stats["events"]);
 }
 
 #[test]
@@ -193,30 +155,16 @@ fn audit_mode_passes_and_counts_would_be_drops() {
             Outcome::Answered,
             "audit passes {edge}:22"
         );
-        assert_eq!(
-            udp_probe(&s.peer, at(edge, 5000), Duration::from_secs(2)),
-            Outcome::Answered
-        );
-        assert_eq!(
-            tcp_probe(&s.peer, at(edge, 8443), Duration::from_secs(2)),
-            Outcome::Answered
-        );
+        assert_eq!(udp_probe(&s.peer, at(edge, 5000), Duration::from_secs(2)), Outcome::Answered);
+        assert_eq!(tcp_probe(&s.peer, at(edge, 8443), Duration::from_secs(2)), Outcome::Answered);
     }
     let stats = s.lab.stats(&s.edge, "edge0");
     assert_eq!(stats["mode"], "audit");
     assert!(reason_packets(&stats, "would_drop", "inbound", "policy-default") >= 4);
-    assert_eq!(
-        drop_packets(&stats, "policy-default"),
-        0,
-        "nothing really dropped"
-    );
+    assert_eq!(drop_packets(&stats, "policy-default"), 0, "nothing really dropped");
     assert!(rule_packets(&stats, "web") > 0);
     let ev = events(t);
-    assert!(
-        ev.iter()
-            .any(|e| e["dport"] == 22 && e["verdict"] == "would-drop"),
-        "{ev:#?}"
-    );
+    assert!(ev.iter().any(|e| e["dport"] == 22 && e["verdict"] == "would-drop"), "{ev:#?}");
 }
 
 fn explain(s: &Setup, args: &[&str]) -> serde_json::Value {
@@ -231,43 +179,21 @@ fn explain_agrees_with_real_probes_and_changes_no_counter() {
     let _servers = Servers::start(&s.edge, &[8443, 8080], &[]);
     // A tracked flow: the edge's own connection to the peer's 5061.
     let held = HeldConnection::listen(&s.peer, 5061);
-    let _conn =
-        tcp_connect_from(&s.edge, 41000, at(PEER[0], 5061), Duration::from_secs(2)).unwrap();
+    let _conn = tcp_connect_from(&s.edge, 41000, at(PEER[0], 5061), Duration::from_secs(2)).unwrap();
     held.accepted();
     for (edge, peer) in EDGE.iter().zip(PEER) {
-        let allowed = explain(
-            &s,
-            &[
-                "--proto", "tcp", "--src", peer, "--dst", edge, "--dport", "8443",
-            ],
-        );
+        let allowed = explain(&s, &["--proto", "tcp", "--src", peer, "--dst", edge, "--dport", "8443"]);
         assert_eq!(allowed["verdict"], "pass");
         assert_eq!(allowed["direction"], "inbound");
         assert_eq!(allowed["rule"]["name"], "web");
-        assert_eq!(
-            tcp_probe(&s.peer, at(edge, 8443), Duration::from_secs(2)),
-            Outcome::Answered
-        );
+        assert_eq!(tcp_probe(&s.peer, at(edge, 8443), Duration::from_secs(2)), Outcome::Answered);
 
-        let denied = explain(
-            &s,
-            &[
-                "--proto", "tcp", "--src", peer, "--dst", edge, "--dport", "8080",
-            ],
-        );
+        let denied = explain(&s, &["--proto", "tcp", "--src", peer, "--dst", edge, "--dport", "8080"]);
         assert_eq!(denied["verdict"], "drop");
         assert_eq!(denied["reason"], "policy-default");
-        assert_eq!(
-            tcp_probe(&s.peer, at(edge, 8080), Duration::from_millis(300)),
-            Outcome::Silent
-        );
+        assert_eq!(tcp_probe(&s.peer, at(edge, 8080), Duration::from_millis(300)), Outcome::Silent);
 
-        let out = explain(
-            &s,
-            &[
-                "--proto", "udp", "--src", edge, "--sport", "41001", "--dst", peer, "--dport", "53",
-            ],
-        );
+        let out = explain(&s, &["--proto", "udp", "--src", edge, "--sport", "41001", "--dst", peer, "--dport", "53"]);
         assert_eq!(out["direction"], "outbound");
         assert_eq!(out["verdict"], "drop");
         assert_eq!(out["reason"], "egress-policy");
@@ -276,8 +202,8 @@ fn explain_agrees_with_real_probes_and_changes_no_counter() {
     let tracked = explain(
         &s,
         &[
-            "--proto", "tcp", "--src", PEER[0], "--sport", "5061", "--dst", EDGE[0], "--dport",
-            "41000", "--flags", "ack",
+            "--proto", "tcp", "--src", PEER[0], "--sport", "5061", "--dst", EDGE[0], "--dport", "41000", "--flags",
+            "ack",
         ],
     );
     assert_eq!(tracked["verdict"], "pass", "{tracked}");
@@ -286,8 +212,8 @@ fn explain_agrees_with_real_probes_and_changes_no_counter() {
     let stray = explain(
         &s,
         &[
-            "--proto", "tcp", "--src", PEER[0], "--sport", "5061", "--dst", EDGE[0], "--dport",
-            "41999", "--flags", "ack",
+            "--proto", "tcp", "--src", PEER[0], "--sport", "5061", "--dst", EDGE[0], "--dport", "41999", "--flags",
+            "ack",
         ],
     );
     assert_eq!(stray["verdict"], "drop");
@@ -296,13 +222,7 @@ fn explain_agrees_with_real_probes_and_changes_no_counter() {
     let (edge_mac, peer_mac) = (s.lab.mac(&s.edge, "edge0"), s.lab.mac(&s.peer, "peer0"));
     let seg = |dport| {
         packet::with_macs(
-            packet::tcp(
-                PEER[0].parse().unwrap(),
-                EDGE[0].parse().unwrap(),
-                5061,
-                dport,
-                packet::ACK,
-            ),
+            packet::tcp(PEER[0].parse().unwrap(), EDGE[0].parse().unwrap(), 5061, dport, packet::ACK),
             edge_mac,
             peer_mac,
         )
@@ -317,33 +237,18 @@ fn explain_agrees_with_real_probes_and_changes_no_counter() {
             - reason_packets(&before, "passes", "inbound", "conntrack"),
         1
     );
-    assert_eq!(
-        drop_packets(&after, "no-flow") - drop_packets(&before, "no-flow"),
-        1
-    );
+    assert_eq!(drop_packets(&after, "no-flow") - drop_packets(&before, "no-flow"), 1);
 
     // explain itself moves no counter and no connection-table state.
-    let ct_before = s
-        .lab
-        .edge_ctl_ok(&s.edge, &["conntrack", "edge0", "--json"]);
+    let ct_before = s.lab.edge_ctl_ok(&s.edge, &["conntrack", "edge0", "--json"]);
     for _ in 0..3 {
+        explain(&s, &["--proto", "tcp", "--src", PEER[0], "--dst", EDGE[0], "--dport", "8443"]);
+        explain(&s, &["--proto", "tcp", "--src", PEER[0], "--dst", EDGE[0], "--dport", "22"]);
         explain(
             &s,
             &[
-                "--proto", "tcp", "--src", PEER[0], "--dst", EDGE[0], "--dport", "8443",
-            ],
-        );
-        explain(
-            &s,
-            &[
-                "--proto", "tcp", "--src", PEER[0], "--dst", EDGE[0], "--dport", "22",
-            ],
-        );
-        explain(
-            &s,
-            &[
-                "--proto", "tcp", "--src", PEER[0], "--sport", "5061", "--dst", EDGE[0], "--dport",
-                "41000", "--flags", "ack",
+                "--proto", "tcp", "--src", PEER[0], "--sport", "5061", "--dst", EDGE[0], "--dport", "41000", "--flags",
+                "ack",
             ],
         );
     }
@@ -352,11 +257,7 @@ fn explain_agrees_with_real_probes_and_changes_no_counter() {
     let again = s.lab.stats(&s.edge, "edge0");
     assert_eq!(again["rules"], after["rules"]);
     for reason in ["policy-default", "no-flow"] {
-        assert_eq!(
-            drop_packets(&again, reason),
-            drop_packets(&after, reason),
-            "{reason}"
-        );
+        assert_eq!(drop_packets(&again, reason), drop_packets(&after, reason), "{reason}");
     }
     assert_eq!(
         reason_packets(&again, "passes", "inbound", "conntrack"),
@@ -367,11 +268,7 @@ fn explain_agrees_with_real_probes_and_changes_no_counter() {
         reason_packets(&after, "drops", "outbound", "egress-policy")
     );
     assert_eq!(again["conntrack"], after["conntrack"]);
-    let ct_after = s
-        .lab
-        .edge_ctl_ok(&s.edge, &["conntrack", "edge0", "--json"]);
-    let idle = |j: &str| {
-        serde_json::from_str::<serde_json::Value>(j).unwrap()["entries"][0]["state"].clone()
-    };
+    let ct_after = s.lab.edge_ctl_ok(&s.edge, &["conntrack", "edge0", "--json"]);
+    let idle = |j: &str| serde_json::from_str::<serde_json::Value>(j).unwrap()["entries"][0]["state"].clone();
     assert_eq!(idle(&ct_before), idle(&ct_after));
 }

@@ -71,23 +71,14 @@ fn expect_rule(l: &Loaded, frame: &[u8], rule: &str) {
     assert_eq!(l.run(frame), XDP_PASS, "expected pass by {rule}");
     let after = l.rule(rule);
     assert_eq!(after.packets, before.packets + 1, "{rule} packets");
-    assert_eq!(
-        after.bytes,
-        before.bytes + frame.len() as u64,
-        "{rule} bytes"
-    );
+    assert_eq!(after.bytes, before.bytes + frame.len() as u64, "{rule} bytes");
 }
 
 fn expect_drop(l: &Loaded, frame: &[u8], reason: DropReason) {
     let before = l.dropped(reason);
     assert_eq!(l.run(frame), XDP_DROP, "expected drop ({})", reason.name());
     let after = l.dropped(reason);
-    assert_eq!(
-        after.packets,
-        before.packets + 1,
-        "{} packets",
-        reason.name()
-    );
+    assert_eq!(after.packets, before.packets + 1, "{} packets", reason.name());
     assert_eq!(after.bytes, before.bytes + frame.len() as u64);
 }
 
@@ -104,38 +95,18 @@ fn allowed_and_denied_tcp_ipv4_and_ipv6() {
         let (edge, client) = (ip(edge), ip(client));
         expect_rule(&l, &packet::tcp(client, edge, 40000, 5061, SYN), "sip");
         expect_rule(&l, &packet::tcp(client, edge, 40000, 5061, ACK), "sip");
-        expect_drop(
-            &l,
-            &packet::tcp(client, edge, 40000, 5060, SYN),
-            DropReason::PolicyDefault,
-        );
-        expect_drop(
-            &l,
-            &packet::tcp(client, edge, 40000, 22, SYN),
-            DropReason::PolicyDefault,
-        );
+        expect_drop(&l, &packet::tcp(client, edge, 40000, 5060, SYN), DropReason::PolicyDefault);
+        expect_drop(&l, &packet::tcp(client, edge, 40000, 22, SYN), DropReason::PolicyDefault);
         // Right port, wrong protocol.
-        expect_drop(
-            &l,
-            &packet::udp(client, edge, 40000, 5061),
-            DropReason::PolicyDefault,
-        );
+        expect_drop(&l, &packet::udp(client, edge, 40000, 5061), DropReason::PolicyDefault);
     }
 }
 
 #[test]
 fn local_address_must_match() {
     let l = load(POLICY);
-    expect_drop(
-        &l,
-        &packet::tcp(ip(CLIENT4), ip("192.0.2.11"), 40000, 5061, SYN),
-        DropReason::PolicyDefault,
-    );
-    expect_drop(
-        &l,
-        &packet::tcp(ip(CLIENT6), ip("2001:db8::11"), 40000, 5061, SYN),
-        DropReason::PolicyDefault,
-    );
+    expect_drop(&l, &packet::tcp(ip(CLIENT4), ip("192.0.2.11"), 40000, 5061, SYN), DropReason::PolicyDefault);
+    expect_drop(&l, &packet::tcp(ip(CLIENT6), ip("2001:db8::11"), 40000, 5061, SYN), DropReason::PolicyDefault);
 }
 
 #[test]
@@ -143,130 +114,52 @@ fn port_range_edges() {
     let l = load(POLICY);
     for (edge, client) in [(EDGE4, CLIENT4), (EDGE6, CLIENT6)] {
         let (edge, client) = (ip(edge), ip(client));
-        expect_drop(
-            &l,
-            &packet::udp(client, edge, 3478, 49999),
-            DropReason::PolicyDefault,
-        );
+        expect_drop(&l, &packet::udp(client, edge, 3478, 49999), DropReason::PolicyDefault);
         expect_rule(&l, &packet::udp(client, edge, 3478, 50000), "av-media");
         expect_rule(&l, &packet::udp(client, edge, 3478, 55555), "av-media");
         expect_rule(&l, &packet::udp(client, edge, 3478, 59999), "av-media");
-        expect_drop(
-            &l,
-            &packet::udp(client, edge, 3478, 60000),
-            DropReason::PolicyDefault,
-        );
-        expect_drop(
-            &l,
-            &packet::tcp(client, edge, 3478, 50000, SYN),
-            DropReason::PolicyDefault,
-        );
+        expect_drop(&l, &packet::udp(client, edge, 3478, 60000), DropReason::PolicyDefault);
+        expect_drop(&l, &packet::tcp(client, edge, 3478, 50000, SYN), DropReason::PolicyDefault);
     }
 }
 
 #[test]
 fn remote_sets_restrict_the_source() {
     let l = load(POLICY);
-    expect_rule(
-        &l,
-        &packet::tcp(ip(PEER4), ip(EDGE4), 40000, 8057, SYN),
-        "peers-only",
-    );
-    expect_rule(
-        &l,
-        &packet::tcp(ip(PEER6), ip(EDGE6), 40000, 8057, SYN),
-        "peers-only",
-    );
-    expect_drop(
-        &l,
-        &packet::tcp(ip(CLIENT4), ip(EDGE4), 40000, 8057, SYN),
-        DropReason::PolicyDefault,
-    );
-    expect_drop(
-        &l,
-        &packet::tcp(ip(CLIENT6), ip(EDGE6), 40000, 8057, SYN),
-        DropReason::PolicyDefault,
-    );
+    expect_rule(&l, &packet::tcp(ip(PEER4), ip(EDGE4), 40000, 8057, SYN), "peers-only");
+    expect_rule(&l, &packet::tcp(ip(PEER6), ip(EDGE6), 40000, 8057, SYN), "peers-only");
+    expect_drop(&l, &packet::tcp(ip(CLIENT4), ip(EDGE4), 40000, 8057, SYN), DropReason::PolicyDefault);
+    expect_drop(&l, &packet::tcp(ip(CLIENT6), ip(EDGE6), 40000, 8057, SYN), DropReason::PolicyDefault);
 }
 
 #[test]
 fn outbound_rules_do_not_open_inbound_ports() {
     let l = load(POLICY);
-    expect_drop(
-        &l,
-        &packet::udp(ip(CLIENT4), ip(EDGE4), 40000, 53),
-        DropReason::PolicyDefault,
-    );
+    expect_drop(&l, &packet::udp(ip(CLIENT4), ip(EDGE4), 40000, 53), DropReason::PolicyDefault);
 }
 
 #[test]
 fn essentials_pass_and_other_icmp_drops() {
     let l = load(POLICY);
     expect_essential(&l, &packet::pad(packet::arp()), PassReason::Arp);
-    expect_essential(
-        &l,
-        &packet::icmp(ip(CLIENT6), ip(EDGE6), 135, 0),
-        PassReason::Ndp,
-    );
-    expect_essential(
-        &l,
-        &packet::icmp(ip(CLIENT6), ip(EDGE6), 136, 0),
-        PassReason::Ndp,
-    );
-    expect_essential(
-        &l,
-        &packet::icmp(ip(CLIENT6), ip(EDGE6), 134, 0),
-        PassReason::Ndp,
-    );
-    expect_essential(
-        &l,
-        &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 4),
-        PassReason::Pmtu,
-    );
-    expect_essential(
-        &l,
-        &packet::icmp(ip(CLIENT6), ip(EDGE6), 2, 0),
-        PassReason::Pmtu,
-    );
-    expect_drop(
-        &l,
-        &packet::icmp(ip(CLIENT4), ip(EDGE4), 8, 0),
-        DropReason::Icmp,
-    );
-    expect_drop(
-        &l,
-        &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 3),
-        DropReason::Icmp,
-    );
-    expect_drop(
-        &l,
-        &packet::icmp(ip(CLIENT6), ip(EDGE6), 128, 0),
-        DropReason::Icmp,
-    );
+    expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 135, 0), PassReason::Ndp);
+    expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 136, 0), PassReason::Ndp);
+    expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 134, 0), PassReason::Ndp);
+    expect_essential(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 4), PassReason::Pmtu);
+    expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 2, 0), PassReason::Pmtu);
+    expect_drop(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 8, 0), DropReason::Icmp);
+    expect_drop(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 3), DropReason::Icmp);
+    expect_drop(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 128, 0), DropReason::Icmp);
 }
 
 #[test]
 fn essentials_can_be_switched_off() {
-    let text = format!(
-        "[roles.external]\nessentials = {{ arp = false, ndp = false, pmtu = false }}\n{POLICY}"
-    );
+    let text = format!("[roles.external]\nessentials = {{ arp = false, ndp = false, pmtu = false }}\n{POLICY}");
     let l = load(&text);
     expect_drop(&l, &packet::pad(packet::arp()), DropReason::EssentialOff);
-    expect_drop(
-        &l,
-        &packet::icmp(ip(CLIENT6), ip(EDGE6), 135, 0),
-        DropReason::EssentialOff,
-    );
-    expect_drop(
-        &l,
-        &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 4),
-        DropReason::EssentialOff,
-    );
-    expect_drop(
-        &l,
-        &packet::icmp(ip(CLIENT6), ip(EDGE6), 2, 0),
-        DropReason::EssentialOff,
-    );
+    expect_drop(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 135, 0), DropReason::EssentialOff);
+    expect_drop(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 4), DropReason::EssentialOff);
+    expect_drop(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 2, 0), DropReason::EssentialOff);
 }
 
 #[test]
@@ -281,19 +174,10 @@ fn truncated_frames_have_a_named_drop_reason() {
             let cut = &full[..len];
             // Headers cut short are "truncated"; a whole IP header whose length field points
             // beyond the frame is "bad-header".
-            let reason = if len < 14 + l3_len {
-                DropReason::Truncated
-            } else {
-                DropReason::BadHeader
-            };
+            let reason = if len < 14 + l3_len { DropReason::Truncated } else { DropReason::BadHeader };
             let before = l.dropped(reason).packets;
             assert_eq!(l.run(cut), XDP_DROP, "{len} bytes of {}", full.len());
-            assert_eq!(
-                l.dropped(reason).packets,
-                before + 1,
-                "{len} bytes: {}",
-                reason.name()
-            );
+            assert_eq!(l.dropped(reason).packets, before + 1, "{len} bytes: {}", reason.name());
         }
     }
 }
@@ -308,19 +192,8 @@ fn ipv4_options_are_skipped_by_ihl() {
     }
     // The port at offset 20 is really option bytes: judged by the real TCP header.
     let denied = packet::tcp_header(40000, 22, SYN);
-    let ipv4 = packet::ipv4_with(
-        [203, 0, 113, 5],
-        [192, 0, 2, 10],
-        TCP,
-        &[0x13, 0xc5, 0x13, 0xc5],
-        0,
-        &denied,
-    );
-    expect_drop(
-        &l,
-        &packet::ethernet(packet::ETH_IPV4, &ipv4),
-        DropReason::PolicyDefault,
-    );
+    let ipv4 = packet::ipv4_with([203, 0, 113, 5], [192, 0, 2, 10], TCP, &[0x13, 0xc5, 0x13, 0xc5], 0, &denied);
+    expect_drop(&l, &packet::ethernet(packet::ETH_IPV4, &ipv4), DropReason::PolicyDefault);
 }
 
 #[test]
@@ -353,11 +226,7 @@ fn fragments() {
     expect_rule(&l, &packet::ethernet(packet::ETH_IPV4, &first), "sip");
     // A later fragment carries no ports.
     let later = packet::ipv4_with([203, 0, 113, 5], [192, 0, 2, 10], TCP, &[], 0x0010, &tcp);
-    expect_drop(
-        &l,
-        &packet::ethernet(packet::ETH_IPV4, &later),
-        DropReason::Fragment,
-    );
+    expect_drop(&l, &packet::ethernet(packet::ETH_IPV4, &later), DropReason::Fragment);
 }
 
 #[test]
@@ -375,30 +244,13 @@ fn vlan_tagged_frames() {
 #[test]
 fn other_ethertypes_and_protocols() {
     let l = load(POLICY);
-    expect_drop(
-        &l,
-        &packet::pad(packet::ethernet(0x88cc, &[0; 46])),
-        DropReason::EtherType,
-    );
-    expect_drop(
-        &l,
-        &packet::ip(ip(CLIENT4), ip(EDGE4), 47, &[0; 8]),
-        DropReason::L4Protocol,
-    );
-    expect_drop(
-        &l,
-        &packet::ip(ip(CLIENT6), ip(EDGE6), 132, &[0; 12]),
-        DropReason::L4Protocol,
-    );
+    expect_drop(&l, &packet::pad(packet::ethernet(0x88cc, &[0; 46])), DropReason::EtherType);
+    expect_drop(&l, &packet::ip(ip(CLIENT4), ip(EDGE4), 47, &[0; 8]), DropReason::L4Protocol);
+    expect_drop(&l, &packet::ip(ip(CLIENT6), ip(EDGE6), 132, &[0; 12]), DropReason::L4Protocol);
     // ICMP inside IPv6 or ICMPv6 inside IPv4 is not what it claims.
     expect_drop(
         &l,
-        &packet::ip(
-            ip(CLIENT4),
-            ip(EDGE4),
-            packet::ICMPV6,
-            &[135, 0, 0, 0, 0, 0, 0, 0],
-        ),
+        &packet::ip(ip(CLIENT4), ip(EDGE4), packet::ICMPV6, &[135, 0, 0, 0, 0, 0, 0, 0]),
         DropReason::L4Protocol,
     );
 }
@@ -411,42 +263,23 @@ fn kernel_agrees_with_reference_on_the_lync_profile() {
     for role in Role::ALL {
         let l = Loaded::new(&p, role, &[]);
         let locals: Vec<IpAddr> = match role {
-            Role::External => [
-                "203.0.113.21",
-                "203.0.113.22",
-                "203.0.113.23",
-                "203.0.113.99",
-                "2001:db8:e::21",
-                "2001:db8:e::23",
-            ]
-            .iter()
-            .map(|s| ip(s))
-            .collect(),
-            Role::Internal => ["198.51.100.21", "198.51.100.99", "2001:db8:1::21"]
+            Role::External => {
+                ["203.0.113.21", "203.0.113.22", "203.0.113.23", "203.0.113.99", "2001:db8:e::21", "2001:db8:e::23"]
+                    .iter()
+                    .map(|s| ip(s))
+                    .collect()
+            }
+            Role::Internal => ["198.51.100.21", "198.51.100.99", "2001:db8:1::21"].iter().map(|s| ip(s)).collect(),
+        };
+        let remotes: Vec<IpAddr> =
+            ["203.0.113.10", "203.0.113.11", "192.0.2.77", "198.51.100.101", "2001:db8:e::10", "2001:db8:ff::1"]
                 .iter()
                 .map(|s| ip(s))
-                .collect(),
-        };
-        let remotes: Vec<IpAddr> = [
-            "203.0.113.10",
-            "203.0.113.11",
-            "192.0.2.77",
-            "198.51.100.101",
-            "2001:db8:e::10",
-            "2001:db8:ff::1",
-        ]
-        .iter()
-        .map(|s| ip(s))
-        .collect();
+                .collect();
         let mut ports: Vec<u16> = vec![22, 80, 3389, 5060, 8080];
         for r in &p.rules {
             for range in &r.ports.0 {
-                ports.extend([
-                    range.first.saturating_sub(1),
-                    range.first,
-                    range.last,
-                    range.last.saturating_add(1),
-                ]);
+                ports.extend([range.first.saturating_sub(1), range.first, range.last, range.last.saturating_add(1)]);
             }
         }
         ports.sort();
@@ -455,9 +288,7 @@ fn kernel_agrees_with_reference_on_the_lync_profile() {
         for &local in &locals {
             for &remote in remotes.iter().filter(|r| r.is_ipv4() == local.is_ipv4()) {
                 for &port in &ports {
-                    for (proto, protocol) in
-                        [(TCP, policy::Protocol::Tcp), (UDP, policy::Protocol::Udp)]
-                    {
+                    for (proto, protocol) in [(TCP, policy::Protocol::Tcp), (UDP, policy::Protocol::Udp)] {
                         let frame = if proto == TCP {
                             packet::tcp(remote, local, 40000, port, SYN)
                         } else {
@@ -471,11 +302,7 @@ fn kernel_agrees_with_reference_on_the_lync_profile() {
                             &Frame::Ip {
                                 src: remote,
                                 dst: local,
-                                payload: Payload::Ports {
-                                    protocol,
-                                    sport: 40000,
-                                    dport: port,
-                                },
+                                payload: Payload::Ports { protocol, sport: 40000, dport: port, tcp_flags: packet::SYN },
                             },
                         );
                         let verdict = l.run(&frame);

@@ -12,8 +12,7 @@ use edge_ctl::policy::{self, Role};
 use edge_tests::bpf::{Loaded, XDP_DROP, XDP_PASS};
 use edge_tests::lab::{Lab, drop_packets, edge_ctl_bin, reason_packets, rule_packets};
 use edge_tests::net::{
-    HeldConnection, Outcome, Servers, UdpSink, tcp_connect_from, tcp_echo, tcp_exchange, tcp_probe,
-    udp_stream,
+    HeldConnection, Outcome, Servers, UdpSink, tcp_connect_from, tcp_echo, tcp_exchange, tcp_probe, udp_stream,
 };
 use edge_tests::packet;
 
@@ -22,11 +21,7 @@ const EDGE: [&str; 2] = ["192.0.2.1", "2001:db8::1"];
 /// Two policies. Both allow the steady traffic (TCP 5000, UDP 6000, under the same rule names
 /// in both); A also allows TCP 7000, B TCP 7001; A has rule `only-a`, B has `only-b`.
 fn policy(which: char) -> String {
-    let (port, name) = if which == 'a' {
-        (7000, "only-a")
-    } else {
-        (7001, "only-b")
-    };
+    let (port, name) = if which == 'a' { (7000, "only-a") } else { (7001, "only-b") };
     format!(
         r#"
 [sets]
@@ -84,17 +79,11 @@ fn setup(tag: &str) -> Setup {
     lab.addr(&peer, "peer0", "192.0.2.2/24");
     lab.addr(&peer, "peer0", "2001:db8::2/64");
     let files = ['a', 'b'].map(|w| {
-        let f =
-            std::env::temp_dir().join(format!("edge-reload-{tag}-{w}-{}.toml", std::process::id()));
+        let f = std::env::temp_dir().join(format!("edge-reload-{tag}-{w}-{}.toml", std::process::id()));
         std::fs::write(&f, policy(w)).unwrap();
         f
     });
-    Setup {
-        lab,
-        edge,
-        peer,
-        files,
-    }
+    Setup { lab, edge, peer, files }
 }
 
 impl Drop for Setup {
@@ -110,23 +99,10 @@ impl Setup {
         self.files[which].to_str().unwrap()
     }
     fn attach(&self, which: usize) {
-        self.lab.edge_ctl_ok(
-            &self.edge,
-            &[
-                "attach",
-                "edge0",
-                "--role",
-                "external",
-                "--policy",
-                self.file(which),
-            ],
-        );
+        self.lab.edge_ctl_ok(&self.edge, &["attach", "edge0", "--role", "external", "--policy", self.file(which)]);
     }
     fn reload(&self, which: usize) -> String {
-        self.lab.edge_ctl_ok(
-            &self.edge,
-            &["reload", "edge0", "--policy", self.file(which)],
-        )
+        self.lab.edge_ctl_ok(&self.edge, &["reload", "edge0", "--policy", self.file(which)])
     }
     fn stats(&self) -> serde_json::Value {
         self.lab.stats(&self.edge, "edge0")
@@ -158,14 +134,7 @@ fn start_traffic(s: &Setup, udp_port_base: u16, duration: Duration) -> Traffic {
     let interval = Duration::from_millis(2);
     let count = (duration.as_millis() / 2) as u64;
     let rounds = (duration.as_millis() / 10) as usize;
-    let mut t = Traffic {
-        sinks: vec![],
-        senders: vec![],
-        exchanges: vec![],
-        echoes: vec![],
-        count,
-        bytes: 0,
-    };
+    let mut t = Traffic { sinks: vec![], senders: vec![], exchanges: vec![], echoes: vec![], count, bytes: 0 };
     // One sink and one echo server ([::], both families); each family's datagrams carry their
     // own range of sequence numbers.
     t.sinks.push(UdpSink::start(&s.edge, 6000));
@@ -208,8 +177,7 @@ impl Traffic {
         assert_eq!(echoed, self.bytes, "every TCP byte echoed");
         for sink in self.sinks {
             let seen = sink.finish();
-            let sent = (0..EDGE.len() as u64)
-                .flat_map(|f| (0..self.count).map(move |n| f * SEQ_SPACE + n));
+            let sent = (0..EDGE.len() as u64).flat_map(|f| (0..self.count).map(move |n| f * SEQ_SPACE + n));
             let missing: Vec<u64> = sent.filter(|n| seen.binary_search(n).is_err()).collect();
             assert!(
                 missing.is_empty(),
@@ -236,21 +204,10 @@ fn a_hundred_reloads_under_traffic_lose_nothing() {
     traffic.check();
     let after = s.stats();
     for reason in ["policy-default", "no-flow", "bad-header", "truncated"] {
-        assert_eq!(
-            drop_packets(&after, reason),
-            drop_packets(&drops_before, reason),
-            "{reason} drops moved"
-        );
+        assert_eq!(drop_packets(&after, reason), drop_packets(&drops_before, reason), "{reason} drops moved");
     }
-    assert_eq!(
-        reason_packets(&after, "drops", "outbound", "egress-policy"),
-        0
-    );
-    assert_eq!(
-        s.status()["generation"],
-        0,
-        "100 reloads end on the first generation"
-    );
+    assert_eq!(reason_packets(&after, "drops", "outbound", "egress-policy"), 0);
+    assert_eq!(s.status()["generation"], 0, "100 reloads end on the first generation");
 }
 
 /// Every packet is counted under exactly one policy's rule while reloads alternate two
@@ -269,14 +226,8 @@ fn no_packet_is_judged_by_a_mix_of_two_policies() {
     let t1 = edge_ctl::compile::compile(&p1, Role::External, &[], &l.tables.slots).unwrap();
     let slots = edge_ctl::compile::SlotMap::assign(["p2-b"], &t1.slots, &t1.slots.slots()).unwrap();
     let t2 = edge_ctl::compile::compile(&p2, Role::External, &[], &slots).unwrap();
-    let (src, dst): (IpAddr, IpAddr) = (
-        "198.51.100.1".parse().unwrap(),
-        "192.0.2.1".parse().unwrap(),
-    );
-    let frames = [
-        packet::udp(src, dst, 4000, 1111),
-        packet::udp(src, dst, 4000, 2222),
-    ];
+    let (src, dst): (IpAddr, IpAddr) = ("198.51.100.1".parse().unwrap(), "192.0.2.1".parse().unwrap());
+    let frames = [packet::udp(src, dst, 4000, 1111), packet::udp(src, dst, 4000, 2222)];
     let stop = std::sync::atomic::AtomicBool::new(false);
     let results = std::thread::scope(|scope| {
         let runners: Vec<_> = frames
@@ -301,31 +252,20 @@ fn no_packet_is_judged_by_a_mix_of_two_policies() {
         for i in 0..100u32 {
             let next = (i + 1) % 2;
             wait_for_running_programs().unwrap();
-            maps.write_generation(next, if next == 1 { &t2 } else { &t1 })
-                .unwrap();
+            maps.write_generation(next, if next == 1 { &t2 } else { &t1 }).unwrap();
             maps.set_active_generation(next).unwrap();
             std::thread::sleep(Duration::from_millis(2));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        runners
-            .into_iter()
-            .map(|r| r.join().unwrap())
-            .collect::<Vec<_>>()
+        runners.into_iter().map(|r| r.join().unwrap()).collect::<Vec<_>>()
     });
     let count = |slot: u16| l.maps.rule_counter(slot).unwrap().packets;
     let (a, b) = (count(t1.slots.0["p1-a"]), count(t2.slots.0["p2-b"]));
     let drops = l.dropped(DropReason::PolicyDefault).packets;
     assert_eq!(a, results[0].0, "port 1111 passes == p1-a's count");
     assert_eq!(b, results[1].0, "port 2222 passes == p2-b's count");
-    assert_eq!(
-        drops,
-        results[0].1 + results[1].1,
-        "every other packet a policy-default drop"
-    );
-    assert!(
-        a > 0 && b > 0 && results[0].1 > 0 && results[1].1 > 0,
-        "both policies were live: {results:?}"
-    );
+    assert_eq!(drops, results[0].1 + results[1].1, "every other packet a policy-default drop");
+    assert!(a > 0 && b > 0 && results[0].1 > 0 && results[1].1 > 0, "both policies were live: {results:?}");
 }
 
 #[test]
@@ -335,77 +275,36 @@ fn counters_follow_rule_names_and_the_connection_table_survives() {
     let _servers = Servers::start(&s.edge, &[7000, 5000], &[]);
     // The edge's own connection, open across the reload.
     let held = HeldConnection::listen(&s.peer, 5061);
-    let mut conn = tcp_connect_from(
-        &s.edge,
-        41000,
-        at("192.0.2.2", 5061),
-        Duration::from_secs(2),
-    )
-    .unwrap();
+    let mut conn = tcp_connect_from(&s.edge, 41000, at("192.0.2.2", 5061), Duration::from_secs(2)).unwrap();
     held.accepted();
     for _ in 0..3 {
-        assert_eq!(
-            tcp_probe(&s.peer, at(EDGE[0], 7000), Duration::from_secs(2)),
-            Outcome::Answered
-        );
-        assert_eq!(
-            tcp_probe(&s.peer, at(EDGE[0], 5000), Duration::from_secs(2)),
-            Outcome::Answered
-        );
+        assert_eq!(tcp_probe(&s.peer, at(EDGE[0], 7000), Duration::from_secs(2)), Outcome::Answered);
+        assert_eq!(tcp_probe(&s.peer, at(EDGE[0], 5000), Duration::from_secs(2)), Outcome::Answered);
     }
     let before = s.stats();
     let kept = rule_packets(&before, "steady-tcp");
     let removed = rule_packets(&before, "only-a");
     assert!(kept > 0 && removed > 0);
     let out = s.reload(1);
-    assert!(
-        out.contains("+ only-b")
-            && out.contains(&format!("- only-a (final count: {removed} packets")),
-        "{out}"
-    );
+    assert!(out.contains("+ only-b") && out.contains(&format!("- only-a (final count: {removed} packets")), "{out}");
     let after = s.stats();
-    assert_eq!(
-        rule_packets(&after, "steady-tcp"),
-        kept,
-        "a kept rule keeps its count"
-    );
-    assert_eq!(
-        rule_packets(&after, "only-b"),
-        0,
-        "a new rule starts at zero"
-    );
-    assert_eq!(
-        tcp_probe(&s.peer, at(EDGE[0], 5000), Duration::from_secs(2)),
-        Outcome::Answered
-    );
-    assert!(
-        rule_packets(&s.stats(), "steady-tcp") > kept,
-        "and goes on counting"
-    );
+    assert_eq!(rule_packets(&after, "steady-tcp"), kept, "a kept rule keeps its count");
+    assert_eq!(rule_packets(&after, "only-b"), 0, "a new rule starts at zero");
+    assert_eq!(tcp_probe(&s.peer, at(EDGE[0], 5000), Duration::from_secs(2)), Outcome::Answered);
+    assert!(rule_packets(&s.stats(), "steady-tcp") > kept, "and goes on counting");
     // The connection table came through: the peer's data still reaches the edge.
     held.send(b"still here");
     let mut buf = [0u8; 10];
     std::io::Read::read_exact(&mut conn, &mut buf).expect("tracked flow survives the reload");
     // A reload to a broken policy changes nothing.
     let bad = std::env::temp_dir().join(format!("edge-reload-bad-{}.toml", std::process::id()));
-    std::fs::write(
-        &bad,
-        policy('a').replace("ports = 5000", "ports = \"5000-4000\""),
-    )
-    .unwrap();
+    std::fs::write(&bad, policy('a').replace("ports = 5000", "ports = \"5000-4000\"")).unwrap();
     let hash = s.status()["policy_hash"].clone();
-    let out = s.lab.edge_ctl(
-        &s.edge,
-        &["reload", "edge0", "--policy", bad.to_str().unwrap()],
-    );
+    let out = s.lab.edge_ctl(&s.edge, &["reload", "edge0", "--policy", bad.to_str().unwrap()]);
     let _ = std::fs::remove_file(&bad);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("inverted"));
-    assert_eq!(
-        s.status()["policy_hash"],
-        hash,
-        "the live policy is untouched"
-    );
+    assert_eq!(s.status()["policy_hash"], hash, "the live policy is untouched");
 }
 
 /// `edge-ctl reload` killed at many points: afterwards exactly one of the two policies is in
@@ -415,14 +314,9 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
     let s = setup("kill");
     s.attach(0);
     let _servers = Servers::start(&s.edge, &[7000, 7001], &[]);
-    let hashes = [0, 1].map(|i| {
-        edge_ctl::policy::parse(&policy(if i == 0 { 'a' } else { 'b' }), "x")
-            .unwrap()
-            .hash()
-    });
-    let ino = std::fs::metadata(format!("/run/netns/{}", s.edge))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap();
+    let hashes = [0, 1].map(|i| edge_ctl::policy::parse(&policy(if i == 0 { 'a' } else { 'b' }), "x").unwrap().hash());
+    let ino =
+        std::fs::metadata(format!("/run/netns/{}", s.edge)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
     let pins = || {
         let mut names: Vec<String> = std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0"))
             .unwrap()
@@ -436,10 +330,7 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
     let mut seen_new = 0;
     for round in 0..24u64 {
         let live = s.status()["policy_hash"].as_str().unwrap().to_string();
-        let current = hashes
-            .iter()
-            .position(|h| *h == live)
-            .expect("status names one of the two");
+        let current = hashes.iter().position(|h| *h == live).expect("status names one of the two");
         let target = 1 - current;
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", s.edge))
@@ -456,10 +347,7 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
         let _ = child.wait();
         let st = s.status();
         let live = st["policy_hash"].as_str().unwrap();
-        let now = hashes
-            .iter()
-            .position(|h| h == live)
-            .expect("one whole policy");
+        let now = hashes.iter().position(|h| h == live).expect("one whole policy");
         if now == current {
             seen_old += 1
         } else {
@@ -485,19 +373,10 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
         );
     }
     eprintln!("killed reloads: {seen_old} left the old policy, {seen_new} the new one");
-    assert!(
-        seen_old > 0 && seen_new > 0,
-        "kills landed both before and after the switch"
-    );
+    assert!(seen_old > 0 && seen_new > 0, "kills landed both before and after the switch");
     // Nothing half-built is left behind and the next reload works.
     assert_eq!(pins(), pinned, "the same pins as before the kills");
-    assert_eq!(
-        std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}"))
-            .unwrap()
-            .count(),
-        1,
-        "no staging directories"
-    );
+    assert_eq!(std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}")).unwrap().count(), 1, "no staging directories");
     s.reload(0);
     s.reload(1);
 }
@@ -520,11 +399,7 @@ fn program_upgrade_on_a_live_link_loses_nothing() {
     assert_eq!(after["link_id"], before["link_id"], "on the same link");
     let drops_after = s.stats();
     for reason in ["policy-default", "no-flow"] {
-        assert_eq!(
-            drop_packets(&drops_after, reason),
-            drop_packets(&drops_before, reason),
-            "{reason} drops moved"
-        );
+        assert_eq!(drop_packets(&drops_after, reason), drop_packets(&drops_before, reason), "{reason} drops moved");
     }
 }
 
@@ -534,9 +409,8 @@ fn upgrade_refuses_a_changed_map_layout() {
     s.attach(0);
     let status = s.status();
     // Swap a pinned map for one of another layout, as an older build would have left it.
-    let ino = std::fs::metadata(format!("/run/netns/{}", s.edge))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap();
+    let ino =
+        std::fs::metadata(format!("/run/netns/{}", s.edge)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
     let pin = format!("/sys/fs/bpf/edge-ctl/{ino}/edge0/EDGE_CTEV");
     std::fs::remove_file(&pin).unwrap();
     let other = aya::maps::Array::<aya::maps::MapData, [u64; 2]>::create(5, 0).unwrap();
@@ -544,13 +418,6 @@ fn upgrade_refuses_a_changed_map_layout() {
     let out = s.lab.edge_ctl(&s.edge, &["upgrade", "edge0"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("map EDGE_CTEV") && err.contains("detach"),
-        "{err}"
-    );
-    assert_eq!(
-        s.status()["program_id"],
-        status["program_id"],
-        "nothing changed"
-    );
+    assert!(err.contains("map EDGE_CTEV") && err.contains("detach"), "{err}");
+    assert_eq!(s.status()["program_id"], status["program_id"], "nothing changed");
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use edge_tests::lab::{Lab, drop_packets, reason_packets};
 use edge_tests::net::{
-    HeldConnection, Outcome, Servers, send_frame, tcp_connect_from, tcp_probe, tcp_probe_from,
-    udp_delayed_echo, udp_probe_from,
+    HeldConnection, Outcome, Servers, send_frame, tcp_connect_from, tcp_probe, tcp_probe_from, udp_delayed_echo,
+    udp_probe_from,
 };
 use edge_tests::packet::{self, ACK};
 
@@ -98,29 +98,16 @@ fn setup(tag: &str, egress: &str) -> Setup {
         lab.addr(ns, dev, &format!("{}/24", a[0]));
         lab.addr(ns, dev, &format!("{}/64", a[1]));
     }
-    let file =
-        std::env::temp_dir().join(format!("edge-stateful-{tag}-{}.toml", std::process::id()));
+    let file = std::env::temp_dir().join(format!("edge-stateful-{tag}-{}.toml", std::process::id()));
     std::fs::write(&file, policy(egress)).unwrap();
-    Setup {
-        lab,
-        edge,
-        peer,
-        file,
-    }
+    Setup { lab, edge, peer, file }
 }
 
 impl Setup {
     fn attach(&self) {
         self.lab.edge_ctl_ok(
             &self.edge,
-            &[
-                "attach",
-                "edge0",
-                "--role",
-                "external",
-                "--policy",
-                self.file.to_str().unwrap(),
-            ],
+            &["attach", "edge0", "--role", "external", "--policy", self.file.to_str().unwrap()],
         );
     }
     fn stats(&self) -> serde_json::Value {
@@ -145,37 +132,14 @@ fn answers_to_the_edges_own_connections_arrive() {
     let _servers = Servers::start(&s.peer, &[80, 5061, 53], &[53, 3478]);
     for (i, peer) in PEER.iter().enumerate() {
         let base = 41000 + 100 * i as u16;
-        assert_eq!(
-            tcp_probe_from(&s.edge, base, at(peer, 80), ALLOW),
-            Outcome::Answered,
-            "CRL over TCP 80 to {peer}"
-        );
-        assert_eq!(
-            tcp_probe_from(&s.edge, base + 1, at(peer, 5061), ALLOW),
-            Outcome::Answered,
-            "SIP 5061 to {peer}"
-        );
-        assert_eq!(
-            tcp_probe_from(&s.edge, base + 2, at(peer, 53), ALLOW),
-            Outcome::Answered,
-            "DNS over TCP to {peer}"
-        );
-        assert_eq!(
-            udp_probe_from(&s.edge, base + 3, at(peer, 53), ALLOW),
-            Outcome::Answered,
-            "DNS over UDP to {peer}"
-        );
-        assert_eq!(
-            udp_probe_from(&s.edge, base + 4, at(peer, 3478), ALLOW),
-            Outcome::Answered,
-            "STUN to {peer}"
-        );
+        assert_eq!(tcp_probe_from(&s.edge, base, at(peer, 80), ALLOW), Outcome::Answered, "CRL over TCP 80 to {peer}");
+        assert_eq!(tcp_probe_from(&s.edge, base + 1, at(peer, 5061), ALLOW), Outcome::Answered, "SIP 5061 to {peer}");
+        assert_eq!(tcp_probe_from(&s.edge, base + 2, at(peer, 53), ALLOW), Outcome::Answered, "DNS over TCP to {peer}");
+        assert_eq!(udp_probe_from(&s.edge, base + 3, at(peer, 53), ALLOW), Outcome::Answered, "DNS over UDP to {peer}");
+        assert_eq!(udp_probe_from(&s.edge, base + 4, at(peer, 3478), ALLOW), Outcome::Answered, "STUN to {peer}");
     }
     let st = s.stats();
-    assert!(
-        reason_packets(&st, "passes", "inbound", "conntrack") >= 10,
-        "answers came in through the table"
-    );
+    assert!(reason_packets(&st, "passes", "inbound", "conntrack") >= 10, "answers came in through the table");
     assert!(st["conntrack"]["created"].as_u64().unwrap() >= 10);
     assert_eq!(drop_packets(&st, "no-flow"), 0);
 }
@@ -196,32 +160,18 @@ fn spoofed_answers_and_source_ports_are_dropped_and_counted() {
                 );
             }
         }
-        assert_eq!(
-            udp_probe_from(&s.peer, 53, at(edge, 5000), DENY),
-            Outcome::Silent,
-            "UDP from 53 to {edge}:5000"
-        );
+        assert_eq!(udp_probe_from(&s.peer, 53, at(edge, 5000), DENY), Outcome::Silent, "UDP from 53 to {edge}:5000");
     }
     // An ACK that pretends to answer a connection the edge never opened.
     let (edge_mac, peer_mac) = (s.lab.mac(&s.edge, "edge0"), s.lab.mac(&s.peer, "peer0"));
     for (edge, peer) in EDGE.iter().zip(PEER) {
-        let ack = packet::tcp(
-            peer.parse().unwrap(),
-            edge.parse().unwrap(),
-            443,
-            41234,
-            ACK,
-        );
+        let ack = packet::tcp(peer.parse().unwrap(), edge.parse().unwrap(), 443, 41234, ACK);
         send_frame(&s.peer, "peer0", packet::with_macs(ack, edge_mac, peer_mac));
     }
     std::thread::sleep(Duration::from_millis(200));
     let after = s.stats();
     let delta = |r: &str| drop_packets(&after, r) - drop_packets(&before, r);
-    assert!(
-        delta("policy-default") >= 2 * (6 + 1),
-        "SYNs and datagrams: {}",
-        delta("policy-default")
-    );
+    assert!(delta("policy-default") >= 2 * (6 + 1), "SYNs and datagrams: {}", delta("policy-default"));
     assert_eq!(delta("no-flow"), 2, "the forged ACKs");
 }
 
@@ -232,32 +182,14 @@ fn replies_to_allowed_clients_pass_egress_and_unlisted_connections_do_not() {
     let _edge_servers = Servers::start(&s.edge, &[443], &[]);
     let _peer_servers = Servers::start(&s.peer, &[8080], &[123]);
     for (edge, peer) in EDGE.iter().zip(PEER) {
-        assert_eq!(
-            tcp_probe(&s.peer, at(edge, 443), ALLOW),
-            Outcome::Answered,
-            "a client's TLS session to {edge}"
-        );
-        assert_eq!(
-            tcp_probe_from(&s.edge, 41500, at(peer, 8080), DENY),
-            Outcome::Silent,
-            "edge to {peer}:8080"
-        );
-        assert_eq!(
-            udp_probe_from(&s.edge, 41501, at(peer, 123), DENY),
-            Outcome::Silent,
-            "edge to {peer}:123"
-        );
+        assert_eq!(tcp_probe(&s.peer, at(edge, 443), ALLOW), Outcome::Answered, "a client's TLS session to {edge}");
+        assert_eq!(tcp_probe_from(&s.edge, 41500, at(peer, 8080), DENY), Outcome::Silent, "edge to {peer}:8080");
+        assert_eq!(udp_probe_from(&s.edge, 41501, at(peer, 123), DENY), Outcome::Silent, "edge to {peer}:123");
     }
     let st = s.stats();
-    assert!(
-        reason_packets(&st, "passes", "outbound", "reply") >= 4,
-        "server replies passed egress"
-    );
+    assert!(reason_packets(&st, "passes", "outbound", "reply") >= 4, "server replies passed egress");
     assert!(reason_packets(&st, "drops", "outbound", "egress-policy") >= 4);
-    assert_eq!(
-        reason_packets(&st, "would_drop", "outbound", "egress-policy"),
-        0
-    );
+    assert_eq!(reason_packets(&st, "would_drop", "outbound", "egress-policy"), 0);
 }
 
 #[test]
@@ -266,16 +198,8 @@ fn monitor_mode_passes_and_counts_would_be_drops() {
     s.attach();
     let _peer_servers = Servers::start(&s.peer, &[8080], &[123]);
     for peer in PEER {
-        assert_eq!(
-            tcp_probe_from(&s.edge, 41600, at(peer, 8080), ALLOW),
-            Outcome::Answered,
-            "edge to {peer}:8080"
-        );
-        assert_eq!(
-            udp_probe_from(&s.edge, 41601, at(peer, 123), ALLOW),
-            Outcome::Answered,
-            "edge to {peer}:123"
-        );
+        assert_eq!(tcp_probe_from(&s.edge, 41600, at(peer, 8080), ALLOW), Outcome::Answered, "edge to {peer}:8080");
+        assert_eq!(udp_probe_from(&s.edge, 41601, at(peer, 123), ALLOW), Outcome::Answered, "edge to {peer}:123");
     }
     let st = s.stats();
     assert!(reason_packets(&st, "would_drop", "outbound", "egress-policy") >= 4);
@@ -290,10 +214,7 @@ fn flows_expire_and_rst_ends_them() {
     let _late = udp_delayed_echo(&s.peer, 3478, Duration::from_secs(3));
     let _prompt = Servers::start(&s.peer, &[], &[53]);
     for peer in PEER {
-        assert_eq!(
-            udp_probe_from(&s.edge, 41700, at(peer, 53), ALLOW),
-            Outcome::Answered
-        );
+        assert_eq!(udp_probe_from(&s.edge, 41700, at(peer, 53), ALLOW), Outcome::Answered);
         assert_eq!(
             udp_probe_from(&s.edge, 41701, at(peer, 3478), Duration::from_secs(4)),
             Outcome::Silent,
@@ -309,44 +230,25 @@ fn flows_expire_and_rst_ends_them() {
         let _held = HeldConnection::listen(&s.peer, 5061);
         let conn = tcp_connect_from(&s.edge, port, at(peer, 5061), ALLOW).expect("connect");
         let segment = packet::with_macs(
-            packet::tcp(
-                peer.parse().unwrap(),
-                edge.parse().unwrap(),
-                5061,
-                port,
-                ACK,
-            ),
+            packet::tcp(peer.parse().unwrap(), edge.parse().unwrap(), 5061, port, ACK),
             edge_mac,
             peer_mac,
         );
         let counts = || {
             let st = s.stats();
-            (
-                reason_packets(&st, "passes", "inbound", "conntrack"),
-                drop_packets(&st, "no-flow"),
-            )
+            (reason_packets(&st, "passes", "inbound", "conntrack"), drop_packets(&st, "no-flow"))
         };
         let (passed, noflow) = counts();
         send_frame(&s.peer, "peer0", segment.clone());
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            counts(),
-            (passed + 1, noflow),
-            "a segment of the open connection to {peer} passes"
-        );
-        socket2::SockRef::from(&conn)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
+        assert_eq!(counts(), (passed + 1, noflow), "a segment of the open connection to {peer} passes");
+        socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO)).unwrap();
         drop(conn); // The edge sends a RST.
         std::thread::sleep(Duration::from_millis(100));
         let (passed, noflow) = counts();
         send_frame(&s.peer, "peer0", segment);
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            counts(),
-            (passed, noflow + 1),
-            "after the RST the same segment from {peer} is dropped"
-        );
+        assert_eq!(counts(), (passed, noflow + 1), "after the RST the same segment from {peer} is dropped");
     }
     assert!(s.stats()["conntrack"]["reset"].as_u64().unwrap() >= 2);
 }
@@ -357,56 +259,29 @@ fn attach_keeps_open_permitted_connections_working() {
     let mut open = Vec::new();
     for (i, peer) in PEER.iter().enumerate() {
         let held = HeldConnection::listen(&s.peer, 5061);
-        let conn =
-            tcp_connect_from(&s.edge, 41900 + i as u16, at(peer, 5061), ALLOW).expect("connect");
+        let conn = tcp_connect_from(&s.edge, 41900 + i as u16, at(peer, 5061), ALLOW).expect("connect");
         held.accepted();
         open.push((held, conn));
     }
-    let out = s.lab.edge_ctl_ok(
-        &s.edge,
-        &[
-            "attach",
-            "edge0",
-            "--role",
-            "external",
-            "--policy",
-            s.file.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.contains("2 open connection(s) allowed by the outbound rules kept working"),
-        "{out}"
-    );
+    let out =
+        s.lab.edge_ctl_ok(&s.edge, &["attach", "edge0", "--role", "external", "--policy", s.file.to_str().unwrap()]);
+    assert!(out.contains("2 open connection(s) allowed by the outbound rules kept working"), "{out}");
     for (held, conn) in open.iter_mut() {
         held.send(b"after attach");
         let mut buf = [0u8; 12];
-        conn.read_exact(&mut buf)
-            .expect("data from the peer arrives after attach");
+        conn.read_exact(&mut buf).expect("data from the peer arrives after attach");
         assert_eq!(&buf, b"after attach");
         conn.write_all(b"and back").unwrap();
     }
     let list = s.lab.edge_ctl_ok(&s.edge, &["conntrack", "edge0"]);
     assert!(list.contains("seeded at attach"), "{list}");
-    let json: serde_json::Value = serde_json::from_str(
-        &s.lab
-            .edge_ctl_ok(&s.edge, &["conntrack", "edge0", "--json"]),
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["conntrack", "edge0", "--json"])).unwrap();
     let entries = json["entries"].as_array().unwrap();
-    assert_eq!(
-        entries
-            .iter()
-            .filter(|e| e["remote_port"] == 5061 && e["state"] == "established")
-            .count(),
-        2,
-        "{json}"
-    );
+    assert_eq!(entries.iter().filter(|e| e["remote_port"] == 5061 && e["state"] == "established").count(), 2, "{json}");
     s.lab.edge_ctl_ok(&s.edge, &["conntrack", "flush", "edge0"]);
-    let json: serde_json::Value = serde_json::from_str(
-        &s.lab
-            .edge_ctl_ok(&s.edge, &["conntrack", "edge0", "--json"]),
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["conntrack", "edge0", "--json"])).unwrap();
     assert_eq!(json["entries"].as_array().unwrap().len(), 0);
     // Flushed: the peer's next data no longer gets in.
     let before = drop_packets(&s.stats(), "no-flow");
@@ -430,15 +305,10 @@ fn failsafe_ssh_and_the_session_guard() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("your SSH session (192.0.2.2 -> 192.0.2.1:22) arrives on edge0")
-            && err.contains("--force"),
+        err.contains("your SSH session (192.0.2.2 -> 192.0.2.1:22) arrives on edge0") && err.contains("--force"),
         "{err}"
     );
-    assert!(
-        s.lab
-            .edge_ctl_ok(&s.edge, &["status"])
-            .contains("not attached")
-    );
+    assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
     // The internal role has the failsafe: SSH passes there.
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", s.edge))
@@ -447,18 +317,10 @@ fn failsafe_ssh_and_the_session_guard() {
         .env("SSH_CONNECTION", "192.0.2.2 40022 192.0.2.1 22")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let _servers = Servers::start(&s.edge, &[22], &[]);
     for edge in EDGE {
-        assert_eq!(
-            tcp_probe(&s.peer, at(edge, 22), ALLOW),
-            Outcome::Answered,
-            "management SSH to {edge}"
-        );
+        assert_eq!(tcp_probe(&s.peer, at(edge, 22), ALLOW), Outcome::Answered, "management SSH to {edge}");
     }
     assert!(edge_tests::lab::rule_packets(&s.stats(), "failsafe-ssh") > 0);
 }
@@ -471,22 +333,11 @@ fn clsact_fallback_enforces_and_detaches() {
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net=/run/netns/{}", s.edge))
         .arg(edge_tests::lab::edge_ctl_bin())
-        .args([
-            "attach",
-            "edge0",
-            "--role",
-            "external",
-            "--policy",
-            s.file.to_str().unwrap(),
-        ])
+        .args(["attach", "edge0", "--role", "external", "--policy", s.file.to_str().unwrap()])
         .env("EDGE_CTL_TC", "clsact")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("clsact egress"));
     let filters = || {
         let out = std::process::Command::new("tc")
@@ -497,22 +348,9 @@ fn clsact_fallback_enforces_and_detaches() {
     };
     assert!(filters().contains("edge_tc_egress"), "{}", filters());
     let _servers = Servers::start(&s.peer, &[8080, 5061], &[]);
-    assert_eq!(
-        tcp_probe_from(&s.edge, 41950, at(PEER[0], 8080), DENY),
-        Outcome::Silent
-    );
-    assert_eq!(
-        tcp_probe_from(&s.edge, 41951, at(PEER[0], 5061), ALLOW),
-        Outcome::Answered
-    );
+    assert_eq!(tcp_probe_from(&s.edge, 41950, at(PEER[0], 8080), DENY), Outcome::Silent);
+    assert_eq!(tcp_probe_from(&s.edge, 41951, at(PEER[0], 5061), ALLOW), Outcome::Answered);
     s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
-    assert!(
-        !filters().contains("edge_tc_egress"),
-        "detach removes the filter: {}",
-        filters()
-    );
-    assert_eq!(
-        tcp_probe_from(&s.edge, 41952, at(PEER[0], 8080), ALLOW),
-        Outcome::Answered
-    );
+    assert!(!filters().contains("edge_tc_egress"), "detach removes the filter: {}", filters());
+    assert_eq!(tcp_probe_from(&s.edge, 41952, at(PEER[0], 8080), ALLOW), Outcome::Answered);
 }

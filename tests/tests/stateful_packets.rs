@@ -74,17 +74,10 @@ fn answers_to_the_edges_connections_pass_and_nothing_else() {
         let answer = packet::tcp(peer, edge, 5061, 41000, SYN | ACK);
         assert_eq!(l.run(&answer), XDP_DROP);
         let created = l.ct_event(CtEvent::Created);
-        assert_eq!(
-            l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN)),
-            TC_PASS
-        );
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN)), TC_PASS);
         assert_eq!(l.ct_event(CtEvent::Created), created + 1);
         let hits = l.passed(PassReason::Conntrack).packets;
-        assert_eq!(
-            l.run(&answer),
-            XDP_PASS,
-            "SYN-ACK of the edge's own connection"
-        );
+        assert_eq!(l.run(&answer), XDP_PASS, "SYN-ACK of the edge's own connection");
         assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)), XDP_PASS);
         assert_eq!(l.passed(PassReason::Conntrack).packets, hits + 2);
         // Same peer, other ports: not the flow.
@@ -125,40 +118,19 @@ fn rst_ends_a_flow_and_fin_moves_it_to_closing() {
     let l = load("");
     for (edge, peer) in families() {
         l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN));
-        assert_eq!(
-            l.run(&packet::tcp(peer, edge, 5061, 41000, SYN | ACK)),
-            XDP_PASS
-        );
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, SYN | ACK)), XDP_PASS);
         let resets = l.ct_event(CtEvent::Reset);
-        assert_eq!(
-            l.run(&packet::tcp(peer, edge, 5061, 41000, RST)),
-            XDP_PASS,
-            "the RST itself passes"
-        );
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, RST)), XDP_PASS, "the RST itself passes");
         assert_eq!(l.ct_event(CtEvent::Reset), resets + 1);
-        assert_eq!(
-            l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)),
-            XDP_DROP,
-            "nothing after the RST"
-        );
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)), XDP_DROP, "nothing after the RST");
 
         l.run_egress(&packet::tcp(edge, peer, 41001, 5061, SYN));
         l.run(&packet::tcp(peer, edge, 5061, 41001, SYN | ACK));
         l.run_egress(&packet::tcp(edge, peer, 41001, 5061, FIN | ACK));
-        let state = l
-            .maps
-            .ct_entries()
-            .into_iter()
-            .find(|(f, _)| f.local_port == 41001 && f.local == edge)
-            .unwrap()
-            .1
-            .state;
+        let state =
+            l.maps.ct_entries().into_iter().find(|(f, _)| f.local_port == 41001 && f.local == edge).unwrap().1.state;
         assert_eq!(state, edge_common::CtState::Closing as u8);
-        assert_eq!(
-            l.run(&packet::tcp(peer, edge, 5061, 41001, FIN | ACK)),
-            XDP_PASS,
-            "closing flows still pass"
-        );
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41001, FIN | ACK)), XDP_PASS, "closing flows still pass");
     }
 }
 
@@ -171,16 +143,8 @@ fn flows_expire_after_their_timeout() {
     assert_eq!(l.run(&packet::udp(peer, edge, 53, 42000)), XDP_PASS);
     std::thread::sleep(Duration::from_millis(1300));
     let expired = l.ct_event(CtEvent::Expired);
-    assert_eq!(
-        l.run(&packet::udp(peer, edge, 53, 42000)),
-        XDP_DROP,
-        "udp = 1 s"
-    );
-    assert_eq!(
-        l.run(&packet::tcp(peer, edge, 5061, 41000, SYN | ACK)),
-        XDP_DROP,
-        "tcp_syn_sent = 1 s"
-    );
+    assert_eq!(l.run(&packet::udp(peer, edge, 53, 42000)), XDP_DROP, "udp = 1 s");
+    assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, SYN | ACK)), XDP_DROP, "tcp_syn_sent = 1 s");
     assert_eq!(l.ct_event(CtEvent::Expired), expired + 2);
 }
 
@@ -197,11 +161,7 @@ fn icmp_errors_quoting_a_tracked_flow_pass() {
         let mut icmp = vec![kind, code, 0, 0, 0, 0, 0, 0];
         let inner_len = if edge.is_ipv4() { 20 + 8 } else { 40 + 8 };
         icmp.extend_from_slice(&quoted[..inner_len]);
-        let proto = if edge.is_ipv4() {
-            packet::ICMP
-        } else {
-            packet::ICMPV6
-        };
+        let proto = if edge.is_ipv4() { packet::ICMP } else { packet::ICMPV6 };
         let related = l.passed(PassReason::Related).packets;
         assert_eq!(l.run(&packet::ip(peer, edge, proto, &icmp)), XDP_PASS);
         assert_eq!(l.passed(PassReason::Related).packets, related + 1);
@@ -223,108 +183,48 @@ fn icmp_errors_quoting_a_tracked_flow_pass() {
 fn egress_enforce_drops_what_nothing_allows() {
     let l = load("");
     for (edge, peer) in families() {
-        let before = l
-            .dropped_out(DropKind::Dropped, DropReason::EgressPolicy)
-            .packets;
-        assert_eq!(
-            l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)),
-            TC_DROP
-        );
+        let before = l.dropped_out(DropKind::Dropped, DropReason::EgressPolicy).packets;
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)), TC_DROP);
         assert_eq!(l.run_egress(&packet::udp(edge, peer, 42000, 123)), TC_DROP);
-        assert_eq!(
-            l.dropped_out(DropKind::Dropped, DropReason::EgressPolicy)
-                .packets,
-            before + 2
-        );
+        assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::EgressPolicy).packets, before + 2);
         // Answers from a port an inbound rule allows pass; a bare SYN from it does not.
         let replies = l.passed_out(PassReason::Reply).packets;
-        assert_eq!(
-            l.run_egress(&packet::tcp(edge, peer, 5061, 40000, SYN | ACK)),
-            TC_PASS
-        );
-        assert_eq!(
-            l.run_egress(&packet::tcp(edge, peer, 5061, 40000, ACK)),
-            TC_PASS
-        );
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 5061, 40000, SYN | ACK)), TC_PASS);
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 5061, 40000, ACK)), TC_PASS);
         assert_eq!(l.passed_out(PassReason::Reply).packets, replies + 2);
-        assert_eq!(
-            l.run_egress(&packet::tcp(edge, peer, 5061, 40000, SYN)),
-            TC_DROP
-        );
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 5061, 40000, SYN)), TC_DROP);
         // ARP and ICMP errors of the host's own stack pass.
         assert_eq!(l.run_egress(&packet::pad(packet::arp())), TC_PASS);
         let (kind, code) = if edge.is_ipv4() { (3, 3) } else { (1, 4) };
         assert_eq!(l.run_egress(&packet::icmp(edge, peer, kind, code)), TC_PASS);
-        assert_eq!(
-            l.run_egress(&packet::icmp(
-                edge,
-                peer,
-                if edge.is_ipv4() { 8 } else { 128 },
-                0
-            )),
-            TC_DROP
-        );
+        assert_eq!(l.run_egress(&packet::icmp(edge, peer, if edge.is_ipv4() { 8 } else { 128 }, 0)), TC_DROP);
     }
-    assert_eq!(
-        l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy)
-            .packets,
-        0
-    );
+    assert_eq!(l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy).packets, 0);
 }
 
 #[test]
 fn egress_monitor_passes_and_counts() {
     let l = load("[roles.external]\negress = \"monitor\"\n");
     for (edge, peer) in families() {
-        let before = l
-            .dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy)
-            .packets;
-        assert_eq!(
-            l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)),
-            TC_PASS
-        );
-        assert_eq!(
-            l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy)
-                .packets,
-            before + 1
-        );
+        let before = l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy).packets;
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)), TC_PASS);
+        assert_eq!(l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy).packets, before + 1);
     }
-    assert_eq!(
-        l.dropped_out(DropKind::Dropped, DropReason::EgressPolicy)
-            .packets,
-        0
-    );
+    assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::EgressPolicy).packets, 0);
     // What monitor passes is tracked, so its answers come back: observing breaks nothing.
     let (edge, peer) = (ip(EDGE4), ip(PEER4));
-    assert_eq!(
-        l.run(&packet::tcp(peer, edge, 8080, 41000, SYN | ACK)),
-        XDP_PASS
-    );
+    assert_eq!(l.run(&packet::tcp(peer, edge, 8080, 41000, SYN | ACK)), XDP_PASS);
 }
 
 #[test]
 fn egress_off_passes_but_still_tracks() {
     let l = load("[roles.external]\negress = \"off\"\n");
     let (edge, peer) = (ip(EDGE4), ip(PEER4));
-    assert_eq!(
-        l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)),
-        TC_PASS
-    );
-    assert_eq!(
-        l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy)
-            .packets,
-        0
-    );
-    assert_eq!(
-        l.run(&packet::tcp(peer, edge, 8080, 41000, SYN | ACK)),
-        XDP_PASS,
-        "off tracks everything it passes"
-    );
+    assert_eq!(l.run_egress(&packet::tcp(edge, peer, 41000, 8080, SYN)), TC_PASS);
+    assert_eq!(l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy).packets, 0);
+    assert_eq!(l.run(&packet::tcp(peer, edge, 8080, 41000, SYN | ACK)), XDP_PASS, "off tracks everything it passes");
     l.run_egress(&packet::tcp(edge, peer, 41001, 5061, SYN));
-    assert_eq!(
-        l.run(&packet::tcp(peer, edge, 5061, 41001, SYN | ACK)),
-        XDP_PASS
-    );
+    assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41001, SYN | ACK)), XDP_PASS);
 }
 
 #[test]

@@ -46,46 +46,17 @@ fn main() -> Result<()> {
         Task::Demo => {
             require_root("the demo")?;
             setup::run(&root, false)?;
-            cargo(
-                &root,
-                &["build", "--release", "-p", "edge-ctl", "-p", "edge-tests"],
-            )?;
+            cargo(&root, &["build", "--release", "-p", "edge-ctl", "-p", "edge-tests"])?;
             run(Command::new(root.join("target/release/edge-demo"))
                 .env("EDGE_CTL_BIN", root.join("target/release/edge-ctl")))
         }
         Task::Lint => {
             setup::run(&root, false)?;
             cargo(&root, &["fmt", "--all", "--check"])?;
-            cargo(
-                &root,
-                &[
-                    "clippy",
-                    "--workspace",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            )?;
+            cargo(&root, &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
             run(Command::new("rustup")
-                .args([
-                    "run",
-                    "nightly",
-                    "cargo",
-                    "clippy",
-                    "-p",
-                    "edge-ebpf",
-                    "--release",
-                ])
-                .args([
-                    "--target",
-                    "bpfel-unknown-none",
-                    "-Z",
-                    "build-std=core",
-                    "--",
-                    "-D",
-                    "warnings",
-                ])
+                .args(["run", "nightly", "cargo", "clippy", "-p", "edge-ebpf", "--release"])
+                .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--", "-D", "warnings"])
                 .current_dir(&root)
                 .env("PATH", path_with_tools(&root))
                 .env("CARGO_TARGET_DIR", root.join("target/ebpf-lint")))
@@ -114,9 +85,7 @@ pub fn is_root() -> bool {
 
 fn require_root(what: &str) -> Result<()> {
     if !is_root() {
-        bail!(
-            "{what} load BPF programs and create network namespaces: run as root (e.g. sudo -E cargo xtask ...)"
-        );
+        bail!("{what} load BPF programs and create network namespaces: run as root (e.g. sudo -E cargo xtask ...)");
     }
     Ok(())
 }
@@ -130,10 +99,7 @@ fn nix_euid() -> u32 {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
 }
 
 /// The project-local tools directory (bpf-linker, its LLVM).
@@ -152,9 +118,7 @@ pub fn path_with_tools(root: &Path) -> std::ffi::OsString {
 
 pub fn cargo_cmd(root: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.args(args)
-        .current_dir(root)
-        .env("PATH", path_with_tools(root));
+    c.args(args).current_dir(root).env("PATH", path_with_tools(root));
     c
 }
 
@@ -163,9 +127,7 @@ fn cargo(root: &Path, args: &[&str]) -> Result<()> {
 }
 
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }

@@ -17,11 +17,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
 
 /// Commands the tests and demo need, with the Debian package that provides each.
-const COMMANDS: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("nsenter", "util-linux"),
-    ("nft", "nftables"),
-];
+const COMMANDS: &[(&str, &str)] = &[("ip", "iproute2"), ("nsenter", "util-linux"), ("nft", "nftables")];
 
 pub fn run(root: &Path, verbose: bool) -> Result<()> {
     rust_src(verbose)?;
@@ -32,21 +28,17 @@ pub fn run(root: &Path, verbose: bool) -> Result<()> {
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let out = cmd.output().with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn rust_src(verbose: bool) -> Result<()> {
-    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]))
-        .context("the nightly toolchain is needed to build the eBPF programs (rustup toolchain install nightly)")?;
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", NIGHTLY]))
+            .context("the nightly toolchain is needed to build the eBPF programs (rustup toolchain install nightly)")?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
         if verbose {
             println!("ok: rust-src for {NIGHTLY}");
@@ -58,9 +50,10 @@ fn rust_src(verbose: bool) -> Result<()> {
 }
 
 fn bpf_linker_ok(bin: &Path) -> bool {
-    Command::new(bin).arg("--version").output().is_ok_and(|o| {
-        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
-    })
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
 }
 
 fn bpf_linker(root: &Path, verbose: bool) -> Result<()> {
@@ -72,11 +65,8 @@ fn bpf_linker(root: &Path, verbose: bool) -> Result<()> {
         }
         return Ok(());
     }
-    println!(
-        "setup: building bpf-linker {BPF_LINKER_VERSION} against the {NIGHTLY} toolchain's LLVM (about a minute)"
-    );
-    let sysroot =
-        output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against the {NIGHTLY} toolchain's LLVM (about a minute)");
+    let sysroot = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))?;
     let version = output(Command::new("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))?;
     let major = version
         .lines()
@@ -94,21 +84,13 @@ fn bpf_linker(root: &Path, verbose: bool) -> Result<()> {
     std::fs::copy(&llvm, lib.join("libLLVM.so")).context("copy libLLVM")?;
     exec(
         Command::new("cargo")
-            .args([
-                "install",
-                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
-                "--locked",
-                "--no-default-features",
-            ])
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features"])
             .args(["--features", &format!("llvm-{major}"), "--root"])
             .arg(&tools)
             .env("LLVM_PREFIX", &prefix),
     )?;
     if !bpf_linker_ok(&bin) {
-        bail!(
-            "bpf-linker was built but {} --version does not work",
-            bin.display()
-        );
+        bail!("bpf-linker was built but {} --version does not work", bin.display());
     }
     Ok(())
 }
@@ -118,10 +100,7 @@ fn bpf_linker(root: &Path, verbose: bool) -> Result<()> {
 fn real_libllvm(dir: &Path) -> Result<PathBuf> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let big = std::fs::metadata(&path).is_ok_and(|m| m.len() > 1 << 20);
         if name.starts_with("libLLVM.so.") && big {
             return Ok(path);
@@ -132,10 +111,7 @@ fn real_libllvm(dir: &Path) -> Result<PathBuf> {
 
 fn bpffs(verbose: bool) -> Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf "))
-    {
+    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")) {
         if verbose {
             println!("ok: bpffs at /sys/fs/bpf");
         }
@@ -150,54 +126,31 @@ fn bpffs(verbose: bool) -> Result<()> {
 }
 
 fn has_command(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
-        || ["/usr/sbin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(name).is_file())
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file())).unwrap_or(false)
+        || ["/usr/sbin", "/sbin"].iter().any(|d| Path::new(d).join(name).is_file())
 }
 
 fn packages(verbose: bool) -> Result<()> {
-    let missing: Vec<&str> = COMMANDS
-        .iter()
-        .filter(|(c, _)| !has_command(c))
-        .map(|(_, p)| *p)
-        .collect();
+    let missing: Vec<&str> = COMMANDS.iter().filter(|(c, _)| !has_command(c)).map(|(_, p)| *p).collect();
     if missing.is_empty() {
         if verbose {
-            println!(
-                "ok: {}",
-                COMMANDS
-                    .iter()
-                    .map(|(c, _)| *c)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("ok: {}", COMMANDS.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", "));
         }
         return Ok(());
     }
     if !crate::is_root() || !has_command("apt-get") {
-        println!(
-            "note: install these packages for the tests and the demo: {}",
-            missing.join(" ")
-        );
+        println!("note: install these packages for the tests and the demo: {}", missing.join(" "));
         return Ok(());
     }
     println!("setup: installing {}", missing.join(" "));
-    exec(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-    .or_else(|_| {
-        exec(Command::new("apt-get").args(["update", "-q"]))?;
-        exec(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q"])
-                .args(&missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    })
+    exec(Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+        .or_else(|_| {
+            exec(Command::new("apt-get").args(["update", "-q"]))?;
+            exec(
+                Command::new("apt-get")
+                    .args(["install", "-y", "-q"])
+                    .args(&missing)
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )
+        })
 }

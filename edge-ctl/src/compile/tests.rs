@@ -21,17 +21,11 @@ fn table_lookup(
     let local_sets = match local {
         IpAddr::V4(a) => {
             let w = u32::from_ne_bytes(a.octets());
-            t.local_v4
-                .iter()
-                .filter(|e| w & e.mask == e.addr)
-                .fold(0, |acc, e| acc | e.sets)
+            t.local_v4.iter().filter(|e| w & e.mask == e.addr).fold(0, |acc, e| acc | e.sets)
         }
         IpAddr::V6(a) => {
             let w = words_v6(a);
-            t.local_v6
-                .iter()
-                .filter(|e| (0..4).all(|i| w[i] & e.mask[i] == e.addr[i]))
-                .fold(0, |acc, e| acc | e.sets)
+            t.local_v6.iter().filter(|e| (0..4).all(|i| w[i] & e.mask[i] == e.addr[i])).fold(0, |acc, e| acc | e.sets)
         }
     };
     let remote_sets = match remote {
@@ -54,14 +48,7 @@ fn table_lookup(
             (c.local == ANY_SET || local_sets & (1 << c.local) != 0)
                 && (c.remote == ANY_SET || remote_sets & (1 << c.remote) != 0)
         })
-        .map(|c| {
-            t.rules
-                .iter()
-                .find(|r| r.slot == c.rule)
-                .unwrap()
-                .name
-                .clone()
-        })
+        .map(|c| t.rules.iter().find(|r| r.slot == c.rule).unwrap().name.clone())
 }
 
 const POLICY: &str = r#"
@@ -150,17 +137,9 @@ fn tables_agree_with_the_reference_model() {
         "2001:db8:1::20",
         "2001:db8:1::99",
     ];
-    let remotes = [
-        "198.51.100.1",
-        "198.51.100.20",
-        "192.0.2.1",
-        "2001:db8:2::5",
-        "2001:db8:3::5",
-    ];
-    let ports = [
-        1u16, 53, 442, 443, 444, 3478, 4443, 4999, 5000, 5061, 5100, 5101, 49999, 50000, 55555,
-        59999, 60000, 65535,
-    ];
+    let remotes = ["198.51.100.1", "198.51.100.20", "192.0.2.1", "2001:db8:2::5", "2001:db8:3::5"];
+    let ports =
+        [1u16, 53, 442, 443, 444, 3478, 4443, 4999, 5000, 5061, 5100, 5101, 49999, 50000, 55555, 59999, 60000, 65535];
     let mut checked = 0;
     for direction in Direction::ALL {
         for protocol in Protocol::ALL {
@@ -182,15 +161,10 @@ fn tables_agree_with_the_reference_model() {
                                 protocol,
                                 sport: 40000,
                                 dport: p,
+                                tcp_flags: crate::reference::TCP_SYN,
                             },
                         };
-                        let want = match reference::decide(
-                            &policy,
-                            Role::External,
-                            &iface,
-                            direction,
-                            &frame,
-                        ) {
+                        let want = match reference::decide(&policy, Role::External, &iface, direction, &frame) {
                             Decision::Rule(name) => Some(name),
                             _ => None,
                         };
@@ -208,73 +182,23 @@ fn tables_agree_with_the_reference_model() {
 #[test]
 fn spot_checks() {
     let policy = parse(POLICY, "p.toml").unwrap();
-    let t = compile(
-        &policy,
-        Role::External,
-        &[ip("203.0.113.20")],
-        &SlotMap::default(),
-    )
-    .unwrap();
-    let look =
-        |p, l: &str, r: &str, port| table_lookup(&t, Direction::Inbound, p, ip(l), ip(r), port);
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.10", "192.0.2.1", 443).as_deref(),
-        Some("sip-tls")
-    );
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 443).as_deref(),
-        Some("av-tcp")
-    );
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.20", "192.0.2.1", 443),
-        None,
-        "wrong local address"
-    );
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 49999),
-        None
-    );
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 50000).as_deref(),
-        Some("av-tcp")
-    );
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 59999).as_deref(),
-        Some("av-tcp")
-    );
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 60000),
-        None
-    );
+    let t = compile(&policy, Role::External, &[ip("203.0.113.20")], &SlotMap::default()).unwrap();
+    let look = |p, l: &str, r: &str, port| table_lookup(&t, Direction::Inbound, p, ip(l), ip(r), port);
+    assert_eq!(look(Protocol::Tcp, "203.0.113.10", "192.0.2.1", 443).as_deref(), Some("sip-tls"));
+    assert_eq!(look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 443).as_deref(), Some("av-tcp"));
+    assert_eq!(look(Protocol::Tcp, "203.0.113.20", "192.0.2.1", 443), None, "wrong local address");
+    assert_eq!(look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 49999), None);
+    assert_eq!(look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 50000).as_deref(), Some("av-tcp"));
+    assert_eq!(look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 59999).as_deref(), Some("av-tcp"));
+    assert_eq!(look(Protocol::Tcp, "203.0.113.12", "192.0.2.1", 60000), None);
     // Nested remote sets: /28 inside /24; the longest match carries both bits.
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.10", "198.51.100.1", 5061).as_deref(),
-        Some("fed")
-    );
-    assert_eq!(
-        look(Protocol::Tcp, "203.0.113.10", "198.51.100.20", 5061).as_deref(),
-        Some("fed-wide")
-    );
+    assert_eq!(look(Protocol::Tcp, "203.0.113.10", "198.51.100.1", 5061).as_deref(), Some("fed"));
+    assert_eq!(look(Protocol::Tcp, "203.0.113.10", "198.51.100.20", 5061).as_deref(), Some("fed-wide"));
     assert_eq!(look(Protocol::Tcp, "203.0.113.10", "192.0.2.1", 5061), None);
-    assert_eq!(
-        look(Protocol::Udp, "203.0.113.20", "192.0.2.1", 3478).as_deref(),
-        Some("stun"),
-        "@interface"
-    );
+    assert_eq!(look(Protocol::Udp, "203.0.113.20", "192.0.2.1", 3478).as_deref(), Some("stun"), "@interface");
     assert_eq!(look(Protocol::Udp, "203.0.113.10", "192.0.2.1", 3478), None);
-    assert!(
-        t.rules.iter().all(|r| r.name != "internal-only"),
-        "other role's rules are not compiled"
-    );
-    assert_eq!(
-        t.remote_v4
-            .iter()
-            .find(|(n, _)| n.prefix_len() == 28)
-            .unwrap()
-            .1
-            .count_ones(),
-        2
-    );
+    assert!(t.rules.iter().all(|r| r.name != "internal-only"), "other role's rules are not compiled");
+    assert_eq!(t.remote_v4.iter().find(|(n, _)| n.prefix_len() == 28).unwrap().1.count_ones(), 2);
 }
 
 #[test]
@@ -286,23 +210,14 @@ fn slots_are_stable_across_recompiles() {
     let t2 = compile(&policy2, Role::External, &[], &t1.slots).unwrap();
     assert_eq!(t1.slots.0["av-tcp"], t2.slots.0["av-tcp"]);
     assert_eq!(t1.slots.0["stun"], t2.slots.0["stun"]);
-    assert!(
-        !t1.slots.slots().contains(&t2.slots.0["sip-tls-2"]),
-        "a new rule gets a fresh slot"
-    );
+    assert!(!t1.slots.slots().contains(&t2.slots.0["sip-tls-2"]), "a new rule gets a fresh slot");
 }
 
 #[test]
 fn any_any_candidate_ends_the_class() {
     let text = "[[rule]]\nname='a'\nrole='external'\ndirection='inbound'\nprotocol='tcp'\nports=80\n\
                 [[rule]]\nname='b'\nrole='external'\ndirection='inbound'\nprotocol='tcp'\nports='1-100'\n";
-    let t = compile(
-        &parse(text, "p").unwrap(),
-        Role::External,
-        &[],
-        &SlotMap::default(),
-    )
-    .unwrap();
+    let t = compile(&parse(text, "p").unwrap(), Role::External, &[], &SlotMap::default()).unwrap();
     let class = t.ports[0][0][80] as usize;
     assert_eq!(t.classes[class].len, 1);
     assert_eq!(t.classes[t.ports[0][0][81] as usize].len, 1);
@@ -320,60 +235,30 @@ fn too_many_rules_on_one_port_is_a_located_error() {
             "[[rule]]\nname='r{i}'\nrole='external'\ndirection='inbound'\nprotocol='tcp'\nports=5061\nremote='s{i}'\n"
         );
     }
-    let err = compile(
-        &parse(&text, "p.toml").unwrap(),
-        Role::External,
-        &[],
-        &SlotMap::default(),
-    )
-    .unwrap_err();
+    let err = compile(&parse(&text, "p.toml").unwrap(), Role::External, &[], &SlotMap::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.starts_with("p.toml:")
-            && msg.contains("more than 16 rules apply to tcp port 5061 inbound"),
-        "{msg}"
-    );
+    assert!(msg.starts_with("p.toml:") && msg.contains("more than 16 rules apply to tcp port 5061 inbound"), "{msg}");
 }
 
 #[test]
 fn essentials_and_egress_become_flags() {
-    let compiled = |text: &str, role| {
-        compile(&parse(text, "p").unwrap(), role, &[], &SlotMap::default()).unwrap()
-    };
+    let compiled = |text: &str, role| compile(&parse(text, "p").unwrap(), role, &[], &SlotMap::default()).unwrap();
     let text = "[roles.external]\nessentials = { arp = false }\n";
     let all = flags::ESSENTIAL_ARP | flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU;
     assert_eq!(
         compiled(text, Role::External).flags,
         flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU | flags::EGRESS_ENFORCE
     );
-    assert_eq!(
-        compiled(text, Role::Internal).flags,
-        all | flags::EGRESS_ENFORCE
-    );
+    assert_eq!(compiled(text, Role::Internal).flags, all | flags::EGRESS_ENFORCE);
     let text = "[roles.external]\negress = \"monitor\"\n[roles.internal]\negress = \"off\"\n";
-    assert_eq!(
-        compiled(text, Role::External).flags,
-        all | flags::EGRESS_MONITOR
-    );
+    assert_eq!(compiled(text, Role::External).flags, all | flags::EGRESS_MONITOR);
     assert_eq!(compiled(text, Role::Internal).flags, all);
 }
 
 #[test]
 fn conntrack_settings_become_timeouts() {
-    let p = parse(
-        "[conntrack]\nmax_entries = 1024\nudp = 5\ntcp_established = 100\n",
-        "p",
-    )
-    .unwrap();
+    let p = parse("[conntrack]\nmax_entries = 1024\nudp = 5\ntcp_established = 100\n", "p").unwrap();
     let t = compile(&p, Role::External, &[], &SlotMap::default()).unwrap();
     assert_eq!(t.ct_max, 1024);
-    assert_eq!(
-        t.ct_timeout_ns,
-        [
-            30_000_000_000,
-            100_000_000_000,
-            60_000_000_000,
-            5_000_000_000
-        ]
-    );
+    assert_eq!(t.ct_timeout_ns, [30_000_000_000, 100_000_000_000, 60_000_000_000, 5_000_000_000]);
 }

@@ -69,12 +69,8 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     let addrs = system::interface_addresses(req.ifname);
     let tables = compile::compile(req.policy, req.role, &addrs, &SlotMap::default())?;
 
-    std::fs::create_dir_all(&p.staging)
-        .map_err(|e| DataplaneError::io("create staging pins", e))?;
-    let mut staging = Staging {
-        dir: &p.staging,
-        armed: true,
-    };
+    std::fs::create_dir_all(&p.staging).map_err(|e| DataplaneError::io("create staging pins", e))?;
+    let mut staging = Staging { dir: &p.staging, armed: true };
     let mut ebpf = object::load(&p.staging, tables.ct_max)?;
     let mut maps = MapSet::open(&p.staging)?;
     maps.write_generation(0, &tables)?;
@@ -84,14 +80,10 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     let mut egress = attach_egress(&mut ebpf, req.ifname, &p.staging)?;
     let prog = object::load_xdp(&mut ebpf, programs::XDP_FILTER)?;
     let (mode, fallback, link_id) = attach_xdp(prog, req.ifname, req.mode)?;
-    let link = prog
-        .take_link(link_id)
-        .map_err(|e| DataplaneError::Load(e.to_string()))?;
-    let link = FdLink::try_from(link)
-        .map_err(|e| DataplaneError::Load(format!("XDP link is not a bpf_link: {e}")))?;
+    let link = prog.take_link(link_id).map_err(|e| DataplaneError::Load(e.to_string()))?;
+    let link = FdLink::try_from(link).map_err(|e| DataplaneError::Load(format!("XDP link is not a bpf_link: {e}")))?;
     let program_id = link.info().map(|i| i.program_id()).unwrap_or(0);
-    link.pin(p.staging.join(XDP_LINK))
-        .map_err(|e| DataplaneError::Load(format!("pin XDP link: {e}")))?;
+    link.pin(p.staging.join(XDP_LINK)).map_err(|e| DataplaneError::Load(format!("pin XDP link: {e}")))?;
 
     let st = InterfaceState {
         format: state::STATE_FORMAT,
@@ -107,8 +99,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     };
     st.save(&p.state)?;
     // The commit point: until this rename, the next command removes everything above.
-    std::fs::rename(&p.staging, &p.pins)
-        .map_err(|e| DataplaneError::io("move pins into place", e))?;
+    std::fs::rename(&p.staging, &p.pins).map_err(|e| DataplaneError::io("move pins into place", e))?;
     staging.armed = false;
     egress.armed = false;
     Ok(AttachReport {
@@ -161,69 +152,41 @@ impl Drop for Egress {
 }
 
 /// TCX when the kernel has it, clsact otherwise. `EDGE_CTL_TC=clsact` forces clsact (tests).
-fn attach_egress(
-    ebpf: &mut aya::Ebpf,
-    ifname: &str,
-    pins: &Path,
-) -> Result<Egress, DataplaneError> {
-    let err = |e: &dyn std::fmt::Display| DataplaneError::AttachEgress {
-        ifname: ifname.into(),
-        reason: e.to_string(),
-    };
+fn attach_egress(ebpf: &mut aya::Ebpf, ifname: &str, pins: &Path) -> Result<Egress, DataplaneError> {
+    let err = |e: &dyn std::fmt::Display| DataplaneError::AttachEgress { ifname: ifname.into(), reason: e.to_string() };
     let prog: &mut SchedClassifier = ebpf
         .program_mut(programs::TC_EGRESS)
         .ok_or_else(|| DataplaneError::Load(format!("program {} missing", programs::TC_EGRESS)))?
         .try_into()
         .map_err(|e: ProgramError| DataplaneError::Load(e.to_string()))?;
-    prog.load()
-        .map_err(|e| object::verifier_error(programs::TC_EGRESS, e))?;
+    prog.load().map_err(|e| object::verifier_error(programs::TC_EGRESS, e))?;
     let force_clsact = std::env::var("EDGE_CTL_TC").is_ok_and(|v| v == "clsact");
     // TCX arrived in Linux 6.6 (the same test aya makes).
-    let tcx =
-        !force_clsact && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    let tcx = !force_clsact && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
     if tcx {
         let id = prog
-            .attach_with_options(
-                ifname,
-                TcAttachType::Egress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
+            .attach_with_options(ifname, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
             .map_err(|e| err(&e))?;
         let link = prog.take_link(id).map_err(|e| err(&e))?;
         let link = FdLink::try_from(link).map_err(|e| err(&e))?;
         link.pin(pins.join(TC_LINK)).map_err(|e| err(&e))?;
-        return Ok(Egress {
-            ifname: ifname.into(),
-            attachment: EgressAttachment::Tcx,
-            armed: true,
-        });
+        return Ok(Egress { ifname: ifname.into(), attachment: EgressAttachment::Tcx, armed: true });
     }
     if let Err(e) = aya::programs::tc::qdisc_add_clsact(ifname)
         && !matches!(&e, aya::programs::tc::TcError::IoError(io) if io.kind() == std::io::ErrorKind::AlreadyExists)
     {
         return Err(err(&e));
     }
-    let options = NlOptions {
-        priority: CLSACT_PRIORITY,
-        handle: TcHandle::from(CLSACT_HANDLE),
-        classid: None,
-    };
+    let options = NlOptions { priority: CLSACT_PRIORITY, handle: TcHandle::from(CLSACT_HANDLE), classid: None };
     let id = prog
-        .attach_with_options(
-            ifname,
-            TcAttachType::Egress,
-            TcAttachOptions::Netlink(options),
-        )
+        .attach_with_options(ifname, TcAttachType::Egress, TcAttachOptions::Netlink(options))
         .map_err(|e| err(&e))?;
     let link = prog.take_link(id).map_err(|e| err(&e))?;
     // The filter lives in the qdisc; dropping the link would remove it.
     std::mem::forget(link);
     Ok(Egress {
         ifname: ifname.into(),
-        attachment: EgressAttachment::Clsact {
-            priority: CLSACT_PRIORITY,
-            handle: CLSACT_HANDLE,
-        },
+        attachment: EgressAttachment::Clsact { priority: CLSACT_PRIORITY, handle: CLSACT_HANDLE },
         armed: true,
     })
 }
@@ -231,23 +194,14 @@ fn attach_egress(
 /// Removes a clsact egress filter (a TCX link goes with its pin).
 pub(super) fn detach_clsact(ifname: &str, attachment: &EgressAttachment) {
     if let EgressAttachment::Clsact { priority, handle } = attachment
-        && let Ok(link) = SchedClassifierLink::attached(
-            ifname,
-            TcAttachType::Egress,
-            *priority,
-            TcHandle::from(*handle),
-            None,
-        )
+        && let Ok(link) =
+            SchedClassifierLink::attached(ifname, TcAttachType::Egress, *priority, TcHandle::from(*handle), None)
     {
         let _ = link.detach();
     }
 }
 
-pub(super) fn generation_state(
-    policy: &Policy,
-    addrs: &[IpAddr],
-    tables: &compile::Tables,
-) -> GenerationState {
+pub(super) fn generation_state(policy: &Policy, addrs: &[IpAddr], tables: &compile::Tables) -> GenerationState {
     GenerationState {
         policy_origin: policy.origin.clone(),
         policy_hash: policy.hash(),
@@ -272,27 +226,13 @@ fn attach_xdp(
         reason: e.to_string(),
     };
     match mode {
-        Mode::Native => prog
-            .attach(ifname, XdpMode::Driver)
-            .map(|l| ("native", None, l))
-            .map_err(|e| err("native", e)),
-        Mode::Generic => prog
-            .attach(ifname, XdpMode::Skb)
-            .map(|l| ("generic", None, l))
-            .map_err(|e| err("generic", e)),
+        Mode::Native => prog.attach(ifname, XdpMode::Driver).map(|l| ("native", None, l)).map_err(|e| err("native", e)),
+        Mode::Generic => prog.attach(ifname, XdpMode::Skb).map(|l| ("generic", None, l)).map_err(|e| err("generic", e)),
         Mode::Auto => match prog.attach(ifname, XdpMode::Driver) {
             Ok(l) => Ok(("native", None, l)),
             Err(native) => {
-                let l = prog
-                    .attach(ifname, XdpMode::Skb)
-                    .map_err(|e| err("generic", e))?;
-                Ok((
-                    "generic",
-                    Some(format!(
-                        "native XDP failed ({native}); attached in generic mode"
-                    )),
-                    l,
-                ))
+                let l = prog.attach(ifname, XdpMode::Skb).map_err(|e| err("generic", e))?;
+                Ok(("generic", Some(format!("native XDP failed ({native}); attached in generic mode")), l))
             }
         },
     }
@@ -303,10 +243,7 @@ pub fn detach(ifname: &str) -> Result<(), DataplaneError> {
     let (ns, locked) = prepare(ifname)?;
     let p = &locked.paths;
     if !p.pins.exists() {
-        return Err(DataplaneError::NotAttached {
-            ifname: ifname.into(),
-            attached: ns.attached_names(),
-        });
+        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
     }
     let st = InterfaceState::load(&p.state).ok().flatten();
     std::fs::rename(&p.pins, &p.retiring).map_err(|e| DataplaneError::io("retire pins", e))?;

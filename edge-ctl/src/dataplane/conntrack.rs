@@ -33,9 +33,7 @@ fn proto_name(p: u8) -> &'static str {
 
 fn words(a: Ipv6Addr) -> [u32; 4] {
     let o = a.octets();
-    std::array::from_fn(|i| {
-        u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
-    })
+    std::array::from_fn(|i| u32::from_ne_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]]))
 }
 
 fn v6(w: [u32; 4]) -> Ipv6Addr {
@@ -147,11 +145,7 @@ pub fn seeded_entry(tcp: bool, slot: u16) -> CtEntry {
         created_ns: now,
         last_seen_ns: now,
         rule: slot,
-        state: if tcp {
-            CtState::Established as u8
-        } else {
-            CtState::Udp as u8
-        },
+        state: if tcp { CtState::Established as u8 } else { CtState::Udp as u8 },
         origin: ct_origin::SEEDED,
         _pad: 0,
     }
@@ -163,10 +157,7 @@ pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
     let ns = NamespacePaths::new(system::netns_id()?);
     let p = ns.interface(ifname);
     if !p.pins.exists() {
-        return Err(DataplaneError::NotAttached {
-            ifname: ifname.into(),
-            attached: ns.attached_names(),
-        });
+        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
     }
     let maps = MapSet::open(&p.pins)?;
     let st = InterfaceState::load(&p.state)?;
@@ -208,10 +199,7 @@ pub fn flush(ifname: &str) -> Result<usize, DataplaneError> {
     let ns = NamespacePaths::new(system::netns_id()?);
     let p = ns.interface(ifname);
     if !p.pins.exists() {
-        return Err(DataplaneError::NotAttached {
-            ifname: ifname.into(),
-            attached: ns.attached_names(),
-        });
+        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
     }
     MapSet::open(&p.pins)?.ct_flush()
 }

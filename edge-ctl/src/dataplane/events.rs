@@ -60,12 +60,8 @@ pub fn decided_by(reason: DropReason, direction: u8) -> &'static str {
     match reason {
         DropReason::PolicyDefault => "default: no rule allows it",
         DropReason::NoFlow => "default: no rule, no tracked flow",
-        DropReason::EgressPolicy if direction == 1 => {
-            "egress default: no outbound rule, flow or reply"
-        }
-        DropReason::Icmp | DropReason::EssentialOff => {
-            "essentials: ICMP other than NDP, PMTU, tracked errors"
-        }
+        DropReason::EgressPolicy if direction == 1 => "egress default: no outbound rule, flow or reply",
+        DropReason::Icmp | DropReason::EssentialOff => "essentials: ICMP other than NDP, PMTU, tracked errors",
         DropReason::Fragment => "fragments: later fragments have no ports",
         _ => "parser: the frame is not a well-formed TCP/UDP/ICMP packet",
     }
@@ -86,32 +82,21 @@ impl Tail {
         let names = match ifname {
             Some(n) if ns.interface(n).pins.exists() => vec![n.to_string()],
             Some(n) => {
-                return Err(DataplaneError::NotAttached {
-                    ifname: n.into(),
-                    attached: ns.attached_names(),
-                });
+                return Err(DataplaneError::NotAttached { ifname: n.into(), attached: ns.attached_names() });
             }
             None => ns.attached_names(),
         };
         let mut readers = Vec::new();
         for name in names {
             let path = ns.interface(&name).pins.join(names::EVENTS);
-            let data = MapData::from_pin(&path)
-                .map_err(|e| DataplaneError::map(names::EVENTS, "open pinned map", e))?;
-            let map = Map::from_map_data(data)
-                .map_err(|e| DataplaneError::map(names::EVENTS, "open", e))?;
-            let ring = RingBuf::try_from(map)
-                .map_err(|e| DataplaneError::map(names::EVENTS, "open", e))?;
+            let data =
+                MapData::from_pin(&path).map_err(|e| DataplaneError::map(names::EVENTS, "open pinned map", e))?;
+            let map = Map::from_map_data(data).map_err(|e| DataplaneError::map(names::EVENTS, "open", e))?;
+            let ring = RingBuf::try_from(map).map_err(|e| DataplaneError::map(names::EVENTS, "open", e))?;
             readers.push((name, ring));
         }
-        let realtime = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as i128;
-        Ok(Tail {
-            readers,
-            offset_ns: realtime - monotonic_ns() as i128,
-        })
+        let realtime = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
+        Ok(Tail { readers, offset_ns: realtime - monotonic_ns() as i128 })
     }
 
     pub fn interfaces(&self) -> Vec<&str> {
@@ -151,24 +136,13 @@ impl Tail {
 fn convert(interface: &str, e: &DropEvent, offset_ns: i128) -> TailEvent {
     let reason = DropReason::from_u32(e.reason as u32).unwrap_or(DropReason::PolicyDefault);
     let wall = (e.time_ns as i128 + offset_ns).max(0) as u128;
-    let time = humantime::format_rfc3339_millis(
-        SystemTime::UNIX_EPOCH + Duration::from_nanos(wall as u64),
-    )
-    .to_string();
+    let time = humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_nanos(wall as u64)).to_string();
     let ports = e.family != 0 && (e.proto == 6 || e.proto == 17);
     TailEvent {
         time,
         interface: interface.to_string(),
-        direction: if e.direction == 0 {
-            "inbound"
-        } else {
-            "outbound"
-        },
-        verdict: if e.kind == DropKind::WouldDrop as u8 {
-            "would-drop"
-        } else {
-            "dropped"
-        },
+        direction: if e.direction == 0 { "inbound" } else { "outbound" },
+        verdict: if e.kind == DropKind::WouldDrop as u8 { "would-drop" } else { "dropped" },
         protocol: protocol(e.family, e.proto),
         src: addr(e.family, e.src),
         sport: ports.then_some(e.sport),

@@ -60,20 +60,13 @@ pub fn explain(req: &ExplainRequest) -> Result<ExplainAnswer, DataplaneError> {
     let ns = NamespacePaths::new(system::netns_id()?);
     let p = ns.interface(req.ifname);
     if !p.pins.exists() {
-        return Err(DataplaneError::NotAttached {
-            ifname: req.ifname.into(),
-            attached: ns.attached_names(),
-        });
+        return Err(DataplaneError::NotAttached { ifname: req.ifname.into(), attached: ns.attached_names() });
     }
     if req.src.is_ipv4() != req.dst.is_ipv4() {
-        return Err(DataplaneError::Explain(
-            "source and destination must be of the same address family".into(),
-        ));
+        return Err(DataplaneError::Explain("source and destination must be of the same address family".into()));
     }
-    let st = InterfaceState::load(&p.state)?.ok_or_else(|| DataplaneError::State {
-        path: p.state.display().to_string(),
-        reason: "missing".into(),
-    })?;
+    let st = InterfaceState::load(&p.state)?
+        .ok_or_else(|| DataplaneError::State { path: p.state.display().to_string(), reason: "missing".into() })?;
     let local = system::interface_addresses(req.ifname);
     let direction = match req.direction {
         Some(d) => d,
@@ -93,30 +86,17 @@ pub fn explain(req: &ExplainRequest) -> Result<ExplainAnswer, DataplaneError> {
 
     let ct_max = MapSet::open(&p.pins)?.ct_v4_max();
     let mut ebpf = object::load(&p.pins, ct_max)?;
-    let name = if direction == Direction::Inbound {
-        programs::EXPLAIN_IN
-    } else {
-        programs::EXPLAIN_OUT
-    };
+    let name = if direction == Direction::Inbound { programs::EXPLAIN_IN } else { programs::EXPLAIN_OUT };
     let prog = object::load_xdp(&mut ebpf, name)?;
-    prog.test_run(TestRunOptions {
-        data_in: Some(&probe),
-        repeat: 1,
-        ..Default::default()
-    })
-    .map_err(|e| DataplaneError::Explain(format!("BPF_PROG_TEST_RUN: {e}")))?;
-    let map = ebpf
-        .map(names::EXPLAIN)
-        .ok_or_else(|| DataplaneError::Explain("explain map missing".into()))?;
+    prog.test_run(TestRunOptions { data_in: Some(&probe), repeat: 1, ..Default::default() })
+        .map_err(|e| DataplaneError::Explain(format!("BPF_PROG_TEST_RUN: {e}")))?;
+    let map = ebpf.map(names::EXPLAIN).ok_or_else(|| DataplaneError::Explain("explain map missing".into()))?;
     let result: Explanation = Array::<&MapData, Explanation>::try_from(map)
         .and_then(|a| a.get(&0, 0))
         .map_err(|e| DataplaneError::map(names::EXPLAIN, "read", e))?;
 
     let live = st.live(result.generation).cloned();
-    let policy_hash = live
-        .as_ref()
-        .map(|g| g.policy_hash.clone())
-        .unwrap_or_default();
+    let policy_hash = live.as_ref().map(|g| g.policy_hash.clone()).unwrap_or_default();
     let mut answer = ExplainAnswer {
         interface: req.ifname.into(),
         direction,
@@ -131,8 +111,7 @@ pub fn explain(req: &ExplainRequest) -> Result<ExplainAnswer, DataplaneError> {
     };
     match result.by {
         explain::RULE => {
-            let rule =
-                live.and_then(|g| g.rules.into_iter().find(|r| r.slot as u32 == result.detail));
+            let rule = live.and_then(|g| g.rules.into_iter().find(|r| r.slot as u32 == result.detail));
             answer.because = match &rule {
                 Some(r) => format!(
                     "rule `{}` allows it ({} {} {}, local {}, remote {})",
@@ -140,12 +119,7 @@ pub fn explain(req: &ExplainRequest) -> Result<ExplainAnswer, DataplaneError> {
                 ),
                 None => format!("rule slot {} allows it", result.detail),
             };
-            answer.rule = rule.map(|r| RuleRef {
-                name: r.name,
-                ports: r.ports,
-                local: r.local,
-                remote: r.remote,
-            });
+            answer.rule = rule.map(|r| RuleRef { name: r.name, ports: r.ports, local: r.local, remote: r.remote });
         }
         explain::PASS_REASON => {
             let reason = PassReason::from_u32(result.detail).map_or("?", |r| r.name());
@@ -163,30 +137,20 @@ pub fn explain(req: &ExplainRequest) -> Result<ExplainAnswer, DataplaneError> {
         explain::DROP | explain::WOULD_DROP => {
             let reason = DropReason::from_u32(result.detail).unwrap_or(DropReason::PolicyDefault);
             answer.reason = Some(reason.name());
-            answer.because = format!(
-                "{} ({})",
-                decided_by(reason, direction as u8),
-                reason.name()
-            );
+            answer.because = format!("{} ({})", decided_by(reason, direction as u8), reason.name());
             if answer.would_drop {
-                answer.because +=
-                    "; it passes because the role is in audit mode or egress monitor mode";
+                answer.because += "; it passes because the role is in audit mode or egress monitor mode";
             }
         }
         other => {
-            return Err(DataplaneError::Explain(format!(
-                "unexpected explanation kind {other}"
-            )));
+            return Err(DataplaneError::Explain(format!("unexpected explanation kind {other}")));
         }
     }
     Ok(answer)
 }
 
 /// The connection-table entry of the probe's flow.
-fn tracked_flow(
-    req: &ExplainRequest,
-    direction: Direction,
-) -> Result<Option<ConntrackEntry>, DataplaneError> {
+fn tracked_flow(req: &ExplainRequest, direction: Direction) -> Result<Option<ConntrackEntry>, DataplaneError> {
     let (local, lport, remote, rport) = match direction {
         Direction::Inbound => (req.dst, req.dport, req.src, req.sport),
         Direction::Outbound => (req.src, req.sport, req.dst, req.dport),

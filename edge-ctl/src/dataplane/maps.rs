@@ -6,9 +6,9 @@ use std::path::Path;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use edge_common::{
-    ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DropKind, DropReason, EventBudget,
-    GenConfig, LocalV4, LocalV6, PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6,
-    RemoteSets, class_index, drop_index, maps as names, pass_index, port_index,
+    ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DropKind, DropReason, EventBudget, GenConfig, LocalV4,
+    LocalV6, PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets, class_index, drop_index,
+    maps as names, pass_index, port_index,
 };
 
 use super::DataplaneError;
@@ -16,16 +16,13 @@ use crate::compile::Tables;
 
 fn open(dir: &Path, name: &str) -> Result<Map, DataplaneError> {
     let path = dir.join(name);
-    let data =
-        MapData::from_pin(&path).map_err(|e| DataplaneError::map(name, "open pinned map", e))?;
+    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::map(name, "open pinned map", e))?;
     Map::from_map_data(data).map_err(|e| DataplaneError::map(name, "open pinned map", e))
 }
 
 macro_rules! typed {
     ($dir:expr, $name:expr) => {
-        open($dir, $name)?
-            .try_into()
-            .map_err(|e| DataplaneError::map($name, "open pinned map", e))?
+        open($dir, $name)?.try_into().map_err(|e| DataplaneError::map($name, "open pinned map", e))?
     };
 }
 
@@ -75,26 +72,17 @@ impl MapSet {
 
     /// The live generation.
     pub fn active_generation(&self) -> Result<u32, DataplaneError> {
-        self.active
-            .get(&0, 0)
-            .map(|g| g & 1)
-            .map_err(|e| DataplaneError::map(names::ACTIVE, "read", e))
+        self.active.get(&0, 0).map(|g| g & 1).map_err(|e| DataplaneError::map(names::ACTIVE, "read", e))
     }
 
     /// Makes `generation` live: one map write, after which every new packet uses it.
     pub fn set_active_generation(&mut self, generation: u32) -> Result<(), DataplaneError> {
-        self.active
-            .set(0, generation, 0)
-            .map_err(|e| DataplaneError::map(names::ACTIVE, "write", e))
+        self.active.set(0, generation, 0).map_err(|e| DataplaneError::map(names::ACTIVE, "write", e))
     }
 
     /// Writes `tables` into `generation`, which must not be live. Nothing the kernel reads for
     /// the live generation changes.
-    pub fn write_generation(
-        &mut self,
-        generation: u32,
-        tables: &Tables,
-    ) -> Result<(), DataplaneError> {
+    pub fn write_generation(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
         self.write_ports(generation, tables)?;
         for (i, class) in tables.classes.iter().enumerate() {
             self.classes
@@ -103,9 +91,7 @@ impl MapSet {
         }
         self.write_remotes(generation, tables)?;
         let cfg = gen_config(tables);
-        self.gen_config
-            .set(generation, cfg, 0)
-            .map_err(|e| DataplaneError::map(names::GEN_CONFIG, "write", e))
+        self.gen_config.set(generation, cfg, 0).map_err(|e| DataplaneError::map(names::GEN_CONFIG, "write", e))
     }
 
     fn write_ports(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
@@ -115,10 +101,7 @@ impl MapSet {
             for (proto, classes) in per_proto.iter().enumerate() {
                 let base = port_index(generation, direction as u32, proto as u32, 0) as usize;
                 for (port, class) in classes.iter().enumerate() {
-                    table.entries_mut()[base + port] = PortEntry {
-                        class: *class,
-                        _pad: 0,
-                    };
+                    table.entries_mut()[base + port] = PortEntry { class: *class, _pad: 0 };
                 }
             }
         }
@@ -127,43 +110,27 @@ impl MapSet {
 
     fn write_remotes(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
         let g = generation as u8;
-        let stale4: Vec<Key<RemoteKeyV4>> = self
-            .remote_v4
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data()[0] == g)
-            .collect();
+        let stale4: Vec<Key<RemoteKeyV4>> =
+            self.remote_v4.keys().filter_map(Result::ok).filter(|k| k.data()[0] == g).collect();
         for k in stale4 {
-            self.remote_v4
-                .remove(&k)
-                .map_err(|e| DataplaneError::map(names::REMOTE_V4, "delete", e))?;
+            self.remote_v4.remove(&k).map_err(|e| DataplaneError::map(names::REMOTE_V4, "delete", e))?;
         }
-        let stale6: Vec<Key<RemoteKeyV6>> = self
-            .remote_v6
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data()[0] == g)
-            .collect();
+        let stale6: Vec<Key<RemoteKeyV6>> =
+            self.remote_v6.keys().filter_map(Result::ok).filter(|k| k.data()[0] == g).collect();
         for k in stale6 {
-            self.remote_v6
-                .remove(&k)
-                .map_err(|e| DataplaneError::map(names::REMOTE_V6, "delete", e))?;
+            self.remote_v6.remove(&k).map_err(|e| DataplaneError::map(names::REMOTE_V6, "delete", e))?;
         }
         for (net, sets) in &tables.remote_v4 {
             let o = net.network().octets();
             let key = Key::new(8 + net.prefix_len() as u32, [g, o[0], o[1], o[2], o[3]]);
-            self.remote_v4
-                .insert(&key, sets, 0)
-                .map_err(|e| DataplaneError::map(names::REMOTE_V4, "insert", e))?;
+            self.remote_v4.insert(&key, sets, 0).map_err(|e| DataplaneError::map(names::REMOTE_V4, "insert", e))?;
         }
         for (net, sets) in &tables.remote_v6 {
             let mut data = [0u8; 17];
             data[0] = g;
             data[1..].copy_from_slice(&net.network().octets());
             let key = Key::new(8 + net.prefix_len() as u32, data);
-            self.remote_v6
-                .insert(&key, sets, 0)
-                .map_err(|e| DataplaneError::map(names::REMOTE_V6, "insert", e))?;
+            self.remote_v6.insert(&key, sets, 0).map_err(|e| DataplaneError::map(names::REMOTE_V6, "insert", e))?;
         }
         Ok(())
     }
@@ -171,9 +138,7 @@ impl MapSet {
     /// Zeroes the counters of a rule slot (before a new rule takes it).
     pub fn reset_rule_counter(&mut self, slot: u16) -> Result<(), DataplaneError> {
         let zeros = per_cpu_zeros()?;
-        self.rules
-            .set(slot as u32, zeros, 0)
-            .map_err(|e| DataplaneError::map(names::RULE_COUNTERS, "write", e))
+        self.rules.set(slot as u32, zeros, 0).map_err(|e| DataplaneError::map(names::RULE_COUNTERS, "write", e))
     }
 
     pub fn rule_counter(&self, slot: u16) -> Result<Counter, DataplaneError> {
@@ -181,47 +146,24 @@ impl MapSet {
     }
 
     /// Drops by reason; `direction` 0 is inbound, 1 outbound.
-    pub fn drop_counter(
-        &self,
-        direction: u32,
-        kind: DropKind,
-        reason: DropReason,
-    ) -> Result<Counter, DataplaneError> {
-        sum(
-            &self.drops,
-            drop_index(direction, kind, reason),
-            names::DROP_COUNTERS,
-        )
+    pub fn drop_counter(&self, direction: u32, kind: DropKind, reason: DropReason) -> Result<Counter, DataplaneError> {
+        sum(&self.drops, drop_index(direction, kind, reason), names::DROP_COUNTERS)
     }
 
-    pub fn pass_counter(
-        &self,
-        direction: u32,
-        reason: PassReason,
-    ) -> Result<Counter, DataplaneError> {
-        sum(
-            &self.passes,
-            pass_index(direction, reason),
-            names::PASS_COUNTERS,
-        )
+    pub fn pass_counter(&self, direction: u32, reason: PassReason) -> Result<Counter, DataplaneError> {
+        sum(&self.passes, pass_index(direction, reason), names::PASS_COUNTERS)
     }
 
     pub fn ct_event(&self, event: CtEvent) -> Result<u64, DataplaneError> {
-        let values = self
-            .ct_events
-            .get(&(event as u32), 0)
-            .map_err(|e| DataplaneError::map(names::CT_EVENTS, "read", e))?;
+        let values =
+            self.ct_events.get(&(event as u32), 0).map_err(|e| DataplaneError::map(names::CT_EVENTS, "read", e))?;
         Ok(values.iter().sum())
     }
 
     /// Drop events reported and suppressed by the per-CPU budget, over all CPUs.
     pub fn event_totals(&self) -> Result<(u64, u64), DataplaneError> {
-        let v = self
-            .event_budget
-            .get(&0, 0)
-            .map_err(|e| DataplaneError::map(names::EVENT_BUDGET, "read", e))?;
-        Ok(v.iter()
-            .fold((0, 0), |(e, s), b| (e + b.emitted, s + b.suppressed)))
+        let v = self.event_budget.get(&0, 0).map_err(|e| DataplaneError::map(names::EVENT_BUDGET, "read", e))?;
+        Ok(v.iter().fold((0, 0), |(e, s), b| (e + b.emitted, s + b.suppressed)))
     }
 
     /// Size of each connection table.
@@ -232,45 +174,27 @@ impl MapSet {
 
     /// Live connection-table entries `[IPv4, IPv6]` as the kernel counts them.
     pub fn ct_live(&self) -> Result<[u64; 2], DataplaneError> {
-        let get = |i| {
-            self.ct_live
-                .get(&i, 0)
-                .map_err(|e| DataplaneError::map(names::CT_LIVE, "read", e))
-        };
+        let get = |i| self.ct_live.get(&i, 0).map_err(|e| DataplaneError::map(names::CT_LIVE, "read", e));
         Ok([get(0)?, get(1)?])
     }
 
     /// Sets the live-entry gauge of one family (after the controller adds or removes entries).
     pub fn set_ct_live(&mut self, family: u32, value: u64) -> Result<(), DataplaneError> {
-        self.ct_live
-            .set(family, value, 0)
-            .map_err(|e| DataplaneError::map(names::CT_LIVE, "write", e))
+        self.ct_live.set(family, value, 0).map_err(|e| DataplaneError::map(names::CT_LIVE, "write", e))
     }
 }
 
-fn sum(
-    map: &PerCpuArray<MapData, Counter>,
-    index: u32,
-    name: &str,
-) -> Result<Counter, DataplaneError> {
-    let values = map
-        .get(&index, 0)
-        .map_err(|e| DataplaneError::map(name, "read", e))?;
-    Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    }))
+fn sum(map: &PerCpuArray<MapData, Counter>, index: u32, name: &str) -> Result<Counter, DataplaneError> {
+    let values = map.get(&index, 0).map_err(|e| DataplaneError::map(name, "read", e))?;
+    Ok(values
+        .iter()
+        .fold(Counter::default(), |acc, c| Counter { packets: acc.packets + c.packets, bytes: acc.bytes + c.bytes }))
 }
 
 fn per_cpu_zeros() -> Result<PerCpuValues<Counter>, DataplaneError> {
-    let n = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io {
-        what: what.into(),
-        source: e,
-    })?;
-    PerCpuValues::try_from(vec![Counter::default(); n]).map_err(|e| DataplaneError::Io {
-        what: "per-CPU values".into(),
-        source: e,
-    })
+    let n = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Io { what: what.into(), source: e })?;
+    PerCpuValues::try_from(vec![Counter::default(); n])
+        .map_err(|e| DataplaneError::Io { what: "per-CPU values".into(), source: e })
 }
 
 fn gen_config(tables: &Tables) -> GenConfig {
@@ -283,10 +207,8 @@ fn gen_config(tables: &Tables) -> GenConfig {
     cfg.events_per_cpu = tables.events_per_second.div_ceil(cpus);
     cfg.local_v4_len = tables.local_v4.len() as u32;
     cfg.local_v6_len = tables.local_v6.len() as u32;
-    let fill4 =
-        |dst: &mut [LocalV4]| dst[..tables.local_v4.len()].copy_from_slice(&tables.local_v4);
-    let fill6 =
-        |dst: &mut [LocalV6]| dst[..tables.local_v6.len()].copy_from_slice(&tables.local_v6);
+    let fill4 = |dst: &mut [LocalV4]| dst[..tables.local_v4.len()].copy_from_slice(&tables.local_v4);
+    let fill6 = |dst: &mut [LocalV6]| dst[..tables.local_v6.len()].copy_from_slice(&tables.local_v6);
     fill4(&mut cfg.local_v4);
     fill6(&mut cfg.local_v6);
     cfg
@@ -321,10 +243,7 @@ impl PortTable {
                 source: std::io::Error::last_os_error(),
             });
         }
-        Ok(PortTable {
-            ptr: ptr.cast(),
-            len,
-        })
+        Ok(PortTable { ptr: ptr.cast(), len })
     }
 
     fn entries_mut(&mut self) -> &mut [PortEntry] {

@@ -23,10 +23,7 @@ use paths::{InterfacePaths, NamespacePaths, XDP_LINK};
 
 pub use attach::{AttachReport, AttachRequest, Mode, attach, detach};
 pub use explain::{ExplainAnswer, ExplainRequest, RuleRef, explain};
-pub use reload::{
-    ReloadReport, RemovedRule, UpgradeReport, needs_upgrade, reload, upgrade,
-    wait_for_running_programs,
-};
+pub use reload::{ReloadReport, RemovedRule, UpgradeReport, needs_upgrade, reload, upgrade, wait_for_running_programs};
 pub use report::{InterfaceStats, InterfaceStatus, ReasonStats, RuleStats, stats, status};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,52 +43,28 @@ pub enum DataplaneError {
     )]
     AlreadyAttached(String),
     #[error("edge-ctl is not attached to {ifname}{}", attached_hint(.attached))]
-    NotAttached {
-        ifname: String,
-        attached: Vec<String>,
-    },
+    NotAttached { ifname: String, attached: Vec<String> },
     #[error("another edge-ctl is changing {0} right now; try again when it has finished")]
     Busy(String),
-    #[error(
-        "the kernel's verifier rejected {program} ({reason}); end of the verifier log:\n{log_tail}"
-    )]
-    Verifier {
-        program: String,
-        reason: String,
-        log_tail: String,
-    },
+    #[error("the kernel's verifier rejected {program} ({reason}); end of the verifier log:\n{log_tail}")]
+    Verifier { program: String, reason: String, log_tail: String },
     #[error("loading the eBPF object failed: {0}")]
     Load(String),
     #[error("cannot attach XDP to {ifname} in {mode} mode: {reason}{}", mode_hint(.mode))]
-    Attach {
-        ifname: String,
-        mode: String,
-        reason: String,
-    },
+    Attach { ifname: String, mode: String, reason: String },
     #[error("cannot attach the egress filter to {ifname}: {reason}")]
     AttachEgress { ifname: String, reason: String },
     #[error(
         "this edge-ctl's eBPF programs need map {map} as {new}, but the live one is {live}; \
          an in-place upgrade cannot migrate it: `edge-ctl detach` and `edge-ctl attach` again"
     )]
-    LayoutChanged {
-        map: String,
-        live: String,
-        new: String,
-    },
+    LayoutChanged { map: String, live: String, new: String },
     #[error("explain: {0}")]
     Explain(String),
     #[error("BPF map {name}: {op} failed: {reason}")]
-    Map {
-        name: String,
-        op: String,
-        reason: String,
-    },
+    Map { name: String, op: String, reason: String },
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
+    Io { what: String, source: std::io::Error },
     #[error("state file {path} is unreadable ({reason}); `edge-ctl detach` removes it")]
     State { path: String, reason: String },
     #[error(transparent)]
@@ -116,17 +89,10 @@ fn mode_hint(mode: &str) -> &'static str {
 
 impl DataplaneError {
     pub fn map(name: &str, op: &str, e: impl std::fmt::Display) -> Self {
-        DataplaneError::Map {
-            name: name.into(),
-            op: op.into(),
-            reason: e.to_string(),
-        }
+        DataplaneError::Map { name: name.into(), op: op.into(), reason: e.to_string() }
     }
     fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        DataplaneError::Io {
-            what: what.into(),
-            source,
-        }
+        DataplaneError::Io { what: what.into(), source }
     }
 }
 
@@ -141,10 +107,8 @@ fn prepare(ifname: &str) -> Result<(NamespacePaths, Locked), DataplaneError> {
     system::ensure_bpffs(Path::new(paths::BPFFS))?;
     let ns = NamespacePaths::new(system::netns_id()?);
     let paths = ns.interface(ifname);
-    std::fs::create_dir_all(&ns.state_root)
-        .map_err(|e| DataplaneError::io("create /run/edge-ctl", e))?;
-    std::fs::create_dir_all(&ns.pin_root)
-        .map_err(|e| DataplaneError::io("create pin directory", e))?;
+    std::fs::create_dir_all(&ns.state_root).map_err(|e| DataplaneError::io("create /run/edge-ctl", e))?;
+    std::fs::create_dir_all(&ns.pin_root).map_err(|e| DataplaneError::io("create pin directory", e))?;
     for dir in [&ns.state_root, &ns.pin_root] {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| DataplaneError::io(format!("chmod {}", dir.display()), e))?;
@@ -167,14 +131,12 @@ fn prepare(ifname: &str) -> Result<(NamespacePaths, Locked), DataplaneError> {
 fn sweep(p: &InterfacePaths) -> Result<(), DataplaneError> {
     for dir in [&p.staging, &p.retiring] {
         if dir.exists() {
-            std::fs::remove_dir_all(dir)
-                .map_err(|e| DataplaneError::io(format!("remove {}", dir.display()), e))?;
+            std::fs::remove_dir_all(dir).map_err(|e| DataplaneError::io(format!("remove {}", dir.display()), e))?;
         }
     }
     // A state file without live pins is what an attach killed before its final rename leaves.
     if p.state.exists() && !p.pins.join(XDP_LINK).exists() {
-        std::fs::remove_file(&p.state)
-            .map_err(|e| DataplaneError::io(format!("remove {}", p.state.display()), e))?;
+        std::fs::remove_file(&p.state).map_err(|e| DataplaneError::io(format!("remove {}", p.state.display()), e))?;
     }
     Ok(())
 }

@@ -15,10 +15,7 @@ pub fn bytes() -> &'static [u8] {
 /// SHA-256 of the embedded object, hex: tells whether live programs came from this build.
 pub fn hash() -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    sha2::Sha256::digest(bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Loads the object; its maps are created (or, when already pinned there, reused) in `pin_dir`.
@@ -36,9 +33,7 @@ pub fn load(pin_dir: &Path, ct_max: u32) -> Result<Ebpf, DataplaneError> {
 pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, DataplaneError> {
     let prog: &mut Xdp = ebpf
         .program_mut(name)
-        .ok_or_else(|| {
-            DataplaneError::Load(format!("program {name} missing from the eBPF object"))
-        })?
+        .ok_or_else(|| DataplaneError::Load(format!("program {name} missing from the eBPF object")))?
         .try_into()
         .map_err(|e: ProgramError| DataplaneError::Load(e.to_string()))?;
     prog.load().map_err(|e| verifier_error(name, e))?;
@@ -48,18 +43,11 @@ pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, Datap
 /// Turns a load failure into an error that shows the end of the verifier's log.
 pub fn verifier_error(program: &str, e: ProgramError) -> DataplaneError {
     match e {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => {
+        ProgramError::LoadError { io_error, verifier_log } => {
             let log = verifier_log.to_string();
             let lines: Vec<&str> = log.lines().collect();
             let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-            DataplaneError::Verifier {
-                program: program.to_string(),
-                reason: io_error.to_string(),
-                log_tail: tail,
-            }
+            DataplaneError::Verifier { program: program.to_string(), reason: io_error.to_string(), log_tail: tail }
         }
         other => DataplaneError::Load(format!("{program}: {other}")),
     }

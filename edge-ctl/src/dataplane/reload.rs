@@ -50,10 +50,7 @@ pub struct ReloadReport {
 /// Test hook: `EDGE_CTL_STEP_DELAY_MS` pauses between the steps of a reload, so a test can kill
 /// it at every step.
 fn step() {
-    if let Some(ms) = std::env::var("EDGE_CTL_STEP_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(ms) = std::env::var("EDGE_CTL_STEP_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
@@ -62,25 +59,17 @@ pub fn reload(ifname: &str, policy: &Policy) -> Result<ReloadReport, DataplaneEr
     let (ns, locked) = prepare(ifname)?;
     let p = &locked.paths;
     if !p.pins.join(XDP_LINK).exists() {
-        return Err(DataplaneError::NotAttached {
-            ifname: ifname.into(),
-            attached: ns.attached_names(),
-        });
+        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
     }
-    let mut st = InterfaceState::load(&p.state)?.ok_or_else(|| DataplaneError::State {
-        path: p.state.display().to_string(),
-        reason: "missing".into(),
-    })?;
+    let mut st = InterfaceState::load(&p.state)?
+        .ok_or_else(|| DataplaneError::State { path: p.state.display().to_string(), reason: "missing".into() })?;
     let mut maps = MapSet::open(&p.pins)?;
     let live_gen = maps.active_generation()?;
     let next_gen = live_gen ^ 1;
-    let live = st
-        .live(live_gen)
-        .cloned()
-        .ok_or_else(|| DataplaneError::State {
-            path: p.state.display().to_string(),
-            reason: format!("no policy recorded for live generation {live_gen}"),
-        })?;
+    let live = st.live(live_gen).cloned().ok_or_else(|| DataplaneError::State {
+        path: p.state.display().to_string(),
+        reason: format!("no policy recorded for live generation {live_gen}"),
+    })?;
 
     // Compile first: a bad policy changes nothing.
     let addrs = super::system::interface_addresses(ifname);
@@ -119,11 +108,7 @@ pub fn reload(ifname: &str, policy: &Policy) -> Result<ReloadReport, DataplaneEr
     let removed = removed
         .into_iter()
         .map(|r| {
-            maps.rule_counter(r.slot).map(|c| RemovedRule {
-                name: r.name.clone(),
-                packets: c.packets,
-                bytes: c.bytes,
-            })
+            maps.rule_counter(r.slot).map(|c| RemovedRule { name: r.name.clone(), packets: c.packets, bytes: c.bytes })
         })
         .collect::<Result<_, _>>()?;
     Ok(ReloadReport {
@@ -146,15 +131,8 @@ fn diff<'a>(old: &'a [CompiledRule], new: &[CompiledRule]) -> Diff<'a> {
         (a.direction, a.protocol, &a.ports, &a.local, &a.remote)
             == (b.direction, b.protocol, &b.ports, &b.local, &b.remote)
     };
-    let added = new
-        .iter()
-        .filter(|n| !old.iter().any(|o| o.name == n.name))
-        .map(|n| n.name.clone())
-        .collect();
-    let removed = old
-        .iter()
-        .filter(|o| !new.iter().any(|n| n.name == o.name))
-        .collect();
+    let added = new.iter().filter(|n| !old.iter().any(|o| o.name == n.name)).map(|n| n.name.clone()).collect();
+    let removed = old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)).collect();
     let mut changed = Vec::new();
     let mut unchanged = 0;
     for n in new {
@@ -180,23 +158,12 @@ pub fn wait_for_running_programs() -> Result<(), DataplaneError> {
     let create = |fields: [u32; 6]| -> Result<OwnedFd, DataplaneError> {
         let mut attr = [0u32; 32];
         attr[..6].copy_from_slice(&fields);
-        let fd = bpf(
-            0, /* BPF_MAP_CREATE */
-            attr.as_mut_ptr().cast(),
-            std::mem::size_of_val(&attr),
-        )?;
+        let fd = bpf(0 /* BPF_MAP_CREATE */, attr.as_mut_ptr().cast(), std::mem::size_of_val(&attr))?;
         // SAFETY: the kernel returned a new file descriptor we own.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     };
     let inner = create([2 /* BPF_MAP_TYPE_ARRAY */, 4, 4, 1, 0, 0])?;
-    let outer = create([
-        12, /* BPF_MAP_TYPE_ARRAY_OF_MAPS */
-        4,
-        4,
-        1,
-        0,
-        inner.as_raw_fd() as u32,
-    ])?;
+    let outer = create([12 /* BPF_MAP_TYPE_ARRAY_OF_MAPS */, 4, 4, 1, 0, inner.as_raw_fd() as u32])?;
     // BPF_MAP_UPDATE_ELEM: map_fd (u32, padded), key pointer, value pointer, flags.
     let key = 0u32;
     let value = inner.as_raw_fd() as u32;
@@ -204,11 +171,7 @@ pub fn wait_for_running_programs() -> Result<(), DataplaneError> {
     attr[0] = outer.as_raw_fd() as u64;
     attr[1] = &key as *const u32 as u64;
     attr[2] = &value as *const u32 as u64;
-    bpf(
-        2, /* BPF_MAP_UPDATE_ELEM */
-        attr.as_mut_ptr().cast(),
-        std::mem::size_of_val(&attr),
-    )?;
+    bpf(2 /* BPF_MAP_UPDATE_ELEM */, attr.as_mut_ptr().cast(), std::mem::size_of_val(&attr))?;
     Ok(())
 }
 
@@ -237,15 +200,10 @@ pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
     let (ns, locked) = prepare(ifname)?;
     let p = &locked.paths;
     if !p.pins.join(XDP_LINK).exists() {
-        return Err(DataplaneError::NotAttached {
-            ifname: ifname.into(),
-            attached: ns.attached_names(),
-        });
+        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
     }
-    let mut st = InterfaceState::load(&p.state)?.ok_or_else(|| DataplaneError::State {
-        path: p.state.display().to_string(),
-        reason: "missing".into(),
-    })?;
+    let mut st = InterfaceState::load(&p.state)?
+        .ok_or_else(|| DataplaneError::State { path: p.state.display().to_string(), reason: "missing".into() })?;
     let ct_max = MapData::from_pin(p.pins.join(edge_common::maps::CT_V4))
         .and_then(|m| m.info())
         .map(|i| i.max_entries())
@@ -253,29 +211,21 @@ pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
     check_layouts(&p.pins, ct_max)?;
     let mut ebpf = object::load(&p.pins, ct_max)?;
 
-    let xdp_link = PinnedLink::from_pin(p.pins.join(XDP_LINK))
-        .map_err(|e| DataplaneError::Load(e.to_string()))?;
+    let xdp_link = PinnedLink::from_pin(p.pins.join(XDP_LINK)).map_err(|e| DataplaneError::Load(e.to_string()))?;
     let xdp_link = FdLink::from(xdp_link);
     let old_xdp = xdp_link.info().map(|i| i.program_id()).unwrap_or(0);
     let prog: &mut Xdp = object::load_xdp(&mut ebpf, programs::XDP_FILTER)?;
-    let link = aya::programs::xdp::XdpLink::try_from(xdp_link)
+    let link = aya::programs::xdp::XdpLink::try_from(xdp_link).map_err(|e| DataplaneError::Load(e.to_string()))?;
+    let id = prog.attach_to_link(link).map_err(|e| DataplaneError::Load(format!("bpf_link_update (XDP): {e}")))?;
+    let link = FdLink::try_from(prog.take_link(id).map_err(|e| DataplaneError::Load(e.to_string()))?)
         .map_err(|e| DataplaneError::Load(e.to_string()))?;
-    let id = prog
-        .attach_to_link(link)
-        .map_err(|e| DataplaneError::Load(format!("bpf_link_update (XDP): {e}")))?;
-    let link = FdLink::try_from(
-        prog.take_link(id)
-            .map_err(|e| DataplaneError::Load(e.to_string()))?,
-    )
-    .map_err(|e| DataplaneError::Load(e.to_string()))?;
     let new_xdp = link.info().map(|i| i.program_id()).unwrap_or(0);
     // The link stays pinned; dropping our handle leaves it attached.
 
     let tc_program = match st.egress {
         EgressAttachment::Tcx => {
             let tc_link = FdLink::from(
-                PinnedLink::from_pin(p.pins.join(TC_LINK))
-                    .map_err(|e| DataplaneError::Load(e.to_string()))?,
+                PinnedLink::from_pin(p.pins.join(TC_LINK)).map_err(|e| DataplaneError::Load(e.to_string()))?,
             );
             let old = tc_link.info().map(|i| i.program_id()).unwrap_or(0);
             let prog: &mut SchedClassifier = ebpf
@@ -283,18 +233,13 @@ pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
                 .ok_or_else(|| DataplaneError::Load("egress program missing".into()))?
                 .try_into()
                 .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(e.to_string()))?;
-            prog.load()
-                .map_err(|e| object::verifier_error(programs::TC_EGRESS, e))?;
+            prog.load().map_err(|e| object::verifier_error(programs::TC_EGRESS, e))?;
             let link = aya::programs::tc::SchedClassifierLink::try_from(tc_link)
                 .map_err(|e| DataplaneError::Load(e.to_string()))?;
-            let id = prog
-                .attach_to_link(link)
-                .map_err(|e| DataplaneError::Load(format!("bpf_link_update (TCX): {e}")))?;
-            let link = FdLink::try_from(
-                prog.take_link(id)
-                    .map_err(|e| DataplaneError::Load(e.to_string()))?,
-            )
-            .map_err(|e| DataplaneError::Load(e.to_string()))?;
+            let id =
+                prog.attach_to_link(link).map_err(|e| DataplaneError::Load(format!("bpf_link_update (TCX): {e}")))?;
+            let link = FdLink::try_from(prog.take_link(id).map_err(|e| DataplaneError::Load(e.to_string()))?)
+                .map_err(|e| DataplaneError::Load(e.to_string()))?;
             Some((old, link.info().map(|i| i.program_id()).unwrap_or(0)))
         }
         // A clsact filter is replaced in place by netlink with the same priority and handle.
@@ -302,65 +247,37 @@ pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
     };
     st.object_hash = object::hash();
     st.save(&p.state)?;
-    Ok(UpgradeReport {
-        interface: ifname.into(),
-        xdp_program: (old_xdp, new_xdp),
-        tc_program,
-    })
+    Ok(UpgradeReport { interface: ifname.into(), xdp_program: (old_xdp, new_xdp), tc_program })
 }
 
 /// Every map this build would use must match the pinned one exactly (type, key and value
 /// size, flags, and size), or the upgrade is refused: the programs would misread the maps.
 fn check_layouts(pins: &Path, ct_max: u32) -> Result<(), DataplaneError> {
-    let obj =
-        aya_obj::Object::parse(object::bytes()).map_err(|e| DataplaneError::Load(e.to_string()))?;
+    let obj = aya_obj::Object::parse(object::bytes()).map_err(|e| DataplaneError::Load(e.to_string()))?;
     for (name, map) in obj.maps.iter() {
         let path = pins.join(name);
         if !path.exists() {
             continue; // A new map: created at load.
         }
-        let live = MapData::from_pin(&path)
-            .map_err(|e| DataplaneError::map(name, "open pinned map", e))?;
-        let info = live
-            .info()
-            .map_err(|e| DataplaneError::map(name, "read info", e))?;
-        let want_entries =
-            if name.starts_with("EDGE_CT") && (name.ends_with('4') || name.ends_with('6')) {
-                ct_max
-            } else {
-                map.max_entries()
-            };
+        let live = MapData::from_pin(&path).map_err(|e| DataplaneError::map(name, "open pinned map", e))?;
+        let info = live.info().map_err(|e| DataplaneError::map(name, "read info", e))?;
+        let want_entries = if name.starts_with("EDGE_CT") && (name.ends_with('4') || name.ends_with('6')) {
+            ct_max
+        } else {
+            map.max_entries()
+        };
         // MapType's discriminants are the kernel's map type numbers.
         let live_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
         let want_type = map.map_type();
         let (have, want) = (
-            (
-                live_type,
-                info.key_size(),
-                info.value_size(),
-                info.max_entries(),
-                info.map_flags(),
-            ),
-            (
-                want_type,
-                map.key_size(),
-                map.value_size(),
-                want_entries,
-                map.map_flags(),
-            ),
+            (live_type, info.key_size(), info.value_size(), info.max_entries(), info.map_flags()),
+            (want_type, map.key_size(), map.value_size(), want_entries, map.map_flags()),
         );
         if have != want {
             let show = |l: &(u32, u32, u32, u32, u32)| {
-                format!(
-                    "type {}, key {} B, value {} B, {} entries, flags {:#x}",
-                    l.0, l.1, l.2, l.3, l.4
-                )
+                format!("type {}, key {} B, value {} B, {} entries, flags {:#x}", l.0, l.1, l.2, l.3, l.4)
             };
-            return Err(DataplaneError::LayoutChanged {
-                map: name.clone(),
-                live: show(&have),
-                new: show(&want),
-            });
+            return Err(DataplaneError::LayoutChanged { map: name.clone(), live: show(&have), new: show(&want) });
         }
     }
     Ok(())

@@ -87,9 +87,7 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
                 s.rules = live.rules.len();
             }
         }
-        (Ok(None), _) => {
-            s.problem = Some("state file missing: run `edge-ctl detach` and attach again".into())
-        }
+        (Ok(None), _) => s.problem = Some("state file missing: run `edge-ctl detach` and attach again".into()),
         (Err(e), _) | (_, Err(e)) => s.problem = Some(e.to_string()),
     }
     if !s.interface_present && s.problem.is_none() {
@@ -167,27 +165,19 @@ pub fn stats(ifname: Option<&str>) -> Result<Vec<InterfaceStats>, DataplaneError
     let names = match ifname {
         Some(n) => {
             if !ns.interface(n).pins.exists() {
-                return Err(DataplaneError::NotAttached {
-                    ifname: n.into(),
-                    attached: ns.attached_names(),
-                });
+                return Err(DataplaneError::NotAttached { ifname: n.into(), attached: ns.attached_names() });
             }
             vec![n.to_string()]
         }
         None => ns.attached_names(),
     };
-    names
-        .iter()
-        .map(|n| interface_stats(&ns.interface(n)))
-        .collect()
+    names.iter().map(|n| interface_stats(&ns.interface(n))).collect()
 }
 
 fn interface_stats(p: &InterfacePaths) -> Result<InterfaceStats, DataplaneError> {
     let maps = MapSet::open(&p.pins)?;
-    let st = InterfaceState::load(&p.state)?.ok_or_else(|| DataplaneError::State {
-        path: p.state.display().to_string(),
-        reason: "missing".into(),
-    })?;
+    let st = InterfaceState::load(&p.state)?
+        .ok_or_else(|| DataplaneError::State { path: p.state.display().to_string(), reason: "missing".into() })?;
     let generation = maps.active_generation()?;
     let live = st.live(generation).ok_or_else(|| DataplaneError::State {
         path: p.state.display().to_string(),
@@ -211,12 +201,7 @@ fn interface_stats(p: &InterfacePaths) -> Result<InterfaceStats, DataplaneError>
         for direction in Direction::ALL {
             for r in DropReason::ALL {
                 let c = maps.drop_counter(direction as u32, kind, *r)?;
-                out.push(ReasonStats {
-                    direction,
-                    reason: r.name(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                });
+                out.push(ReasonStats { direction, reason: r.name(), packets: c.packets, bytes: c.bytes });
             }
         }
         Ok(out)
@@ -225,12 +210,7 @@ fn interface_stats(p: &InterfacePaths) -> Result<InterfaceStats, DataplaneError>
     for direction in Direction::ALL {
         for r in PassReason::ALL {
             let c = maps.pass_counter(direction as u32, *r)?;
-            passes.push(ReasonStats {
-                direction,
-                reason: r.name(),
-                packets: c.packets,
-                bytes: c.bytes,
-            });
+            passes.push(ReasonStats { direction, reason: r.name(), packets: c.packets, bytes: c.bytes });
         }
     }
     let [entries_v4, entries_v6] = maps.ct_live()?;
@@ -257,10 +237,7 @@ fn interface_stats(p: &InterfacePaths) -> Result<InterfaceStats, DataplaneError>
         mode: if live.audit { "audit" } else { "enforce" },
         events: {
             let (reported, suppressed) = maps.event_totals()?;
-            EventStats {
-                reported,
-                suppressed,
-            }
+            EventStats { reported, suppressed }
         },
     })
 }

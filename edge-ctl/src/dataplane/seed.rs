@@ -4,9 +4,7 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
@@ -29,10 +27,7 @@ struct OpenSocket {
 }
 
 fn err(e: impl std::fmt::Display) -> DataplaneError {
-    DataplaneError::Io {
-        what: "sock_diag dump".into(),
-        source: std::io::Error::other(e.to_string()),
-    }
+    DataplaneError::Io { what: "sock_diag dump".into(), source: std::io::Error::other(e.to_string()) }
 }
 
 /// Established TCP connections and connected UDP sockets of one family.
@@ -40,16 +35,8 @@ fn dump(family: u8, protocol: u8) -> Result<Vec<OpenSocket>, DataplaneError> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(err)?;
     socket.bind_auto().map_err(err)?;
     socket.connect(&SocketAddr::new(0, 0)).map_err(err)?;
-    let states = if protocol == IPPROTO_TCP {
-        StateFlags::ESTABLISHED
-    } else {
-        StateFlags::all()
-    };
-    let socket_id = if family == AF_INET {
-        SocketId::new_v4()
-    } else {
-        SocketId::new_v6()
-    };
+    let states = if protocol == IPPROTO_TCP { StateFlags::ESTABLISHED } else { StateFlags::all() };
+    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut request = NetlinkMessage::new(
@@ -74,8 +61,7 @@ fn dump(family: u8, protocol: u8) -> Result<Vec<OpenSocket>, DataplaneError> {
         let size = socket.recv(&mut &mut rx[..], 0).map_err(err)?;
         let mut offset = 0;
         while offset < size {
-            let msg =
-                <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..size]).map_err(err)?;
+            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..size]).map_err(err)?;
             let len = msg.header.length as usize;
             match msg.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
@@ -122,10 +108,10 @@ pub fn established(
                         protocol: if s.tcp { Protocol::Tcp } else { Protocol::Udp },
                         sport: s.local_port,
                         dport: s.remote_port,
+                        tcp_flags: crate::reference::TCP_ACK,
                     },
                 };
-                let Decision::Rule(name) =
-                    reference::decide(policy, role, interface, Direction::Outbound, &frame)
+                let Decision::Rule(name) = reference::decide(policy, role, interface, Direction::Outbound, &frame)
                 else {
                     continue;
                 };

@@ -50,10 +50,7 @@ pub struct GenerationState {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl InterfaceState {
@@ -62,29 +59,19 @@ impl InterfaceState {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                return Err(DataplaneError::Io {
-                    what: format!("read {}", path.display()),
-                    source: e,
-                });
+                return Err(DataplaneError::Io { what: format!("read {}", path.display()), source: e });
             }
         };
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| DataplaneError::State {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| DataplaneError::State { path: path.display().to_string(), reason: e.to_string() })
     }
 
     pub fn save(&self, path: &Path) -> Result<(), DataplaneError> {
         let dir = path.parent().expect("state path has a parent");
-        let io = |what: &str, e| DataplaneError::Io {
-            what: format!("{what} {}", path.display()),
-            source: e,
-        };
+        let io = |what: &str, e| DataplaneError::Io { what: format!("{what} {}", path.display()), source: e };
         std::fs::create_dir_all(dir).map_err(|e| io("create directory for", e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| io("chmod", e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io("chmod", e))?;
         let tmp = path.with_extension("json.tmp");
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -94,9 +81,7 @@ impl InterfaceState {
             .open(&tmp)
             .map_err(|e| io("write", e))?;
         let text = serde_json::to_string_pretty(self).expect("state serializes");
-        f.write_all(text.as_bytes())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| io("write", e))?;
+        f.write_all(text.as_bytes()).and_then(|_| f.sync_all()).map_err(|e| io("write", e))?;
         std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
     }
 

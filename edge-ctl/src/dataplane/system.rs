@@ -17,10 +17,7 @@ const CAP_BPF: u32 = 39;
 /// Effective capabilities of this process (from /proc/self/status).
 fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))?
-        .trim();
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
     u64::from_str_radix(hex, 16).ok()
 }
 
@@ -28,11 +25,7 @@ fn effective_caps() -> Option<u64> {
 pub fn require_privileges() -> Result<(), DataplaneError> {
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1 << c) != 0;
-    if (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN) {
-        Ok(())
-    } else {
-        Err(DataplaneError::NotPrivileged)
-    }
+    if (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN) { Ok(()) } else { Err(DataplaneError::NotPrivileged) }
 }
 
 fn is_bpffs(path: &Path) -> bool {
@@ -45,33 +38,18 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
         return Ok(());
     }
     std::fs::create_dir_all(root).ok();
-    nix::mount::mount(
-        Some("bpf"),
-        root,
-        Some("bpf"),
-        nix::mount::MsFlags::empty(),
-        None::<&str>,
-    )
-    .map_err(|e| DataplaneError::Bpffs {
-        path: root.display().to_string(),
-        reason: e.desc().to_string(),
-    })?;
+    nix::mount::mount(Some("bpf"), root, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+        .map_err(|e| DataplaneError::Bpffs { path: root.display().to_string(), reason: e.desc().to_string() })?;
     if is_bpffs(root) {
         Ok(())
     } else {
-        Err(DataplaneError::Bpffs {
-            path: root.display().to_string(),
-            reason: "mount did not take effect".into(),
-        })
+        Err(DataplaneError::Bpffs { path: root.display().to_string(), reason: "mount did not take effect".into() })
     }
 }
 
 /// The interface's index, or a clear error naming the interfaces that exist.
 pub fn if_index(name: &str) -> Result<u32, DataplaneError> {
-    let unknown = || DataplaneError::UnknownInterface {
-        name: name.to_string(),
-        known: interface_names(),
-    };
+    let unknown = || DataplaneError::UnknownInterface { name: name.to_string(), known: interface_names() };
     let c = CString::new(name).map_err(|_| unknown())?;
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {
         0 => Err(unknown()),
@@ -83,11 +61,7 @@ pub fn if_index(name: &str) -> Result<u32, DataplaneError> {
 /// `nsenter --net` sysfs still shows the namespace it was mounted in.)
 pub fn interface_names() -> Vec<String> {
     let mut names: Vec<String> = nix::net::if_::if_nameindex()
-        .map(|list| {
-            list.iter()
-                .map(|i| i.name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|list| list.iter().map(|i| i.name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     names.sort();
     names
@@ -118,8 +92,5 @@ pub fn interface_addresses(name: &str) -> Vec<IpAddr> {
 pub fn netns_id() -> Result<u64, DataplaneError> {
     std::fs::metadata("/proc/self/ns/net")
         .map(|m| m.ino())
-        .map_err(|e| DataplaneError::Io {
-            what: "read /proc/self/ns/net".into(),
-            source: e,
-        })
+        .map_err(|e| DataplaneError::Io { what: "read /proc/self/ns/net".into(), source: e })
 }

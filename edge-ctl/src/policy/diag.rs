@@ -43,11 +43,7 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{}:{}:{}: {kind}: {}",
-            self.origin, self.at.line, self.at.col, self.message
-        )
+        write!(f, "{}:{}:{}: {kind}: {}", self.origin, self.at.line, self.at.col, self.message)
     }
 }
 
@@ -81,11 +77,7 @@ pub struct Diagnostics<'a> {
 
 impl<'a> Diagnostics<'a> {
     pub fn new(origin: &'a str, text: &'a str) -> Self {
-        Diagnostics {
-            origin,
-            text,
-            items: Vec::new(),
-        }
+        Diagnostics { origin, text, items: Vec::new() }
     }
 
     pub fn at(&self, offset: usize) -> Location {
@@ -101,12 +93,7 @@ impl<'a> Diagnostics<'a> {
     }
 
     pub fn push(&mut self, severity: Severity, at: Location, message: String) {
-        self.items.push(Diagnostic {
-            severity,
-            origin: self.origin.to_string(),
-            at,
-            message,
-        });
+        self.items.push(Diagnostic { severity, origin: self.origin.to_string(), at, message });
     }
 
     pub fn has_errors(&self) -> bool {
@@ -117,13 +104,7 @@ impl<'a> Diagnostics<'a> {
     pub fn finish(mut self) -> Result<Vec<Diagnostic>, PolicyError> {
         self.items.sort_by_key(|d| d.at);
         if self.has_errors() {
-            Err(PolicyError {
-                errors: self
-                    .items
-                    .into_iter()
-                    .filter(|d| d.severity == Severity::Error)
-                    .collect(),
-            })
+            Err(PolicyError { errors: self.items.into_iter().filter(|d| d.severity == Severity::Error).collect() })
         } else {
             Ok(self.items)
         }

@@ -113,11 +113,7 @@ impl PortRange {
 
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
-        }
+        if self.first == self.last { write!(f, "{}", self.first) } else { write!(f, "{}-{}", self.first, self.last) }
     }
 }
 
@@ -211,11 +207,7 @@ pub struct Essentials {
 
 impl Default for Essentials {
     fn default() -> Self {
-        Essentials {
-            arp: true,
-            ndp: true,
-            pmtu: true,
-        }
+        Essentials { arp: true, ndp: true, pmtu: true }
     }
 }
 
@@ -262,6 +254,9 @@ pub struct RoleSettings {
     pub essentials: Essentials,
     pub egress: EgressMode,
     pub mode: RoleMode,
+    /// Pass later fragments inbound (`fragments = "pass"`); they carry no ports to judge, so
+    /// the default drops them.
+    pub fragments_pass: bool,
 }
 
 /// Default budget of drop events per second and interface.
@@ -341,9 +336,7 @@ impl Policy {
 
     /// The enabled rules of a role, in policy order.
     pub fn rules_of(&self, role: Role) -> impl Iterator<Item = &Rule> {
-        self.rules
-            .iter()
-            .filter(move |r| r.role == role && r.enabled)
+        self.rules.iter().filter(move |r| r.role == role && r.enabled)
     }
 
     /// SHA-256 of the text, hex: identifies the policy in `status`.
@@ -373,20 +366,15 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
 
 /// Reads and parses a policy file.
 pub fn load(path: &Path) -> Result<Policy, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
     Ok(parse(&text, &path.display().to_string())?)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read policy file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error(transparent)]
     Invalid(#[from] PolicyError),
 }

@@ -54,6 +54,7 @@ pub struct RawRole {
     pub essentials: Option<RawEssentials>,
     pub egress: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
+    pub fragments: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,22 +21,13 @@ fn main() -> ExitCode {
     println!(
         "HLB VIPs 203.0.113.10 (Access, SNAT), .11 (Web Conferencing, SNAT), .12 (A/V, no SNAT), internal 198.51.100.10"
     );
-    println!(
-        "edge1 ext0 203.0.113.21-23  int0 198.51.100.21   edge2 ext0 203.0.113.31-33  int0 198.51.100.22\n"
-    );
+    println!("edge1 ext0 203.0.113.21-23  int0 198.51.100.21   edge2 ext0 203.0.113.31-33  int0 198.51.100.22\n");
 
     for (n, ns) in lab.edges.iter().enumerate() {
         for (iface, role) in [("ext0", "external"), ("int0", "internal")] {
-            println!(
-                "edge{}$ edge-ctl attach {iface} --role {role} --policy lync.toml",
-                n + 1
-            );
+            println!("edge{}$ edge-ctl attach {iface} --role {role} --policy lync.toml", n + 1);
             let policy = lab.policy_file.to_str().unwrap();
-            print!(
-                "  {}",
-                lab.lab
-                    .edge_ctl_ok(ns, &["attach", iface, "--role", role, "--policy", policy])
-            );
+            print!("  {}", lab.lab.edge_ctl_ok(ns, &["attach", iface, "--role", role, "--policy", policy]));
         }
     }
 
@@ -45,10 +36,7 @@ fn main() -> ExitCode {
     let outcomes = run_probes(&probes);
     drop(servers);
 
-    println!(
-        "\n{:<46} {:<22} {:<9} {:<9}",
-        "ROW / PROBE", "TO", "EXPECTED", "OBSERVED"
-    );
+    println!("\n{:<46} {:<22} {:<9} {:<9}", "ROW / PROBE", "TO", "EXPECTED", "OBSERVED");
     let mut failures = 0;
     for (p, o) in probes.iter().zip(&outcomes) {
         let passed = *o == Outcome::Answered;
@@ -88,10 +76,7 @@ fn main() -> ExitCode {
     drop(lab);
     println!("\nlab removed");
     if failures > 0 {
-        eprintln!(
-            "{failures} of {} probes did not behave as the matrix says",
-            probes.len()
-        );
+        eprintln!("{failures} of {} probes did not behave as the matrix says", probes.len());
         return ExitCode::FAILURE;
     }
     println!("all {} probes behaved as the matrix says", probes.len());

@@ -8,13 +8,11 @@ use ipnet::IpNet;
 use toml::Spanned;
 
 use super::diag::{Diagnostics, Location};
-use super::raw::{
-    RawConntrack, RawEvents, RawFailsafe, RawPolicy, RawRole, RawRule, Scalar, Scalars,
-};
+use super::raw::{RawConntrack, RawEvents, RawFailsafe, RawPolicy, RawRole, RawRule, Scalar, Scalars};
 use super::{
-    AddrMatch, AddrTerm, AddressSet, ConntrackSettings, DEFAULT_EVENTS_PER_SECOND, Direction,
-    EgressMode, Essentials, FAILSAFE_RULE, FORMAT_VERSION, INTERFACE_TOKEN, Policy, PolicyError,
-    PortRange, Ports, Protocol, Role, RoleMode, RoleSettings, Rule, SetEntry,
+    AddrMatch, AddrTerm, AddressSet, ConntrackSettings, DEFAULT_EVENTS_PER_SECOND, Direction, EgressMode, Essentials,
+    FAILSAFE_RULE, FORMAT_VERSION, INTERFACE_TOKEN, Policy, PolicyError, PortRange, Ports, Protocol, Role, RoleMode,
+    RoleSettings, Rule, SetEntry,
 };
 
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
@@ -27,17 +25,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
             return Err(diags.finish().unwrap_err());
         }
     };
-    if let Some(v) = raw
-        .version
-        .as_ref()
-        .filter(|v| *v.get_ref() != FORMAT_VERSION)
-    {
+    if let Some(v) = raw.version.as_ref().filter(|v| *v.get_ref() != FORMAT_VERSION) {
         diags.error(
             v.span().start,
-            format!(
-                "unsupported policy version {}: this edge-ctl reads version {FORMAT_VERSION}",
-                v.get_ref()
-            ),
+            format!("unsupported policy version {}: this edge-ctl reads version {FORMAT_VERSION}", v.get_ref()),
         );
     }
     let sets = sets(&raw, &mut diags);
@@ -47,16 +38,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     let events_per_second = events(raw.events.as_ref(), &mut diags);
     let mut rules = rules(&raw.rules, &sets, &mut diags);
     if let Some(f) = failsafe(raw.failsafe.as_ref(), &mut diags) {
-        if let Some(clash) = raw
-            .rules
-            .iter()
-            .find(|r| r.get_ref().name.get_ref() == FAILSAFE_RULE)
-        {
+        if let Some(clash) = raw.rules.iter().find(|r| r.get_ref().name.get_ref() == FAILSAFE_RULE) {
             diags.error(
                 clash.get_ref().name.span().start,
-                format!(
-                    "rule name `{FAILSAFE_RULE}` is reserved for the failsafe; rename the rule"
-                ),
+                format!("rule name `{FAILSAFE_RULE}` is reserved for the failsafe; rename the rule"),
             );
         }
         rules.insert(0, f);
@@ -79,9 +64,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
 fn valid_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 fn sets(raw: &RawPolicy, diags: &mut Diagnostics) -> Vec<AddressSet> {
@@ -117,16 +100,9 @@ fn sets(raw: &RawPolicy, diags: &mut Diagnostics) -> Vec<AddressSet> {
             }
         }
         if entries.is_empty() {
-            diags.warning(
-                start,
-                format!("address set `{name}` is empty: rules using it never match"),
-            );
+            diags.warning(start, format!("address set `{name}` is empty: rules using it never match"));
         }
-        out.push(AddressSet {
-            name: name.clone(),
-            entries,
-            at: diags.at(start),
-        });
+        out.push(AddressSet { name: name.clone(), entries, at: diags.at(start) });
     }
     out
 }
@@ -139,10 +115,7 @@ fn net(s: &str, offset: usize, diags: &mut Diagnostics) -> Option<IpNet> {
         None => (s, None),
     };
     let Ok(addr) = addr.parse::<IpAddr>() else {
-        diags.error(
-            offset,
-            format!("`{s}` is not an IPv4 or IPv6 address or CIDR"),
-        );
+        diags.error(offset, format!("`{s}` is not an IPv4 or IPv6 address or CIDR"));
         return None;
     };
     let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -159,20 +132,14 @@ fn net(s: &str, offset: usize, diags: &mut Diagnostics) -> Option<IpNet> {
                 return None;
             }
             Err(_) => {
-                diags.error(
-                    offset,
-                    format!("`{s}`: prefix length `{l}` is not a number"),
-                );
+                diags.error(offset, format!("`{s}`: prefix length `{l}` is not a number"));
                 return None;
             }
         },
     };
     let net = IpNet::new(addr, len).expect("length checked");
     if net.trunc() != net {
-        diags.warning(
-            offset,
-            format!("`{s}` has host bits set; it is read as {}", net.trunc()),
-        );
+        diags.warning(offset, format!("`{s}` has host bits set; it is read as {}", net.trunc()));
     }
     Some(net.trunc())
 }
@@ -192,20 +159,22 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> Rol
     }
     if let Some(e) = &raw.essentials {
         let d = Essentials::default();
-        settings.essentials = Essentials {
-            arp: e.arp.unwrap_or(d.arp),
-            ndp: e.ndp.unwrap_or(d.ndp),
-            pmtu: e.pmtu.unwrap_or(d.pmtu),
-        };
+        settings.essentials =
+            Essentials { arp: e.arp.unwrap_or(d.arp), ndp: e.ndp.unwrap_or(d.ndp), pmtu: e.pmtu.unwrap_or(d.pmtu) };
     }
     if let Some(m) = &raw.mode {
         match m.get_ref().as_str() {
             "enforce" => settings.mode = RoleMode::Enforce,
             "audit" => settings.mode = RoleMode::Audit,
-            other => diags.error(
-                m.span().start,
-                format!("unknown mode `{other}`: expected \"enforce\" or \"audit\""),
-            ),
+            other => diags.error(m.span().start, format!("unknown mode `{other}`: expected \"enforce\" or \"audit\"")),
+        }
+    }
+    if let Some(f) = &raw.fragments {
+        match f.get_ref().as_str() {
+            "drop" => settings.fragments_pass = false,
+            "pass" => settings.fragments_pass = true,
+            other => diags
+                .error(f.span().start, format!("unknown fragments policy `{other}`: expected \"drop\" or \"pass\"")),
         }
     }
     if let Some(e) = &raw.egress {
@@ -213,10 +182,7 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> Rol
             Some(mode) => settings.egress = mode,
             None => diags.error(
                 e.span().start,
-                format!(
-                    "unknown egress mode `{}`: expected \"enforce\", \"monitor\" or \"off\"",
-                    e.get_ref()
-                ),
+                format!("unknown egress mode `{}`: expected \"enforce\", \"monitor\" or \"off\"", e.get_ref()),
             ),
         }
     }
@@ -228,13 +194,7 @@ fn events(raw: Option<&Spanned<RawEvents>>, diags: &mut Diagnostics) -> u32 {
         None => DEFAULT_EVENTS_PER_SECOND,
         Some(v) if (0..=100_000).contains(v.get_ref()) => *v.get_ref() as u32,
         Some(v) => {
-            diags.error(
-                v.span().start,
-                format!(
-                    "events.per_second = {} is out of range: 0-100000",
-                    v.get_ref()
-                ),
-            );
+            diags.error(v.span().start, format!("events.per_second = {} is out of range: 0-100000", v.get_ref()));
             DEFAULT_EVENTS_PER_SECOND
         }
     }
@@ -244,52 +204,20 @@ fn conntrack(raw: Option<&Spanned<RawConntrack>>, diags: &mut Diagnostics) -> Co
     let mut c = ConntrackSettings::default();
     let Some(raw) = raw else { return c };
     let raw = raw.get_ref();
-    let mut field =
-        |v: &Option<Spanned<i64>>, name: &str, min: i64, max: i64, unit: &str, dst: &mut u32| {
-            if let Some(v) = v {
-                let n = *v.get_ref();
-                if (min..=max).contains(&n) {
-                    *dst = n as u32;
-                } else {
-                    diags.error(
-                        v.span().start,
-                        format!("conntrack.{name} = {n} is out of range: {min}-{max}{unit}"),
-                    );
-                }
+    let mut field = |v: &Option<Spanned<i64>>, name: &str, min: i64, max: i64, unit: &str, dst: &mut u32| {
+        if let Some(v) = v {
+            let n = *v.get_ref();
+            if (min..=max).contains(&n) {
+                *dst = n as u32;
+            } else {
+                diags.error(v.span().start, format!("conntrack.{name} = {n} is out of range: {min}-{max}{unit}"));
             }
-        };
-    field(
-        &raw.max_entries,
-        "max_entries",
-        64,
-        16_777_216,
-        " entries per address family",
-        &mut c.max_entries,
-    );
-    field(
-        &raw.tcp_syn_sent,
-        "tcp_syn_sent",
-        1,
-        86_400,
-        " seconds",
-        &mut c.tcp_syn_sent,
-    );
-    field(
-        &raw.tcp_established,
-        "tcp_established",
-        1,
-        864_000,
-        " seconds",
-        &mut c.tcp_established,
-    );
-    field(
-        &raw.tcp_closing,
-        "tcp_closing",
-        1,
-        86_400,
-        " seconds",
-        &mut c.tcp_closing,
-    );
+        }
+    };
+    field(&raw.max_entries, "max_entries", 64, 16_777_216, " entries per address family", &mut c.max_entries);
+    field(&raw.tcp_syn_sent, "tcp_syn_sent", 1, 86_400, " seconds", &mut c.tcp_syn_sent);
+    field(&raw.tcp_established, "tcp_established", 1, 864_000, " seconds", &mut c.tcp_established);
+    field(&raw.tcp_closing, "tcp_closing", 1, 86_400, " seconds", &mut c.tcp_closing);
     field(&raw.udp, "udp", 1, 86_400, " seconds", &mut c.udp);
     c
 }
@@ -299,11 +227,7 @@ fn conntrack(raw: Option<&Spanned<RawConntrack>>, diags: &mut Diagnostics) -> Co
 fn failsafe(raw: Option<&Spanned<RawFailsafe>>, diags: &mut Diagnostics) -> Option<Rule> {
     let (on, from, at) = match raw {
         None => (true, None, Location::default()),
-        Some(r) => (
-            r.get_ref().ssh.unwrap_or(true),
-            r.get_ref().ssh_from.as_ref(),
-            diags.at(r.span().start),
-        ),
+        Some(r) => (r.get_ref().ssh.unwrap_or(true), r.get_ref().ssh_from.as_ref(), diags.at(r.span().start)),
     };
     if !on {
         return None;
@@ -316,17 +240,13 @@ fn failsafe(raw: Option<&Spanned<RawFailsafe>>, diags: &mut Diagnostics) -> Opti
                 match item {
                     Scalar::Str(s) if s == "any" => return Some(failsafe_rule(AddrMatch::Any, at)),
                     Scalar::Str(s) => nets.extend(net(&s, span.start, diags).map(AddrTerm::Net)),
-                    Scalar::Int(_) => diags.error(
-                        span.start,
-                        "failsafe.ssh_from: expected CIDR strings such as \"192.0.2.0/24\"",
-                    ),
+                    Scalar::Int(_) => {
+                        diags.error(span.start, "failsafe.ssh_from: expected CIDR strings such as \"192.0.2.0/24\"")
+                    }
                 }
             }
             if nets.is_empty() {
-                diags.error(
-                    f.span().start,
-                    "failsafe.ssh_from is empty: name admin CIDRs, or set ssh = false",
-                );
+                diags.error(f.span().start, "failsafe.ssh_from is empty: name admin CIDRs, or set ssh = false");
             }
             AddrMatch::Terms(nets)
         }
@@ -340,16 +260,10 @@ fn failsafe_rule(remote: AddrMatch, at: Location) -> Rule {
         role: Role::Internal,
         direction: Direction::Inbound,
         protocol: Protocol::Tcp,
-        ports: Ports(vec![PortRange {
-            first: 22,
-            last: 22,
-        }]),
+        ports: Ports(vec![PortRange { first: 22, last: 22 }]),
         local: AddrMatch::Any,
         remote,
-        note: Some(
-            "failsafe: management SSH on the internal interface ([failsafe] ssh = false to remove)"
-                .into(),
-        ),
+        note: Some("failsafe: management SSH on the internal interface ([failsafe] ssh = false to remove)".into()),
         service: Some("Management/SSH".into()),
         enabled: true,
         at,
@@ -366,7 +280,9 @@ fn rules(raw: &[Spanned<RawRule>], sets: &[AddressSet], diags: &mut Diagnostics)
         if !valid_name(&name) {
             diags.error(
                 r.name.span().start,
-                format!("rule name `{name}` is not allowed: use 1-64 letters, digits, `_`, `-`, `.`, starting with a letter"),
+                format!(
+                    "rule name `{name}` is not allowed: use 1-64 letters, digits, `_`, `-`, `.`, starting with a letter"
+                ),
             );
         } else if let Some(first) = seen.get(&name) {
             diags.error(
@@ -379,41 +295,17 @@ fn rules(raw: &[Spanned<RawRule>], sets: &[AddressSet], diags: &mut Diagnostics)
         } else {
             seen.insert(name.clone(), rule_at);
         }
-        let role = keyword(
-            &r.role,
-            Role::parse,
-            "role",
-            "\"external\" or \"internal\"",
-            diags,
-        );
-        let direction = keyword(
-            &r.direction,
-            Direction::parse,
-            "direction",
-            "\"inbound\" or \"outbound\"",
-            diags,
-        );
-        let protocol = keyword(
-            &r.protocol,
-            Protocol::parse,
-            "protocol",
-            "\"tcp\" or \"udp\"",
-            diags,
-        );
+        let role = keyword(&r.role, Role::parse, "role", "\"external\" or \"internal\"", diags);
+        let direction = keyword(&r.direction, Direction::parse, "direction", "\"inbound\" or \"outbound\"", diags);
+        let protocol = keyword(&r.protocol, Protocol::parse, "protocol", "\"tcp\" or \"udp\"", diags);
         let ports = ports(&r.ports, diags);
         let local = addr_match(r.local.as_ref(), sets, "local", diags);
         let remote = addr_match(r.remote.as_ref(), sets, "remote", diags);
         if let (Some(l), Some(rm)) = (&local, &remote) {
             family_check(&name, l, rm, sets, r, diags);
         }
-        if let (
-            Some(role),
-            Some(direction),
-            Some(protocol),
-            Some(ports),
-            Some(local),
-            Some(remote),
-        ) = (role, direction, protocol, ports, local, remote)
+        if let (Some(role), Some(direction), Some(protocol), Some(ports), Some(local), Some(remote)) =
+            (role, direction, protocol, ports, local, remote)
         {
             out.push(Rule {
                 name,
@@ -442,10 +334,7 @@ fn keyword<T>(
 ) -> Option<T> {
     let v = parse(value.get_ref());
     if v.is_none() {
-        diags.error(
-            value.span().start,
-            format!("unknown {what} `{}`: expected {expected}", value.get_ref()),
-        );
+        diags.error(value.span().start, format!("unknown {what} `{}`: expected {expected}", value.get_ref()));
     }
     v
 }
@@ -453,10 +342,7 @@ fn keyword<T>(
 fn ports(raw: &Spanned<Scalars>, diags: &mut Diagnostics) -> Option<Ports> {
     let items = raw.get_ref().items(raw.span());
     if items.is_empty() {
-        diags.error(
-            raw.span().start,
-            "ports is empty: name at least one port or range",
-        );
+        diags.error(raw.span().start, "ports is empty: name at least one port or range");
         return None;
     }
     let mut out = Vec::new();
@@ -475,10 +361,7 @@ fn port_item(item: &Scalar, span: Range<usize>, diags: &mut Diagnostics) -> Opti
         if (1..=65535).contains(&v) {
             Some(v as u16)
         } else {
-            diags.error(
-                span.start,
-                format!("port {v} is out of range: ports are 1-65535"),
-            );
+            diags.error(span.start, format!("port {v} is out of range: ports are 1-65535"));
             None
         }
     };
@@ -501,10 +384,7 @@ fn port_item(item: &Scalar, span: Range<usize>, diags: &mut Diagnostics) -> Opti
             Some((a, b)) => {
                 let (first, last) = (number(a, diags)?, number(b, diags)?);
                 if first > last {
-                    diags.error(
-                        span.start,
-                        format!("port range \"{s}\" is inverted: write \"{last}-{first}\""),
-                    );
+                    diags.error(span.start, format!("port range \"{s}\" is inverted: write \"{last}-{first}\""));
                     return None;
                 }
                 Some(PortRange { first, last })
@@ -524,10 +404,7 @@ fn addr_match(
     };
     let items = raw.get_ref().items(raw.span());
     if items.is_empty() {
-        diags.error(
-            raw.span().start,
-            format!("{field} is empty: write \"any\", a set name or CIDRs"),
-        );
+        diags.error(raw.span().start, format!("{field} is empty: write \"any\", a set name or CIDRs"));
         return None;
     }
     let mut terms = Vec::new();
@@ -536,17 +413,12 @@ fn addr_match(
         match item {
             Scalar::Str(s) if s == "any" => {
                 if items.len() > 1 {
-                    diags.error(
-                        span.start,
-                        format!("{field}: \"any\" cannot be combined with other entries"),
-                    );
+                    diags.error(span.start, format!("{field}: \"any\" cannot be combined with other entries"));
                     ok = false;
                 }
                 return ok.then_some(AddrMatch::Any);
             }
-            Scalar::Str(s)
-                if s.starts_with(|c: char| c.is_ascii_digit()) || s.contains([':', '/']) =>
-            {
+            Scalar::Str(s) if s.starts_with(|c: char| c.is_ascii_digit()) || s.contains([':', '/']) => {
                 match net(s, span.start, diags) {
                     Some(n) => terms.push(AddrTerm::Net(n)),
                     None => ok = false,
@@ -568,10 +440,7 @@ fn addr_match(
                 }
             }
             Scalar::Int(_) => {
-                diags.error(
-                    span.start,
-                    format!("{field}: expected \"any\", a set name or a CIDR string"),
-                );
+                diags.error(span.start, format!("{field}: expected \"any\", a set name or a CIDR string"));
                 ok = false;
             }
         }
@@ -593,11 +462,7 @@ fn families(m: &AddrMatch, sets: &[AddressSet]) -> (bool, bool) {
                 match t {
                     AddrTerm::Net(n) => add_net(n, &mut fam),
                     AddrTerm::Set(name) => {
-                        for e in sets
-                            .iter()
-                            .filter(|s| &s.name == name)
-                            .flat_map(|s| &s.entries)
-                        {
+                        for e in sets.iter().filter(|s| &s.name == name).flat_map(|s| &s.entries) {
                             match e {
                                 SetEntry::Net(n) => add_net(n, &mut fam),
                                 SetEntry::Interface => return (true, true),
@@ -629,10 +494,7 @@ fn family_check(
     }
     if !(l4 && r4 || l6 && r6) {
         let fam = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
-        let offset = raw
-            .remote
-            .as_ref()
-            .map_or(raw.name.span().start, |r| r.span().start);
+        let offset = raw.remote.as_ref().map_or(raw.name.span().start, |r| r.span().start);
         diags.error(
             offset,
             format!(

@@ -60,8 +60,7 @@ fn rule_with(field: &str, value: &str) -> String {
             f.1 = value;
         }
     }
-    let mut s =
-        String::from("[sets]\nedge = [\"203.0.113.10\"]\nedge6 = [\"2001:db8::1\"]\n\n[[rule]]\n");
+    let mut s = String::from("[sets]\nedge = [\"203.0.113.10\"]\nedge6 = [\"2001:db8::1\"]\n\n[[rule]]\n");
     for (k, v) in fields {
         s += &format!("{k} = {v}\n");
     }
@@ -74,44 +73,22 @@ fn good_policy_parses() {
     assert_eq!(p.rules.len(), 3, "two rules and the failsafe");
     assert_eq!(p.rules[0].name, FAILSAFE_RULE);
     let r = &p.rules[2];
-    assert_eq!(
-        r.ports.0,
-        vec![
-            PortRange {
-                first: 50000,
-                last: 59999
-            },
-            PortRange {
-                first: 3478,
-                last: 3478
-            }
-        ]
-    );
+    assert_eq!(r.ports.0, vec![PortRange { first: 50000, last: 59999 }, PortRange { first: 3478, last: 3478 }]);
     assert!(!r.enabled);
     assert_eq!(
         r.remote,
-        AddrMatch::Terms(vec![
-            AddrTerm::Set("partners".into()),
-            AddrTerm::Net("192.0.2.0/24".parse().unwrap())
-        ])
+        AddrMatch::Terms(vec![AddrTerm::Set("partners".into()), AddrTerm::Net("192.0.2.0/24".parse().unwrap())])
     );
     assert!(!p.external.essentials.pmtu);
     assert!(p.internal.essentials.pmtu, "essentials default to on");
     assert_eq!(p.rules[1].at.line, 11);
-    assert_eq!(
-        p.rules_of(Role::External).count(),
-        1,
-        "disabled rules are not in effect"
-    );
+    assert_eq!(p.rules_of(Role::External).count(), 1, "disabled rules are not in effect");
 }
 
 #[test]
 fn unknown_key_names_its_position() {
     let e = one_error(&rule_with("ports", "443\nprot = \"tcp\""));
-    assert!(
-        e.starts_with("p.toml:11:1: error: unknown field `prot`"),
-        "{e}"
-    );
+    assert!(e.starts_with("p.toml:11:1: error: unknown field `prot`"), "{e}");
 }
 
 #[test]
@@ -123,10 +100,7 @@ fn toml_syntax_error_has_position() {
 #[test]
 fn unknown_set() {
     let e = one_error(&rule_with("local", "\"edgee\""));
-    assert!(
-        e.contains("p.toml:11:9: error: local: unknown address set `edgee`"),
-        "{e}"
-    );
+    assert!(e.contains("p.toml:11:9: error: local: unknown address set `edgee`"), "{e}");
 }
 
 #[test]
@@ -157,31 +131,19 @@ fn ipv4_ipv6_mixups() {
     let e = one_error(&rule_with("remote", "\"2001:db8::/129\""));
     assert!(e.contains("too long for an IPv6 address"), "{e}");
     let e = one_error(&rule_with("remote", "\"2001:db8::/32\""));
-    assert!(
-        e.contains(
-            "can never match: local addresses are IPv4 only but remote addresses are IPv6 only"
-        ),
-        "{e}"
-    );
-    let e = one_error(
-        &rule_with("local", "\"edge6\"").replace("remote = \"any\"", "remote = \"192.0.2.0/24\""),
-    );
+    assert!(e.contains("can never match: local addresses are IPv4 only but remote addresses are IPv6 only"), "{e}");
+    let e = one_error(&rule_with("local", "\"edge6\"").replace("remote = \"any\"", "remote = \"192.0.2.0/24\""));
     assert!(e.contains("can never match"), "{e}");
-    assert!(
-        one_error(&rule_with("remote", "\"192.0.2.300\""))
-            .contains("is not an IPv4 or IPv6 address")
-    );
+    assert!(one_error(&rule_with("remote", "\"192.0.2.300\"")).contains("is not an IPv4 or IPv6 address"));
 }
 
 #[test]
 fn duplicate_rule_name() {
     let mut text = rule_with("name", "\"dup\"");
-    text += "\n[[rule]]\nname = \"dup\"\nrole = \"internal\"\ndirection = \"inbound\"\nprotocol = \"udp\"\nports = 3478\n";
+    text +=
+        "\n[[rule]]\nname = \"dup\"\nrole = \"internal\"\ndirection = \"inbound\"\nprotocol = \"udp\"\nports = 3478\n";
     let e = one_error(&text);
-    assert!(
-        e.contains("p.toml:15:8: error: duplicate rule name `dup` (first defined at line 5)"),
-        "{e}"
-    );
+    assert!(e.contains("p.toml:15:8: error: duplicate rule name `dup` (first defined at line 5)"), "{e}");
 }
 
 #[test]
@@ -196,10 +158,7 @@ fn all_errors_are_reported_in_order() {
     let text = rule_with("ports", "0").replace("\"external\"", "\"dmz\"");
     let e = errors(&text);
     assert_eq!(e.len(), 2, "{e:#?}");
-    assert!(
-        e[0].contains("unknown role") && e[1].contains("port 0"),
-        "{e:#?}"
-    );
+    assert!(e[0].contains("unknown role") && e[1].contains("port 0"), "{e:#?}");
 }
 
 #[test]
@@ -207,24 +166,14 @@ fn warnings_do_not_fail() {
     let text = rule_with("remote", "\"192.0.2.7/24\"");
     let p = parse(&text, "p.toml").unwrap();
     assert_eq!(p.warnings.len(), 1);
-    assert!(
-        p.warnings[0]
-            .to_string()
-            .contains("host bits set; it is read as 192.0.2.0/24")
-    );
-    assert_eq!(
-        p.rules[1].remote,
-        AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())])
-    );
+    assert!(p.warnings[0].to_string().contains("host bits set; it is read as 192.0.2.0/24"));
+    assert_eq!(p.rules[1].remote, AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())]));
 }
 
 #[test]
 fn unsupported_version_and_default() {
     assert!(one_error("version = 2").contains("unsupported policy version 2"));
-    assert!(
-        one_error("[roles.external]\ndefault = \"pass\"")
-            .contains("default `pass` is not supported")
-    );
+    assert!(one_error("[roles.external]\ndefault = \"pass\"").contains("default `pass` is not supported"));
 }
 
 #[test]
@@ -241,30 +190,12 @@ fn failsafe_ssh_is_on_by_default_and_first() {
     let r = &p.rules[0];
     assert_eq!(
         (r.name.as_str(), r.role, r.direction, r.protocol),
-        (
-            FAILSAFE_RULE,
-            Role::Internal,
-            Direction::Inbound,
-            Protocol::Tcp
-        )
+        (FAILSAFE_RULE, Role::Internal, Direction::Inbound, Protocol::Tcp)
     );
-    assert_eq!(
-        r.ports.0,
-        vec![PortRange {
-            first: 22,
-            last: 22
-        }]
-    );
+    assert_eq!(r.ports.0, vec![PortRange { first: 22, last: 22 }]);
     assert_eq!(r.remote, AddrMatch::Any);
-    let p = parse(
-        &format!("{GOOD}\n[failsafe]\nssh_from = [\"192.0.2.0/24\"]\n"),
-        "p.toml",
-    )
-    .unwrap();
-    assert_eq!(
-        p.rules[0].remote,
-        AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())])
-    );
+    let p = parse(&format!("{GOOD}\n[failsafe]\nssh_from = [\"192.0.2.0/24\"]\n"), "p.toml").unwrap();
+    assert_eq!(p.rules[0].remote, AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())]));
     assert_eq!(p.rules[0].name, FAILSAFE_RULE);
     assert_eq!(p.rules.len(), 3);
     let p = parse("[failsafe]\nssh = false\n", "p.toml").unwrap();
@@ -276,21 +207,13 @@ fn failsafe_ssh_is_on_by_default_and_first() {
 
 #[test]
 fn egress_and_conntrack_settings() {
-    let p = parse(
-        "[roles.internal]\negress = \"monitor\"\n[conntrack]\nudp = 5\n",
-        "p.toml",
-    )
-    .unwrap();
+    let p = parse("[roles.internal]\negress = \"monitor\"\n[conntrack]\nudp = 5\n", "p.toml").unwrap();
     assert_eq!(p.internal.egress, EgressMode::Monitor);
     assert_eq!(p.external.egress, EgressMode::Enforce);
     assert_eq!(p.conntrack.udp, 5);
     assert_eq!(p.conntrack.tcp_established, 7200);
-    assert!(
-        one_error("[roles.external]\negress = \"block\"\n").contains("unknown egress mode `block`")
-    );
+    assert!(one_error("[roles.external]\negress = \"block\"\n").contains("unknown egress mode `block`"));
     assert!(one_error("[conntrack]\nudp = 0\n").contains("conntrack.udp = 0 is out of range"));
-    assert!(
-        one_error("[conntrack]\nmax_entries = 10\n").contains("max_entries = 10 is out of range")
-    );
+    assert!(one_error("[conntrack]\nmax_entries = 10\n").contains("max_entries = 10 is out of range"));
     assert!(one_error("[conntrack]\ntcp = 10\n").contains("unknown field `tcp`"));
 }
