@@ -401,6 +401,9 @@ fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode: Mode, forc
         eprintln!("warning: {cut} (attaching anyway: --force)");
     }
     let report = dataplane::attach(&AttachRequest { ifname: interface, role, policy: &policy, mode })?;
+    if report.replaced_stale {
+        eprintln!("note: removed a stale attachment: {interface} had been deleted and created again");
+    }
     if let Some(why) = &report.fallback {
         eprintln!("note: {why}");
     }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compile;
 pub mod dataplane;
 pub mod frame;
+pub mod fuzzing;
 pub mod policy;
 pub mod profile;
 pub mod reference;

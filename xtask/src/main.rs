@@ -26,6 +26,12 @@ enum Task {
     Demo,
     /// cargo fmt --check, clippy for the host crates and for the eBPF crate (BPF target).
     Lint,
+    /// Fuzz the policy parser and compiler with cargo fuzz (installs cargo-fuzz into .tools/).
+    Fuzz {
+        /// How long to run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run every test: unit tests, then the privileged integration tests. Needs root.
     Test {
         /// Extra arguments for the test harness (e.g. a test name filter).
@@ -60,6 +66,17 @@ fn main() -> Result<()> {
                 .current_dir(&root)
                 .env("PATH", path_with_tools(&root))
                 .env("CARGO_TARGET_DIR", root.join("target/ebpf-lint")))
+        }
+        Task::Fuzz { seconds } => {
+            setup::run(&root, false)?;
+            setup::cargo_fuzz(&root)?;
+            // corpus/ (ignored by git) grows as it runs; seeds/ holds valid policies to start from.
+            std::fs::create_dir_all(root.join("fuzz/corpus/policy"))?;
+            run(Command::new("rustup")
+                .args(["run", "nightly", "cargo", "fuzz", "run", "policy", "corpus/policy", "seeds", "--"])
+                .arg(format!("-max_total_time={seconds}"))
+                .current_dir(root.join("fuzz"))
+                .env("PATH", path_with_tools(&root)))
         }
         Task::Test { args } => {
             require_root("the tests")?;

@@ -154,3 +154,13 @@ fn packages(verbose: bool) -> Result<()> {
             )
         })
 }
+
+/// cargo-fuzz in .tools/bin, installed on first use (only `cargo xtask fuzz` needs it).
+pub fn cargo_fuzz(root: &Path) -> Result<()> {
+    let tools = tools_dir(root);
+    if tools.join("bin/cargo-fuzz").is_file() {
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz into {}", tools.display());
+    exec(Command::new("cargo").args(["install", "cargo-fuzz", "--locked", "--root"]).arg(&tools))
+}

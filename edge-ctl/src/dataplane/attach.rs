@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::maps::MapSet;
 use super::paths::{TC_LINK, XDP_LINK};
 use super::state::{self, GenerationState, InterfaceState};
-use super::{DataplaneError, Staging, object, paths, prepare, seed, system};
+use super::{DataplaneError, Staging, object, paths, prepare, seed, step, system};
 use crate::compile::{self, SlotMap};
 use crate::policy::{Policy, Role};
 
@@ -46,6 +46,8 @@ pub struct AttachReport {
     pub rules: usize,
     /// Open connections put into the connection table.
     pub seeded: usize,
+    /// A stale attachment (the interface had been deleted and created again) was removed first.
+    pub replaced_stale: bool,
     pub interface_addresses: Vec<IpAddr>,
 }
 
@@ -59,8 +61,18 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     let ifindex = system::if_index(req.ifname)?;
     let (ns, locked) = prepare(req.ifname)?;
     let p = &locked.paths;
+    let mut replaced_stale = false;
     if p.pins.join(XDP_LINK).exists() {
-        return Err(DataplaneError::AlreadyAttached(req.ifname.to_string()));
+        // Attached, unless the interface was deleted and created again since: then the old link
+        // went with the old device, and what is left is stale.
+        match InterfaceState::load(&p.state) {
+            Ok(Some(st)) if st.ifindex != ifindex => {
+                std::fs::remove_dir_all(&p.pins).map_err(|e| DataplaneError::io("remove stale pins", e))?;
+                let _ = std::fs::remove_file(&p.state);
+                replaced_stale = true;
+            }
+            _ => return Err(DataplaneError::AlreadyAttached(req.ifname.to_string())),
+        }
     }
     if p.pins.exists() {
         // Pins without a link: left by a detach interrupted before it could finish.
@@ -76,14 +88,17 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     maps.write_generation(0, &tables)?;
     maps.set_active_generation(0)?;
     let seeded = seed::established(req.policy, req.role, &addrs, &tables, &mut maps)?;
+    step();
 
     let mut egress = attach_egress(&mut ebpf, req.ifname, &p.staging)?;
+    step();
     let prog = object::load_xdp(&mut ebpf, programs::XDP_FILTER)?;
     let (mode, fallback, link_id) = attach_xdp(prog, req.ifname, req.mode)?;
     let link = prog.take_link(link_id).map_err(|e| DataplaneError::Load(e.to_string()))?;
     let link = FdLink::try_from(link).map_err(|e| DataplaneError::Load(format!("XDP link is not a bpf_link: {e}")))?;
     let program_id = link.info().map(|i| i.program_id()).unwrap_or(0);
     link.pin(p.staging.join(XDP_LINK)).map_err(|e| DataplaneError::Load(format!("pin XDP link: {e}")))?;
+    step();
 
     let st = InterfaceState {
         format: state::STATE_FORMAT,
@@ -98,6 +113,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
         generations: [Some(generation_state(req.policy, &addrs, &tables)), None],
     };
     st.save(&p.state)?;
+    step();
     // The commit point: until this rename, the next command removes everything above.
     std::fs::rename(&p.staging, &p.pins).map_err(|e| DataplaneError::io("move pins into place", e))?;
     staging.armed = false;
@@ -109,6 +125,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
         program_id,
         rules: tables.rules.len(),
         seeded,
+        replaced_stale,
         interface_addresses: addrs,
     })
 }

@@ -96,6 +96,14 @@ impl DataplaneError {
     }
 }
 
+/// Test hook: `EDGE_CTL_STEP_DELAY_MS` pauses between the steps of attach and reload, so a
+/// test can kill them at every step.
+pub(crate) fn step() {
+    if let Some(ms) = std::env::var("EDGE_CTL_STEP_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// Everything a command on one interface needs, with the interface's lock held.
 struct Locked {
     paths: InterfacePaths,

@@ -21,7 +21,7 @@ use super::attach::EgressAttachment;
 use super::maps::MapSet;
 use super::paths::{TC_LINK, XDP_LINK};
 use super::state::InterfaceState;
-use super::{DataplaneError, object, prepare};
+use super::{DataplaneError, object, prepare, step};
 use crate::compile::{self, CompiledRule};
 use crate::policy::Policy;
 
@@ -45,14 +45,6 @@ pub struct ReloadReport {
     pub unchanged: usize,
     /// Settings the reload could not apply (they need a new attach).
     pub notes: Vec<String>,
-}
-
-/// Test hook: `EDGE_CTL_STEP_DELAY_MS` pauses between the steps of a reload, so a test can kill
-/// it at every step.
-fn step() {
-    if let Some(ms) = std::env::var("EDGE_CTL_STEP_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-    }
 }
 
 pub fn reload(ifname: &str, policy: &Policy) -> Result<ReloadReport, DataplaneError> {

@@ -91,7 +91,17 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
         (Err(e), _) | (_, Err(e)) => s.problem = Some(e.to_string()),
     }
     if !s.interface_present && s.problem.is_none() {
-        s.problem = Some("the interface no longer exists".into());
+        s.problem =
+            Some("the interface no longer exists; the filter went with it (`edge-ctl detach` cleans up)".into());
+    }
+    if let (Ok(now), Ok(Some(st))) = (system::if_index(&p.ifname), InterfaceState::load(&p.state))
+        && now != st.ifindex
+    {
+        s.problem = Some(format!(
+            "the interface was deleted and created again (index {} is now {now}): it is not filtered; \
+             run `edge-ctl attach` again",
+            st.ifindex
+        ));
     }
     s
 }

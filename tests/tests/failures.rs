@@ -1,0 +1,250 @@
+//! Failure modes: each must end in a clear message and no half state. Needs root.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use edge_tests::lab::{Lab, edge_ctl_bin};
+use edge_tests::net::{Outcome, Servers, tcp_probe};
+
+const POLICY: &str = r#"
+[sets]
+me = ["@interface"]
+
+[[rule]]
+name = "web"
+role = "external"
+direction = "inbound"
+protocol = "tcp"
+ports = 8443
+local = "me"
+"#;
+
+struct Setup {
+    lab: Lab,
+    edge: String,
+    peer: String,
+    file: std::path::PathBuf,
+}
+
+fn setup(tag: &str) -> Setup {
+    let mut lab = Lab::new(tag);
+    let edge = lab.netns("edge");
+    let peer = lab.netns("peer");
+    link(&lab, &edge, &peer);
+    let file = std::env::temp_dir().join(format!("edge-fail-{tag}-{}.toml", std::process::id()));
+    std::fs::write(&file, POLICY).unwrap();
+    Setup { lab, edge, peer, file }
+}
+
+fn link(lab: &Lab, edge: &str, peer: &str) {
+    lab.veth((edge, "edge0"), (peer, "peer0"));
+    lab.addr(edge, "edge0", "192.0.2.1/24");
+    lab.addr(peer, "peer0", "192.0.2.2/24");
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+impl Setup {
+    fn policy(&self) -> &str {
+        self.file.to_str().unwrap()
+    }
+    fn attach_args(&self) -> Vec<&str> {
+        vec!["attach", "edge0", "--role", "external", "--policy", self.policy()]
+    }
+    fn filtered(&self) -> bool {
+        tcp_probe(&self.peer, SocketAddr::new("192.0.2.1".parse::<IpAddr>().unwrap(), 8080), Duration::from_millis(400))
+            == Outcome::Silent
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn not_root_is_told_what_to_do() {
+    let s = setup("nr");
+    for args in [vec!["status"], s.attach_args(), vec!["stats"]] {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", s.edge))
+            .args([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ])
+            .arg(edge_ctl_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("needs CAP_BPF (or CAP_SYS_ADMIN) and CAP_NET_ADMIN: run it as root"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
+}
+
+#[test]
+fn bpffs_missing_is_mounted() {
+    let s = setup("fs");
+    // A private mount namespace without bpffs: attach mounts it, works, and detaches.
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; mountpoint -q /sys/fs/bpf && exit 3; {bin} attach edge0 --role external --policy {p} && {bin} status && {bin} detach edge0",
+        bin = edge_ctl_bin().display(),
+        p = s.policy()
+    );
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", s.edge))
+        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("edge0: role external"));
+}
+
+#[test]
+fn interface_vanishes_and_comes_back() {
+    let s = setup("van");
+    s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
+    let _servers = Servers::start(&s.edge, &[8080], &[]);
+    assert!(s.filtered());
+    s.lab.ip(&s.edge, &["link", "del", "edge0"]);
+    let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+    assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("no longer exists"), "{st}");
+    // Back under the same name (a new device): status says so, and attach takes it over.
+    link(&s.lab, &s.edge, &s.peer);
+    let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+    assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("deleted and created again"), "{st}");
+    assert!(!s.filtered(), "the new device is not filtered yet");
+    let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("removed a stale attachment"));
+    assert!(s.filtered());
+    let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+    assert!(st["interfaces"][0]["problem"].is_null(), "{st}");
+}
+
+#[test]
+fn attach_killed_at_any_step_is_completed_or_cleaned_up() {
+    let s = setup("kat");
+    let _servers = Servers::start(&s.edge, &[8080], &[]);
+    let ino = std::fs::metadata(format!("/run/netns/{}", s.edge)).unwrap().ino();
+    let (mut whole, mut none) = (0, 0);
+    for round in 0..12u64 {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", s.edge))
+            .arg(edge_ctl_bin())
+            .args(s.attach_args())
+            .env("EDGE_CTL_STEP_DELAY_MS", "25")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(60 + round * 25));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Either fully attached and filtering, or not attached and not filtering.
+        let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+        let attached = !st["interfaces"].as_array().unwrap().is_empty();
+        assert_eq!(attached, s.filtered(), "round {round}: status says attached={attached}");
+        if attached {
+            whole += 1;
+            assert!(st["interfaces"][0]["problem"].is_null(), "{st}");
+            s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
+        } else {
+            none += 1;
+            // The next attach completes, cleaning up what the killed one left.
+            s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
+            assert!(s.filtered());
+            s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
+        }
+        let left: Vec<_> =
+            std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}")).map(|d| d.count()).into_iter().collect();
+        assert!(left.iter().all(|n| *n == 0), "round {round}: pins left behind");
+    }
+    eprintln!("killed attaches: {whole} had finished, {none} had not");
+    assert!(none > 0, "kills landed before the commit point");
+}
+
+#[test]
+fn two_processes_racing_on_one_interface() {
+    let s = setup("race");
+    let mut first = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", s.edge))
+        .arg(edge_ctl_bin())
+        .args(s.attach_args())
+        .env("EDGE_CTL_STEP_DELAY_MS", "300")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let second = s.lab.edge_ctl(&s.edge, &s.attach_args());
+    assert!(!second.status.success());
+    assert!(stderr(&second).contains("another edge-ctl is changing edge0 right now"), "{}", stderr(&second));
+    assert!(first.wait().unwrap().success());
+    assert!(s.filtered());
+}
+
+#[test]
+fn maps_full_is_a_clear_error_and_attaches_nothing() {
+    let s = setup("full");
+    // 33,000 distinct remote prefixes: more than one generation's share of the remote table.
+    let prefixes: Vec<String> =
+        (0..33_000u32).map(|i| format!("\"198.{}.{}.{}/32\"", 18 + (i >> 16), (i >> 8) & 0xff, i & 0xff)).collect();
+    let text = format!("{POLICY}\n[sets]\n");
+    let text = text.replacen("[sets]\n", &format!("[sets]\npartners = [{}]\n", prefixes.join(", ")), 1);
+    let text = text.replace("local = \"me\"", "local = \"me\"\nremote = \"partners\"");
+    let text = text.trim_end().trim_end_matches("[sets]").to_string();
+    std::fs::write(&s.file, text).unwrap();
+    let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("more than 32768 remote prefixes per address family"), "{}", stderr(&out));
+    assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
+}
+
+#[test]
+fn a_driver_without_native_xdp() {
+    let s = setup("drv");
+    // A bridge has no native XDP.
+    s.lab.ip(&s.edge, &["link", "add", "br0", "type", "bridge"]);
+    s.lab.ip(&s.edge, &["link", "set", "br0", "up"]);
+    let native =
+        s.lab.edge_ctl(&s.edge, &["attach", "br0", "--role", "external", "--policy", s.policy(), "--mode", "native"]);
+    assert!(!native.status.success());
+    let err = stderr(&native);
+    assert!(err.contains("cannot attach XDP to br0 in native mode") && err.contains("--mode generic"), "{err}");
+    assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"), "nothing half-attached");
+    let auto =
+        s.lab.edge_ctl(&s.edge, &["attach", "br0", "--role", "external", "--policy", s.policy(), "--mode", "auto"]);
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    assert!(stderr(&auto).contains("native XDP failed") && stderr(&auto).contains("generic mode"));
+    assert!(String::from_utf8_lossy(&auto.stdout).contains("generic XDP"));
+}
+
+#[test]
+fn pins_and_state_are_root_only() {
+    let s = setup("perm");
+    s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
+    let ino = std::fs::metadata(format!("/run/netns/{}", s.edge)).unwrap().ino();
+    let mode = |p: &str| std::fs::metadata(p).unwrap_or_else(|e| panic!("{p}: {e}")).permissions().mode() & 0o777;
+    assert_eq!(mode(&format!("/run/edge-ctl/{ino}")), 0o700);
+    assert_eq!(mode(&format!("/run/edge-ctl/{ino}/edge0.json")), 0o600);
+    assert_eq!(mode(&format!("/sys/fs/bpf/edge-ctl/{ino}")), 0o700);
+    for entry in std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0")).unwrap() {
+        let path = entry.unwrap().path();
+        let m = mode(path.to_str().unwrap());
+        assert_eq!(m & 0o077, 0, "{} is {m:o}", path.display());
+    }
+}
