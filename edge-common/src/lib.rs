@@ -29,8 +29,6 @@ pub const MAX_REMOTE_SETS: usize = 64;
 pub const MAX_REMOTE_PREFIXES: u32 = 65_536;
 /// Default size of each connection table (IPv4 and IPv6); a policy may change it.
 pub const CT_DEFAULT_MAX: u32 = 65_536;
-/// Marker in [`Candidate::local`] / [`Candidate::remote`]: the rule accepts any address.
-pub const ANY_SET: u8 = 0xff;
 /// Class 0 is the empty class: no rule applies to the port.
 pub const NO_CLASS: u32 = 0;
 
@@ -51,6 +49,8 @@ pub mod maps {
     pub const CT_EVENTS: &str = "EDGE_CTEV";
     /// Entries created minus entries removed, `[IPv4, IPv6]`, updated atomically.
     pub const CT_LIVE: &str = "EDGE_CTLIVE";
+    /// Local ports that may have a tracked flow (see [`super::ct_port_slot`]).
+    pub const CT_PORTS: &str = "EDGE_CTPORTS";
     /// Drop events ([`super::DropEvent`]), a ring buffer.
     pub const EVENTS: &str = "EDGE_EVENTS";
     /// Per-CPU event budget of the current second ([`super::EventBudget`]).
@@ -138,16 +138,20 @@ pub struct PortEntry {
     pub _pad: u32,
 }
 
-/// One rule that may decide a packet of a class, in policy order.
+/// One rule that may decide a packet of a class, in policy order. It matches when the packet's
+/// local-set bits contain `local` and its remote-set bits contain `remote` (a zero mask: any):
+/// one branch-free test, `(l & local) ^ local | (r & remote) ^ remote == 0`, which keeps both
+/// the JIT code and the verifier's path count small.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Candidate {
     /// Counter slot of the rule in [`maps::RULE_COUNTERS`].
     pub rule: u16,
-    /// Bit of the local address set the packet's local address must be in, or [`ANY_SET`].
-    pub local: u8,
-    /// Bit of the remote address set the packet's remote address must be in, or [`ANY_SET`].
-    pub remote: u8,
+    pub _pad: u16,
+    /// The local set bit the packet's local address must have (0: any).
+    pub local: u32,
+    /// The remote set bit the packet's remote address must have (0: any).
+    pub remote: u64,
 }
 
 /// Value of [`maps::CLASSES`]: the ordered rules that can apply to the ports of this class.
@@ -191,8 +195,10 @@ pub struct GenConfig {
     pub local_v6_len: u32,
     /// Size of each connection table (to tell when an insert evicts).
     pub ct_max: u32,
-    /// Idle timeouts in nanoseconds, indexed by [`CtState`].
-    pub ct_timeout_ns: [u64; CT_STATES],
+    /// Idle timeouts in jiffies, indexed by [`CtState`].
+    pub ct_timeout_jiffies: [u64; CT_STATES],
+    /// The kernel's tick rate (CONFIG_HZ): jiffies per second.
+    pub hz: u64,
     /// Drop events each CPU may emit per second (0: none).
     pub events_per_cpu: u32,
     pub _pad: u32,
@@ -207,7 +213,8 @@ impl GenConfig {
             local_v4_len: 0,
             local_v6_len: 0,
             ct_max: 0,
-            ct_timeout_ns: [0; CT_STATES],
+            ct_timeout_jiffies: [0; CT_STATES],
+            hz: 0,
             events_per_cpu: 0,
             _pad: 0,
             local_v4: [LocalV4 { addr: 0, mask: 0, sets: 0, _pad: 0 }; MAX_LOCAL_V4],
@@ -223,6 +230,20 @@ pub type RemoteKeyV4 = [u8; 5];
 pub type RemoteKeyV6 = [u8; 17];
 /// Value of the remote tries: bit `i` set when the prefix lies in remote set `i`.
 pub type RemoteSets = u64;
+
+/// [`maps::CT_PORTS`] holds one byte per (protocol, local port), eight to an entry: non-zero
+/// when a flow with that local port may be tracked. Ingress checks it before the hash lookup,
+/// so packets to ports the edge never used for its own flows cost no lookup. Set when an entry
+/// is created; cleared only by the controller (flush), so it may say "maybe" for ports whose
+/// flows have gone: that costs a lookup, never a wrong verdict.
+pub const CT_PORTS_LEN: u32 = 2 * 65_536 / 8;
+
+/// Entry and byte of [`maps::CT_PORTS`] for a protocol (6 or 17) and local port.
+#[inline(always)]
+pub const fn ct_port_slot(proto: u8, port: u16) -> (u32, usize) {
+    let p = if proto == 6 { 0 } else { 1 };
+    ((p << 13) | (port as u32 >> 3), (port & 7) as usize)
+}
 
 /// Connection table key, IPv4. Always written from the edge's side (local, remote), so the
 /// egress program and the ingress program build the same key for the two directions of a flow.
@@ -293,12 +314,14 @@ pub mod ct_origin {
     pub const SEEDED: u8 = 1;
 }
 
-/// Value of the connection tables. Times are `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC).
+/// Value of the connection tables. `created_ns` is CLOCK_MONOTONIC (read once, at creation);
+/// `last_seen` is in jiffies, which the verifier inlines as one load: reading a clock through a
+/// helper on every tracked packet would cost more than the rest of the lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtEntry {
     pub created_ns: u64,
-    pub last_seen_ns: u64,
+    pub last_seen: u64,
     /// Counter slot of the rule that allowed the flow.
     pub rule: u16,
     /// A [`CtState`].
@@ -331,12 +354,12 @@ pub struct DropEvent {
     pub _pad: [u8; 7],
 }
 
-/// Per-CPU event budget: how many events this CPU emitted in the second that began at
-/// `window_ns`, and how many it suppressed in total.
+/// Per-CPU event budget: how many events this CPU emitted in the second that began at jiffy
+/// `window`, and how many it suppressed in total.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventBudget {
-    pub window_ns: u64,
+    pub window: u64,
     pub emitted_in_window: u64,
     pub emitted: u64,
     pub suppressed: u64,
@@ -536,8 +559,8 @@ mod tests {
     #[test]
     fn layouts_are_stable() {
         assert_eq!(core::mem::size_of::<PortEntry>(), 8);
-        assert_eq!(core::mem::size_of::<Candidate>(), 4);
-        assert_eq!(core::mem::size_of::<ClassEntry>(), 8 + 4 * MAX_CANDIDATES);
+        assert_eq!(core::mem::size_of::<Candidate>(), 16);
+        assert_eq!(core::mem::size_of::<ClassEntry>(), 8 + 16 * MAX_CANDIDATES);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV4>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV6>(), 40);

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use edge_common::{
-    ANY_SET, Candidate, ClassEntry, LocalV4, LocalV6, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_SETS, MAX_LOCAL_V4,
-    MAX_LOCAL_V6, MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES, flags,
+    Candidate, ClassEntry, LocalV4, LocalV6, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_SETS, MAX_LOCAL_V4, MAX_LOCAL_V6,
+    MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES, flags,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -272,17 +272,17 @@ impl SetBits {
         SetBits { max, specs: Vec::new() }
     }
 
-    /// The bit for a spec ([`ANY_SET`] for any); `Err(max)` when there are too many.
-    fn bit(&mut self, spec: Option<Vec<IpNet>>) -> Result<u8, usize> {
-        let Some(spec) = spec else { return Ok(ANY_SET) };
+    /// The bit for a spec (`None` for any); `Err(max)` when there are too many.
+    fn bit(&mut self, spec: Option<Vec<IpNet>>) -> Result<Option<u8>, usize> {
+        let Some(spec) = spec else { return Ok(None) };
         if let Some(i) = self.specs.iter().position(|s| *s == spec) {
-            return Ok(i as u8);
+            return Ok(Some(i as u8));
         }
         if self.specs.len() == self.max {
             return Err(self.max);
         }
         self.specs.push(spec);
-        Ok((self.specs.len() - 1) as u8)
+        Ok(Some((self.specs.len() - 1) as u8))
     }
 
     /// Each distinct prefix with the bits of the specs that list it.
@@ -376,7 +376,7 @@ impl ClassTable {
         }
         let mut entry = ClassEntry {
             len: cands.len() as u32,
-            needs_remote: cands.iter().any(|c| c.remote != ANY_SET) as u32,
+            needs_remote: cands.iter().any(|c| c.remote != 0) as u32,
             ..Default::default()
         };
         entry.candidates[..cands.len()].copy_from_slice(&cands);
@@ -391,7 +391,7 @@ impl ClassTable {
 /// boundaries. `Err((rule, port))` when more than [`MAX_CANDIDATES`] rules apply to a port.
 fn port_table<'a>(
     members: &[(usize, &'a Rule)],
-    conds: &[Option<(u8, u8)>],
+    conds: &[Option<(Option<u8>, Option<u8>)>],
     slots: &SlotMap,
     classes: &mut ClassTable,
 ) -> Result<Vec<u32>, (&'a Rule, u16)> {
@@ -433,8 +433,10 @@ fn port_table<'a>(
             if cands.len() == MAX_CANDIDATES {
                 return Err((rule, *start as u16));
             }
-            cands.push(Candidate { rule: slots.0[&rule.name], local, remote });
-            if local == ANY_SET && remote == ANY_SET {
+            let local = local.map_or(0, |b| 1u32 << b);
+            let remote = remote.map_or(0, |b| 1u64 << b);
+            cands.push(Candidate { rule: slots.0[&rule.name], _pad: 0, local, remote });
+            if local == 0 && remote == 0 {
                 break; // Later rules can never decide.
             }
         }

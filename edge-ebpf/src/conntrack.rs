@@ -2,11 +2,11 @@
 //! answers pass at ingress without opening any port. Keys are written from the edge's side
 //! (local, remote), so both programs build the same key for the two directions of a flow.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-use edge_common::{CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtState, GenConfig, ct_origin};
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
+use edge_common::{CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtState, GenConfig, ct_origin, ct_port_slot};
 
 use crate::counters;
-use crate::maps::{EDGE_CT4, EDGE_CT6, EDGE_CTLIVE};
+use crate::maps::{EDGE_CT4, EDGE_CT6, EDGE_CTLIVE, EDGE_CTPORTS};
 use crate::parse::{PROTO_TCP, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 pub enum Flow {
@@ -14,8 +14,15 @@ pub enum Flow {
     V6(CtKeyV6),
 }
 
+/// The tick count: the verifier inlines bpf_jiffies64 as a single load.
 #[inline(always)]
-pub fn now() -> u64 {
+pub fn jiffies() -> u64 {
+    unsafe { bpf_jiffies64() }
+}
+
+/// CLOCK_MONOTONIC in ns, through a helper call: for the rare paths (creation, events).
+#[inline(always)]
+pub fn monotonic_ns() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
@@ -37,7 +44,43 @@ pub fn flow(v6: bool, proto: u8, local: &[u32; 4], remote: &[u32; 4], lport: u16
 }
 
 #[inline(always)]
+fn key_port(f: &Flow) -> (u8, u16) {
+    match f {
+        Flow::V4(k) => (k.proto, k.lport),
+        Flow::V6(k) => (k.proto, k.lport),
+    }
+}
+
+/// Whether a flow with this local port may be tracked: one array read instead of a hash lookup
+/// for packets to ports the edge never opened flows from.
+#[inline(always)]
+fn port_may_be_tracked(f: &Flow) -> bool {
+    let (proto, port) = key_port(f);
+    may_be_tracked(proto, port)
+}
+
+/// Whether any tracked flow may use this local port (before building a key at all).
+#[inline(always)]
+pub fn may_be_tracked(proto: u8, local_port: u16) -> bool {
+    let (entry, byte) = ct_port_slot(proto, local_port);
+    EDGE_CTPORTS.get(entry).is_some_and(|e| e[byte & 7] != 0)
+}
+
+#[inline(always)]
+fn mark_port(f: &Flow) {
+    let (proto, port) = key_port(f);
+    let (entry, byte) = ct_port_slot(proto, port);
+    if let Some(e) = EDGE_CTPORTS.get_ptr_mut(entry) {
+        // A byte store: CPUs marking neighbouring ports never undo each other.
+        unsafe { (*e)[byte & 7] = 1 };
+    }
+}
+
+#[inline(always)]
 fn lookup(f: &Flow) -> Option<*mut CtEntry> {
+    if !port_may_be_tracked(f) {
+        return None;
+    }
     match f {
         Flow::V4(k) => EDGE_CT4.get_ptr_mut(k),
         Flow::V6(k) => EDGE_CT6.get_ptr_mut(k),
@@ -75,17 +118,19 @@ fn live_add(family: u32, delta: u64) {
 #[inline(always)]
 fn timeout(cfg: &GenConfig, state: u8) -> u64 {
     match CtState::from_u8(state) {
-        Some(s) => cfg.ct_timeout_ns[s as usize],
+        Some(s) => cfg.ct_timeout_jiffies[s as usize],
         None => 0,
     }
 }
 
-/// A live entry for the flow, removing it (and counting the expiry) when it is past its timeout.
-/// `DRY` (explain) leaves the table and the counters as they are.
+/// A live entry for the flow and the time, removing the entry (and counting the expiry) when it
+/// is past its timeout. The clock is read only when there is an entry. `DRY` (explain) leaves
+/// the table and the counters as they are.
 #[inline(always)]
-pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow, now: u64) -> Option<*mut CtEntry> {
+pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Option<(*mut CtEntry, u64)> {
     let e = lookup(f)?;
-    let (last, state) = unsafe { ((*e).last_seen_ns, (*e).state) };
+    let now = jiffies();
+    let (last, state) = unsafe { ((*e).last_seen, (*e).state) };
     if now.wrapping_sub(last) > timeout(cfg, state) {
         if !DRY {
             remove(f);
@@ -93,7 +138,7 @@ pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow, now: u64) -> Option<*mut
         }
         return None;
     }
-    Some(e)
+    Some((e, now))
 }
 
 /// Refreshes a flow and moves a TCP flow's state on a segment; a RST removes the flow.
@@ -102,7 +147,7 @@ pub fn advance<const DRY: bool>(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound
     if DRY {
         return;
     }
-    unsafe { (*e).last_seen_ns = now };
+    unsafe { (*e).last_seen = now };
     if pkt.proto != PROTO_TCP {
         return;
     }
@@ -130,10 +175,11 @@ pub fn advance<const DRY: bool>(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound
 
 /// Records a new outbound flow allowed by rule `slot`.
 #[inline(always)]
-pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u16, now: u64) {
+pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u16) {
     if DRY {
         return;
     }
+    let now = jiffies();
     let state = if pkt.proto == PROTO_TCP {
         if pkt.tcp_flags & TCP_RST != 0 {
             return; // Nothing to track.
@@ -143,8 +189,8 @@ pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u1
         CtState::Udp
     };
     let entry = CtEntry {
-        created_ns: now,
-        last_seen_ns: now,
+        created_ns: monotonic_ns(),
+        last_seen: now,
         rule: slot,
         state: state as u8,
         origin: ct_origin::OUTBOUND,
@@ -155,6 +201,7 @@ pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u1
         Flow::V6(k) => EDGE_CT6.insert(k, &entry, 0),
     };
     if inserted.is_ok() {
+        mark_port(f);
         counters::ct_event(CtEvent::Created);
         // An LRU table at capacity evicts on insert: count it instead of growing the gauge.
         let full = EDGE_CTLIVE.get(family(f)).is_some_and(|live| *live >= cfg.ct_max as u64);

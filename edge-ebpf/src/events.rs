@@ -1,15 +1,18 @@
 //! Drop events: a record per dropped (or would-be dropped) packet into a ring buffer, limited
 //! per CPU to a budget per second so a flood costs one comparison per packet, not one event.
+//! Once a CPU's budget is spent it reads the clock only every 64th drop, to notice the next
+//! second: a flood costs no helper call per packet.
+//! Once a CPU's budget is spent it reads the clock only every 64th drop, to notice the next
+//! second: a flood costs no helper call per packet.
 
 use edge_common::{DropEvent, DropKind, DropReason, GenConfig};
 
+use crate::conntrack;
 use crate::maps::{EDGE_EVBUDGET, EDGE_EVENTS};
 use crate::parse::Packet;
 
-const SECOND_NS: u64 = 1_000_000_000;
-
 #[inline(always)]
-pub fn emit(cfg: &GenConfig, now: u64, direction: u32, kind: DropKind, reason: DropReason, pkt: Option<&Packet>) {
+pub fn emit(cfg: &GenConfig, direction: u32, kind: DropKind, reason: DropReason, pkt: Option<&Packet>) {
     let limit = cfg.events_per_cpu as u64;
     if limit == 0 {
         return;
@@ -19,8 +22,13 @@ pub fn emit(cfg: &GenConfig, now: u64, direction: u32, kind: DropKind, reason: D
     };
     // Per-CPU value: no other writer.
     let b = unsafe { &mut *budget };
-    if now.wrapping_sub(b.window_ns) >= SECOND_NS {
-        b.window_ns = now;
+    if b.emitted_in_window >= limit && b.suppressed & 63 != 0 {
+        b.suppressed += 1;
+        return;
+    }
+    let now = conntrack::jiffies();
+    if now.wrapping_sub(b.window) >= cfg.hz {
+        b.window = now;
         b.emitted_in_window = 0;
     }
     if b.emitted_in_window >= limit {
@@ -28,7 +36,7 @@ pub fn emit(cfg: &GenConfig, now: u64, direction: u32, kind: DropKind, reason: D
         return;
     }
     let mut event = DropEvent {
-        time_ns: now,
+        time_ns: conntrack::monotonic_ns(),
         direction: direction as u8,
         kind: kind as u8,
         reason: reason as u8,

@@ -5,9 +5,9 @@ use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use edge_common::{
-    CT_DEFAULT_MAX, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DROP_COUNTERS_LEN, EVENTS_RING_BYTES,
-    EventBudget, Explanation, GENERATIONS, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN,
-    PORT_TABLE_LEN, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
+    CT_DEFAULT_MAX, CT_PORTS_LEN, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DROP_COUNTERS_LEN,
+    EVENTS_RING_BYTES, EventBudget, Explanation, GENERATIONS, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES, MAX_RULES,
+    PASS_COUNTERS_LEN, PORT_TABLE_LEN, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
 };
 
 /// The live generation (0 or 1).
@@ -49,6 +49,10 @@ pub static EDGE_CT6: LruHashMap<CtKeyV6, CtEntry> = LruHashMap::pinned(CT_DEFAUL
 
 #[map]
 pub static EDGE_CTEV: PerCpuArray<u64> = PerCpuArray::pinned(CtEvent::COUNT, 0);
+
+/// Which local ports may have tracked flows (see `edge_common::ct_port_slot`).
+#[map]
+pub static EDGE_CTPORTS: Array<[u8; 8]> = Array::pinned(CT_PORTS_LEN, BPF_F_MMAPABLE);
 
 /// Live entries (created minus removed) of the IPv4 and the IPv6 table, updated atomically.
 #[map]

@@ -6,8 +6,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use edge_common::{
-    ANY_SET, ClassEntry, GenConfig, MAX_CANDIDATES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, RemoteKeyV4, RemoteKeyV6,
-    class_index, port_index,
+    ClassEntry, GenConfig, MAX_CANDIDATES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, RemoteKeyV4, RemoteKeyV6, class_index,
+    port_index,
 };
 
 use crate::maps::{EDGE_CLASSES, EDGE_PORTS, EDGE_REMOTE4, EDGE_REMOTE6};
@@ -32,16 +32,24 @@ pub fn match_rule(generation: u32, cfg: &GenConfig, pkt: &Packet, direction: u32
             break;
         }
         let c = &class.candidates[i];
-        let local_ok = c.local == ANY_SET || local_sets & (1u32 << (c.local & 31)) != 0;
-        let remote_ok = c.remote == ANY_SET || remote_sets & (1u64 << (c.remote & 63)) != 0;
-        if local_ok && remote_ok {
+        // One test for both sides (a zero mask requires nothing).
+        let missing = ((local_sets & c.local) ^ c.local) as u64 | ((remote_sets & c.remote) ^ c.remote);
+        if missing == 0 {
             return Some(c.rule);
         }
     }
     None
 }
 
-/// The local sets containing `addr`: a bounded scan of the generation's local prefixes.
+/// All ones when `x` is zero, else zero: equality without a branch (BPF has no conditional
+/// move, and every branch inside a loop multiplies the paths the verifier walks).
+#[inline(always)]
+fn all_ones_if_zero(x: u32) -> u32 {
+    // For x != 0, x | -x has its top bit set.
+    (((x | x.wrapping_neg()) >> 31) ^ 1).wrapping_neg()
+}
+
+/// The local sets containing `addr`: a bounded, branch-free scan of the local prefixes.
 #[inline(always)]
 fn local_sets(cfg: &GenConfig, v6: bool, addr: &[u32; 4]) -> u32 {
     let mut sets = 0;
@@ -52,13 +60,11 @@ fn local_sets(cfg: &GenConfig, v6: bool, addr: &[u32; 4]) -> u32 {
                 break;
             }
             let e = &cfg.local_v6[i];
-            if addr[0] & e.mask[0] == e.addr[0]
-                && addr[1] & e.mask[1] == e.addr[1]
-                && addr[2] & e.mask[2] == e.addr[2]
-                && addr[3] & e.mask[3] == e.addr[3]
-            {
-                sets |= e.sets;
-            }
+            let diff = (addr[0] & e.mask[0] ^ e.addr[0])
+                | (addr[1] & e.mask[1] ^ e.addr[1])
+                | (addr[2] & e.mask[2] ^ e.addr[2])
+                | (addr[3] & e.mask[3] ^ e.addr[3]);
+            sets |= e.sets & all_ones_if_zero(diff);
         }
     } else {
         let n = cfg.local_v4_len as usize;
@@ -67,9 +73,7 @@ fn local_sets(cfg: &GenConfig, v6: bool, addr: &[u32; 4]) -> u32 {
                 break;
             }
             let e = &cfg.local_v4[i];
-            if addr[0] & e.mask == e.addr {
-                sets |= e.sets;
-            }
+            sets |= e.sets & all_ones_if_zero(addr[0] & e.mask ^ e.addr);
         }
     }
     sets

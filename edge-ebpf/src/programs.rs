@@ -72,10 +72,7 @@ impl Decision {
 /// The ingress filter: judges every frame arriving on the interface.
 #[xdp]
 pub fn edge_xdp(ctx: XdpContext) -> u32 {
-    let (data, data_end) = (ctx.data(), ctx.data_end());
-    let bytes = (data_end - data) as u64;
-    let (decision, pkt, cfg) = ingress::<false>(data, data_end);
-    if apply(cfg, INBOUND, decision, pkt.as_ref(), bytes) { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
+    if ingress::<LIVE_RUN>(ctx.data(), ctx.data_end()) { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
 }
 
 /// Passes everything: the benchmark's floor, built with the same toolchain in the same object.
@@ -96,25 +93,46 @@ pub fn edge_tc_egress(ctx: TcContext) -> i32 {
             frame = parse::parse(ctx.data(), ctx.data_end(), false);
         }
     }
-    let (decision, pkt, cfg) = egress::<false>(frame);
-    if apply(cfg, OUTBOUND, decision, pkt.as_ref(), bytes) { TC_ACT_OK as i32 } else { TC_ACT_SHOT as i32 }
+    if egress::<LIVE_RUN>(frame, bytes) { TC_ACT_OK as i32 } else { TC_ACT_SHOT as i32 }
 }
 
 /// `edge-ctl explain` for inbound packets: the ingress logic, dry.
 #[xdp]
 pub fn edge_explain_in(ctx: XdpContext) -> u32 {
-    let (decision, _, _) = ingress::<true>(ctx.data(), ctx.data_end());
-    record_explanation(decision);
+    ingress::<DRY_RUN>(ctx.data(), ctx.data_end());
     xdp_action::XDP_PASS
 }
 
 /// `edge-ctl explain` for outbound packets: the egress logic, dry.
 #[xdp]
 pub fn edge_explain_out(ctx: XdpContext) -> u32 {
-    let (decision, _, _) = egress::<true>(parse::parse(ctx.data(), ctx.data_end(), false));
-    record_explanation(decision);
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    egress::<DRY_RUN>(parse::parse(ctx.data(), ctx.data_end(), false), bytes);
     xdp_action::XDP_PASS
 }
+
+/// Where a decision goes: live, it is counted, drops are reported, and the verdict returned;
+/// dry (explain), it is recorded and nothing changes. The logic calls this where it decides,
+/// with the packet at hand, so nothing large is copied back up.
+#[inline(always)]
+fn decide<const DRY: bool>(
+    cfg: Option<&GenConfig>,
+    direction: u32,
+    d: Decision,
+    pkt: Option<&Packet>,
+    bytes: u64,
+) -> bool {
+    if DRY {
+        record_explanation(d);
+        true
+    } else {
+        apply(cfg, direction, d, pkt, bytes)
+    }
+}
+
+/// Values of the `DRY` parameter.
+const LIVE_RUN: bool = false;
+const DRY_RUN: bool = true;
 
 /// The live generation and its configuration, read once per packet: every lookup below uses
 /// the same generation, so a packet is judged wholly by one policy while a reload flips it.
@@ -140,7 +158,7 @@ fn apply(cfg: Option<&GenConfig>, direction: u32, decision: Decision, pkt: Optio
             let kind = if decision.kind == Kind::Drop { DropKind::Dropped } else { DropKind::WouldDrop };
             counters::drop(direction, kind, decision.drop, bytes);
             if let Some(cfg) = cfg {
-                events::emit(cfg, conntrack::now(), direction, kind, decision.drop, pkt);
+                events::emit(cfg, direction, kind, decision.drop, pkt);
             }
             decision.kind == Kind::WouldDrop
         }
@@ -167,11 +185,12 @@ fn audited(cfg: &GenConfig, d: Decision) -> Decision {
 }
 
 #[inline(always)]
-fn ingress<const DRY: bool>(data: usize, data_end: usize) -> (Decision, Option<Packet>, Option<&'static GenConfig>) {
+fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
+    let bytes = (data_end - data) as u64;
     let Some((generation, cfg)) = generation() else {
-        return (Decision::Drop(DropReason::PolicyDefault), None, None);
+        return decide::<DRY>(None, INBOUND, Decision::Drop(DropReason::PolicyDefault), None, bytes);
     };
-    let (d, pkt) = match parse::parse(data, data_end, true) {
+    match parse::parse(data, data_end, true) {
         Frame::Ip(pkt) => {
             let d = match pkt.proto {
                 PROTO_TCP | PROTO_UDP => match policy::match_rule(generation, cfg, &pkt, INBOUND) {
@@ -181,30 +200,43 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> (Decision, Option<P
                 PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, cfg, &pkt),
                 _ => Decision::Drop(DropReason::L4Protocol),
             };
-            (d, Some(pkt))
+            decide::<DRY>(Some(cfg), INBOUND, audited(cfg, d), Some(&pkt), bytes)
         }
-        Frame::Arp => (essential(cfg, flags::ESSENTIAL_ARP, PassReason::Arp), None),
+        Frame::Arp => decide::<DRY>(
+            Some(cfg),
+            INBOUND,
+            audited(cfg, essential(cfg, flags::ESSENTIAL_ARP, PassReason::Arp)),
+            None,
+            bytes,
+        ),
         Frame::Drop(DropReason::Fragment) if cfg.flags & flags::FRAGMENTS_PASS != 0 => {
-            (Decision::Pass(PassReason::Fragment), None)
+            decide::<DRY>(Some(cfg), INBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
         }
-        Frame::Drop(reason) => (Decision::Drop(reason), None),
-    };
-    (audited(cfg, d), pkt, Some(cfg))
+        Frame::Drop(reason) => decide::<DRY>(Some(cfg), INBOUND, audited(cfg, Decision::Drop(reason)), None, bytes),
+    }
 }
 
 /// No rule allows it: it passes only as part of a flow the edge opened.
 #[inline(always)]
 fn tracked_inbound<const DRY: bool>(cfg: &GenConfig, pkt: &Packet) -> Decision {
+    if !conntrack::may_be_tracked(pkt.proto, pkt.dport) {
+        return untracked(pkt);
+    }
     let flow = conntrack::flow_of(pkt, false);
-    let now = conntrack::now();
-    if let Some(e) = conntrack::live::<DRY>(cfg, &flow, now) {
+    if let Some((e, now)) = conntrack::live::<DRY>(cfg, &flow) {
         conntrack::advance::<DRY>(&flow, e, pkt, true, now);
         if !DRY {
             counters::ct_event(CtEvent::Hit);
         }
         return Decision::Pass(PassReason::Conntrack);
     }
-    // A segment without SYN claims to belong to a connection: name that separately.
+    untracked(pkt)
+}
+
+/// The drop for a TCP/UDP packet no rule allows and no flow explains. A segment without SYN
+/// claims to belong to a connection: that is named separately.
+#[inline(always)]
+fn untracked(pkt: &Packet) -> Decision {
     if pkt.proto == PROTO_TCP && pkt.tcp_flags & TCP_SYN == 0 {
         Decision::Drop(DropReason::NoFlow)
     } else {
@@ -243,7 +275,7 @@ fn icmp_in<const DRY: bool>(data: usize, data_end: usize, cfg: &GenConfig, pkt: 
     }
     if let Some(q) = parse::quoted(data, data_end, pkt) {
         let flow = conntrack::flow(pkt.v6, q.proto, &q.local, &q.remote, q.lport, q.rport);
-        if conntrack::live::<DRY>(cfg, &flow, conntrack::now()).is_some() {
+        if conntrack::live::<DRY>(cfg, &flow).is_some() {
             return Decision::Pass(PassReason::Related);
         }
     }
@@ -260,41 +292,45 @@ fn essential(cfg: &GenConfig, flag: u32, reason: PassReason) -> Decision {
 }
 
 #[inline(always)]
-fn egress<const DRY: bool>(frame: Frame) -> (Decision, Option<Packet>, Option<&'static GenConfig>) {
+fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
     let Some((generation, cfg)) = generation() else {
         // Not configured yet: never cut the host off.
-        return (Decision::Pass(PassReason::Unfiltered), None, None);
+        return decide::<DRY>(None, OUTBOUND, Decision::Pass(PassReason::Unfiltered), None, bytes);
     };
-    let (d, pkt) = match frame {
+    match frame {
         Frame::Ip(pkt) => {
             let d = match pkt.proto {
                 PROTO_TCP | PROTO_UDP => tcp_udp_out::<DRY>(generation, cfg, &pkt),
                 PROTO_ICMP | PROTO_ICMPV6 => icmp_out(cfg, &pkt),
                 _ => egress_default(cfg, DropReason::L4Protocol),
             };
-            (d, Some(pkt))
+            decide::<DRY>(Some(cfg), OUTBOUND, audited(cfg, d), Some(&pkt), bytes)
         }
-        Frame::Arp | Frame::Drop(DropReason::EtherType) => (Decision::Pass(PassReason::NotIp), None),
+        Frame::Arp | Frame::Drop(DropReason::EtherType) => {
+            decide::<DRY>(Some(cfg), OUTBOUND, Decision::Pass(PassReason::NotIp), None, bytes)
+        }
         // The host's own later fragments: their first fragment was judged.
-        Frame::Drop(DropReason::Fragment) => (Decision::Pass(PassReason::Fragment), None),
-        Frame::Drop(reason) => (egress_default(cfg, reason), None),
-    };
-    (audited(cfg, d), pkt, Some(cfg))
+        Frame::Drop(DropReason::Fragment) => {
+            decide::<DRY>(Some(cfg), OUTBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
+        }
+        Frame::Drop(reason) => {
+            decide::<DRY>(Some(cfg), OUTBOUND, audited(cfg, egress_default(cfg, reason)), None, bytes)
+        }
+    }
 }
 
 #[inline(always)]
 fn tcp_udp_out<const DRY: bool>(generation: u32, cfg: &GenConfig, pkt: &Packet) -> Decision {
     let flow = conntrack::flow_of(pkt, true);
-    let now = conntrack::now();
-    let tracked = conntrack::live::<DRY>(cfg, &flow, now);
+    let tracked = conntrack::live::<DRY>(cfg, &flow);
     if let Some(slot) = policy::match_rule(generation, cfg, pkt, OUTBOUND) {
         match tracked {
-            Some(e) => conntrack::advance::<DRY>(&flow, e, pkt, false, now),
-            None => conntrack::create::<DRY>(cfg, &flow, pkt, slot, now),
+            Some((e, now)) => conntrack::advance::<DRY>(&flow, e, pkt, false, now),
+            None => conntrack::create::<DRY>(cfg, &flow, pkt, slot),
         }
         return Decision::Rule(slot);
     }
-    if let Some(e) = tracked {
+    if let Some((e, now)) = tracked {
         // A flow opened under an earlier policy, seeded at attach, or passed by monitor/off.
         conntrack::advance::<DRY>(&flow, e, pkt, false, now);
         return Decision::Pass(PassReason::Conntrack);
@@ -306,7 +342,7 @@ fn tcp_udp_out<const DRY: bool>(generation: u32, cfg: &GenConfig, pkt: &Packet) 
     if d.kind != Kind::Drop {
         // Monitor, off and audit pass the flow, so its answers must come back too: observing
         // a policy must not break what it would allow.
-        conntrack::create::<DRY>(cfg, &flow, pkt, NO_RULE, now);
+        conntrack::create::<DRY>(cfg, &flow, pkt, NO_RULE);
     }
     d
 }

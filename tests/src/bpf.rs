@@ -37,6 +37,8 @@ impl Loaded {
             NEXT.fetch_add(1, Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).expect("create pin dir");
+        // Removes the pins if loading fails below (a panic here would otherwise leave them).
+        let guard = PinDir(dir.clone());
         let tables = compile::compile(policy, role, interface, &SlotMap::default()).expect("compile");
         let mut ebpf = object::load(&dir, tables.ct_max).expect("load object");
         object::load_xdp(&mut ebpf, programs::XDP_FILTER).expect("verifier accepts the filter");
@@ -49,12 +51,17 @@ impl Loaded {
         let mut maps = MapSet::open(&dir).expect("open maps");
         maps.write_generation(0, &tables).expect("write tables");
         maps.set_active_generation(0).expect("activate");
+        std::mem::forget(guard);
         Loaded { ebpf, dir, maps, tables }
     }
 
     /// Another handle on the same maps (for a writer running beside test runs).
     pub fn open_maps(&self) -> MapSet {
         MapSet::open(&self.dir).expect("open maps")
+    }
+
+    pub fn load_extra(&mut self, name: &str) {
+        let _ = edge_ctl::dataplane::object::load_xdp(&mut self.ebpf, name);
     }
 
     fn program(&self, name: &str) -> &Xdp {
@@ -113,6 +120,14 @@ impl Loaded {
 
     pub fn ct_event(&self, event: CtEvent) -> u64 {
         self.maps.ct_event(event).expect("read counter")
+    }
+}
+
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -44,10 +44,7 @@ fn table_lookup(
     };
     entry.candidates[..entry.len as usize]
         .iter()
-        .find(|c| {
-            (c.local == ANY_SET || local_sets & (1 << c.local) != 0)
-                && (c.remote == ANY_SET || remote_sets & (1 << c.remote) != 0)
-        })
+        .find(|c| (local_sets & c.local) == c.local && (remote_sets & c.remote) == c.remote)
         .map(|c| t.rules.iter().find(|r| r.slot == c.rule).unwrap().name.clone())
 }
 

@@ -2,11 +2,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use edge_common::{CtEntry, CtKeyV4, CtKeyV6, CtState, ct_origin};
+use edge_common::{CT_PORTS_LEN, CtEntry, CtKeyV4, CtKeyV6, CtState, ct_origin, ct_port_slot};
 use serde::Serialize;
 
 use super::DataplaneError;
-use super::maps::MapSet;
+use super::maps::{MapSet, Mmapped};
 use super::paths::NamespacePaths;
 use super::state::InterfaceState;
 use super::system;
@@ -119,7 +119,20 @@ impl MapSet {
             }
             _ => return Ok(()),
         };
-        r.map_err(|e| DataplaneError::map(edge_common::maps::CT_V4, "insert", e))
+        r.map_err(|e| DataplaneError::map(edge_common::maps::CT_V4, "insert", e))?;
+        self.mark_ct_port(proto, flow.local_port)
+    }
+
+    fn ct_ports_mapped(&self) -> Result<Mmapped<[u8; 8]>, DataplaneError> {
+        use std::os::fd::AsFd;
+        Mmapped::map(self.ct_ports.fd().as_fd(), CT_PORTS_LEN as usize, edge_common::maps::CT_PORTS)
+    }
+
+    /// Tells the kernel a flow with this local port may be tracked (see `ct_port_slot`).
+    fn mark_ct_port(&mut self, proto: u8, port: u16) -> Result<(), DataplaneError> {
+        let (entry, byte) = ct_port_slot(proto, port);
+        self.ct_ports_mapped()?.entries_mut()[entry as usize][byte] = 1;
+        Ok(())
     }
 
     /// Removes every entry; returns how many there were.
@@ -134,16 +147,16 @@ impl MapSet {
         }
         self.set_ct_live(0, 0)?;
         self.set_ct_live(1, 0)?;
+        self.ct_ports_mapped()?.entries_mut().fill([0; 8]);
         Ok(keys4.len() + keys6.len())
     }
 }
 
 /// An entry for a connection that is open already (seeded at attach).
 pub fn seeded_entry(tcp: bool, slot: u16) -> CtEntry {
-    let now = monotonic_ns();
     CtEntry {
-        created_ns: now,
-        last_seen_ns: now,
+        created_ns: monotonic_ns(),
+        last_seen: system::jiffies_now().unwrap_or(0),
         rule: slot,
         state: if tcp { CtState::Established as u8 } else { CtState::Udp as u8 },
         origin: ct_origin::SEEDED,
@@ -165,12 +178,13 @@ pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
     let live = st.as_ref().and_then(|s| s.live(generation));
     let timeouts = live.map(|g| g.ct_timeout_ns).unwrap_or_default();
     let now = monotonic_ns();
+    let (jiffies, hz) = (system::jiffies_now().unwrap_or(0), system::kernel_hz());
     let mut out: Vec<ConntrackEntry> = maps
         .ct_entries()
         .into_iter()
         .map(|(flow, e)| {
             let state = CtState::from_u8(e.state);
-            let idle = now.saturating_sub(e.last_seen_ns);
+            let idle_ns = jiffies.saturating_sub(e.last_seen).saturating_mul(1_000_000_000) / hz;
             let rule = if e.origin == ct_origin::SEEDED {
                 "seeded at attach".to_string()
             } else if e.rule == u16::MAX {
@@ -183,9 +197,9 @@ pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
                 flow,
                 state: state.map_or("?", |s| s.name()),
                 age_s: now.saturating_sub(e.created_ns) as f64 / 1e9,
-                idle_s: idle as f64 / 1e9,
+                idle_s: idle_ns as f64 / 1e9,
                 rule,
-                expired: state.is_none_or(|s| idle > timeouts[s as usize]),
+                expired: state.is_none_or(|s| idle_ns > timeouts[s as usize]),
             }
         })
         .collect();

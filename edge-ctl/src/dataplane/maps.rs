@@ -45,6 +45,8 @@ pub struct MapSet {
     pub ct_events: PerCpuArray<MapData, u64>,
     pub ct_live: Array<MapData, u64>,
     pub event_budget: PerCpuArray<MapData, EventBudget>,
+    /// Memory-mapped, like the port table.
+    pub ct_ports: MapData,
 }
 
 impl MapSet {
@@ -67,6 +69,8 @@ impl MapSet {
             ct_events: typed!(dir, names::CT_EVENTS),
             ct_live: typed!(dir, names::CT_LIVE),
             event_budget: typed!(dir, names::EVENT_BUDGET),
+            ct_ports: MapData::from_pin(dir.join(names::CT_PORTS))
+                .map_err(|e| DataplaneError::map(names::CT_PORTS, "open pinned map", e))?,
         })
     }
 
@@ -96,7 +100,7 @@ impl MapSet {
 
     fn write_ports(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
         use std::os::fd::AsFd;
-        let mut table = PortTable::map(self.ports.fd().as_fd())?;
+        let mut table = Mmapped::<PortEntry>::map(self.ports.fd().as_fd(), PORT_TABLE_LEN as usize, names::PORTS)?;
         for (direction, per_proto) in tables.ports.iter().enumerate() {
             for (proto, classes) in per_proto.iter().enumerate() {
                 let base = port_index(generation, direction as u32, proto as u32, 0) as usize;
@@ -201,7 +205,9 @@ fn gen_config(tables: &Tables) -> GenConfig {
     let mut cfg = GenConfig::zeroed();
     cfg.flags = tables.flags;
     cfg.ct_max = tables.ct_max;
-    cfg.ct_timeout_ns = tables.ct_timeout_ns;
+    let hz = super::system::kernel_hz();
+    cfg.hz = hz;
+    cfg.ct_timeout_jiffies = tables.ct_timeout_ns.map(|ns| ns.saturating_mul(hz) / 1_000_000_000);
     // The kernel budgets per CPU; round up so a rate of 1 still reports.
     let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
     cfg.events_per_cpu = tables.events_per_second.div_ceil(cpus);
@@ -214,18 +220,20 @@ fn gen_config(tables: &Tables) -> GenConfig {
     cfg
 }
 
-/// The port table, memory-mapped (the map is created with BPF_F_MMAPABLE): writing a generation
-/// is a memory copy instead of 262,144 map-update syscalls.
-struct PortTable {
-    ptr: *mut PortEntry,
+/// An mmapable array map (created with BPF_F_MMAPABLE) seen as a slice: writing a whole port
+/// table generation is a memory copy instead of 262,144 map-update syscalls.
+pub(super) struct Mmapped<T> {
+    ptr: *mut T,
     len: usize,
 }
 
-impl PortTable {
-    fn map(fd: std::os::fd::BorrowedFd<'_>) -> Result<PortTable, DataplaneError> {
+impl<T: Copy> Mmapped<T> {
+    /// Maps `len` entries of the map behind `fd`; `name` is for errors.
+    pub(super) fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize, name: &str) -> Result<Mmapped<T>, DataplaneError> {
         use std::os::fd::AsRawFd;
-        let len = PORT_TABLE_LEN as usize;
-        let bytes = len * std::mem::size_of::<PortEntry>();
+        // Array map values are laid out at their size rounded up to 8 bytes.
+        assert_eq!(std::mem::size_of::<T>() % 8, 0, "array map entries are 8-byte aligned");
+        let bytes = len * std::mem::size_of::<T>();
         // SAFETY: a shared mapping of an mmapable array map of exactly `bytes` bytes.
         let ptr = unsafe {
             libc::mmap(
@@ -238,25 +246,22 @@ impl PortTable {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(DataplaneError::Io {
-                what: format!("mmap {}", names::PORTS),
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(DataplaneError::Io { what: format!("mmap {name}"), source: std::io::Error::last_os_error() });
         }
-        Ok(PortTable { ptr: ptr.cast(), len })
+        Ok(Mmapped { ptr: ptr.cast(), len })
     }
 
-    fn entries_mut(&mut self) -> &mut [PortEntry] {
+    pub(super) fn entries_mut(&mut self) -> &mut [T] {
         // SAFETY: the mapping holds `len` entries and lives as long as self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
 
-impl Drop for PortTable {
+impl<T> Drop for Mmapped<T> {
     fn drop(&mut self) {
         // SAFETY: unmapping what `map` mapped.
         unsafe {
-            libc::munmap(self.ptr.cast(), self.len * std::mem::size_of::<PortEntry>());
+            libc::munmap(self.ptr.cast(), self.len * std::mem::size_of::<T>());
         }
     }
 }

@@ -94,3 +94,47 @@ pub fn netns_id() -> Result<u64, DataplaneError> {
         .map(|m| m.ino())
         .map_err(|e| DataplaneError::Io { what: "read /proc/self/ns/net".into(), source: e })
 }
+
+/// The kernel's tick rate (CONFIG_HZ), which the connection table's jiffies timestamps use:
+/// from /proc/config.gz or /boot/config-<release>, else measured from /proc/timer_list.
+pub fn kernel_hz() -> u64 {
+    static HZ: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *HZ.get_or_init(|| config_hz().or_else(measured_hz).unwrap_or(250))
+}
+
+fn config_hz() -> Option<u64> {
+    let from = |text: String| text.lines().find_map(|l| l.strip_prefix("CONFIG_HZ=")?.trim().parse().ok());
+    let gz = std::fs::read("/proc/config.gz").ok().and_then(|b| {
+        use std::io::Read;
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(&b[..]).read_to_string(&mut s).ok().map(|_| s)
+    });
+    if let Some(hz) = gz.and_then(from) {
+        return Some(hz);
+    }
+    let release = nix::sys::utsname::uname().ok()?.release().to_string_lossy().into_owned();
+    std::fs::read_to_string(format!("/boot/config-{release}")).ok().and_then(from)
+}
+
+/// Two samples of (jiffies, ns) from /proc/timer_list 200 ms apart, rounded to a usual HZ.
+fn measured_hz() -> Option<u64> {
+    let sample = || -> Option<(u64, u64)> {
+        let t = std::fs::read_to_string("/proc/timer_list").ok()?;
+        let ns = t.lines().find_map(|l| l.strip_prefix("now at ")?.strip_suffix(" nsecs")?.parse().ok())?;
+        Some((jiffies_in(&t)?, ns))
+    };
+    let (j0, n0) = sample()?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (j1, n1) = sample()?;
+    let hz = (j1 - j0) as f64 * 1e9 / (n1 - n0) as f64;
+    [100u64, 250, 300, 1000].into_iter().min_by(|a, b| (*a as f64 - hz).abs().total_cmp(&(*b as f64 - hz).abs()))
+}
+
+fn jiffies_in(timer_list: &str) -> Option<u64> {
+    timer_list.lines().find_map(|l| l.trim().strip_prefix("jiffies:")?.trim().parse().ok())
+}
+
+/// The current jiffies count (from /proc/timer_list), to date connection-table entries.
+pub fn jiffies_now() -> Option<u64> {
+    jiffies_in(&std::fs::read_to_string("/proc/timer_list").ok()?)
+}

@@ -1,0 +1,171 @@
+//! `cargo xtask bench`: per-packet cost of the filter with BPF_PROG_TEST_RUN, against an empty
+//! XDP program in the same object (the floor of the harness), for the Lync profile and for
+//! policies of 10 to 10,000 rules. Prints a table and writes JSON. `--quick` runs few
+//! repetitions (CI checks that it works; it never asserts times).
+
+use std::net::IpAddr;
+
+use edge_common::programs;
+use edge_ctl::compile;
+use edge_ctl::policy::{self, Role};
+use edge_ctl::profile::{self, addr};
+use edge_tests::bpf::{Loaded, XDP_DROP, XDP_PASS};
+use edge_tests::packet::{self, ACK, SYN};
+use serde_json::json;
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// Egress frame run once first (to create the flow a tracked reply belongs to).
+    prime: Option<Vec<u8>>,
+    expect: u32,
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    let access = addr::node_external(1)[0].clone();
+    let av = addr::node_external(1)[2].clone();
+    let access6 = addr::node_external6(1)[0].clone();
+    let client = "192.0.2.50";
+    vec![
+        // Behind the HLB's SNAT the Access Edge sees the VIP as the client.
+        Case {
+            name: "allowed tcp syn 5061 (sip, remote set)",
+            frame: packet::tcp(ip(addr::ACCESS_VIP), ip(&access), 40000, 5061, SYN),
+            prime: None,
+            expect: XDP_PASS,
+        },
+        Case {
+            name: "allowed udp 3478 (stun, any remote)",
+            frame: packet::udp(ip(client), ip(&av), 40000, 3478),
+            prime: None,
+            expect: XDP_PASS,
+        },
+        Case {
+            name: "allowed ipv6 tcp syn 5061",
+            frame: packet::tcp(ip(addr::ACCESS_VIP6), ip(&access6), 40000, 5061, SYN),
+            prime: None,
+            expect: XDP_PASS,
+        },
+        Case {
+            name: "denied tcp syn 8080",
+            frame: packet::tcp(ip(client), ip(&access), 40000, 8080, SYN),
+            prime: None,
+            expect: XDP_DROP,
+        },
+        Case {
+            name: "denied udp 53 from port 53",
+            frame: packet::udp(ip(client), ip(&access), 53, 5000),
+            prime: None,
+            expect: XDP_DROP,
+        },
+        Case {
+            name: "tracked reply (dns answer)",
+            frame: packet::udp(ip("198.51.100.53"), ip(&access), 53, 41000),
+            prime: Some(packet::udp(ip(&access), ip("198.51.100.53"), 41000, 53)),
+            expect: XDP_PASS,
+        },
+        Case {
+            name: "tracked reply (tcp ack, crl)",
+            frame: packet::tcp(ip("198.51.100.80"), ip(&access), 80, 41001, ACK),
+            prime: Some(packet::tcp(ip(&access), ip("198.51.100.80"), 41001, 80, SYN)),
+            expect: XDP_PASS,
+        },
+        Case { name: "arp", frame: packet::pad(packet::arp()), prime: None, expect: XDP_PASS },
+    ]
+}
+
+/// The Lync profile plus `extra` rules on ports 10000.., whose remotes come from 64 sets that
+/// together hold `extra` distinct prefixes (198.18.0.0/15 and 2001:db8:f::/48).
+fn scaled_policy(extra: usize) -> String {
+    let mut text = profile::render(&Default::default());
+    if std::env::var("BENCH_NO_EVENTS").is_ok() {
+        text = text.replacen("version = 1\n", "version = 1\n[events]\nper_second = 0\n", 1);
+    }
+    if extra == 0 {
+        return text;
+    }
+    let sets = 64.min(extra);
+    let mut members: Vec<Vec<String>> = vec![Vec::new(); sets];
+    for i in 0..extra {
+        let p = if i % 4 == 3 {
+            format!("\"2001:db8:f:{:x}::/64\"", i)
+        } else {
+            format!("\"198.{}.{}.{}/32\"", 18 + (i >> 16), (i >> 8) & 0xff, i & 0xff)
+        };
+        members[i % sets].push(p);
+    }
+    let mut sets_text = String::new();
+    for (k, m) in members.iter().enumerate() {
+        sets_text += &format!("partners{k} = [{}]\n", m.join(", "));
+    }
+    text = text.replacen("[sets]\n", &format!("[sets]\n{sets_text}"), 1);
+    for i in 0..extra {
+        text += &format!(
+            "\n[[rule]]\nname = \"partner-{i}\"\nrole = \"external\"\ndirection = \"inbound\"\nprotocol = \"tcp\"\nports = {}\nlocal = \"access_edge\"\nremote = \"partners{}\"\n",
+            10000 + (i % 20000),
+            i % sets
+        );
+    }
+    text
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
+    let (repeat, rounds) = if quick { (10_000, 1) } else { (1_000_000, 15) };
+    let policies: &[(&str, usize)] = &[("lync", 0)];
+    let mut results = Vec::new();
+    println!("BPF_PROG_TEST_RUN, repeat {repeat}, median of {rounds} rounds, 64-byte-class frames, ns per packet");
+    for (pname, extra) in policies {
+        let text = scaled_policy(*extra);
+        let p = policy::parse(&text, pname).expect("bench policy parses");
+        let rules = p.rules_of(Role::External).count();
+        let l = Loaded::new(&p, Role::External, &[]);
+        let _ = compile::Tables::clone(&l.tables);
+        let mut floor_runs = Vec::new();
+        let mut rows = Vec::new();
+        for c in cases() {
+            if let Some(prime) = &c.prime {
+                l.run_egress(prime);
+            }
+            let (mut runs, mut ratios) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                // Floor and case alternate, and each round's ratio is taken on its own: this
+                // machine's noise (shared cores) moves both together.
+                let floor = l.run_program(programs::XDP_FLOOR, &c.frame, repeat).1;
+                let (verdict, ns) = l.run_program(programs::XDP_FILTER, &c.frame, repeat);
+                assert_eq!(verdict, c.expect, "{}: unexpected verdict", c.name);
+                floor_runs.push(floor);
+                runs.push(ns);
+                ratios.push(ns / floor);
+            }
+            rows.push((c.name, median(runs), median(ratios)));
+        }
+        let floor = median(floor_runs);
+        println!(
+            "\n{pname} ({rules} external rules, {} remote prefixes)  floor {floor:.1} ns",
+            l.tables.remote_v4.len() + l.tables.remote_v6.len()
+        );
+        println!("  {:<40} {:>9} {:>8}", "PACKET", "NS", "x FLOOR");
+        for (name, ns, ratio) in &rows {
+            println!("  {:<40} {:>9.1} {:>8.2}", name, ns, ratio);
+            results.push(
+                json!({"policy": pname, "rules": rules, "packet": name, "ns": ns, "floor_ns": floor, "ratio": ratio}),
+            );
+        }
+    }
+    let doc = json!({ "repeat": repeat, "rounds": rounds, "quick": quick, "results": results });
+    if let Some(path) = json_path {
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).expect("write JSON");
+        println!("\nJSON: {path}");
+    }
+}
