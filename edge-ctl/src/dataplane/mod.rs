@@ -24,7 +24,9 @@ pub use reload::{
     ReloadReport, RemovedRule, UpgradeReport, needs_upgrade, reload, upgrade,
     wait_for_running_programs,
 };
-pub use report::{InterfaceStats, InterfaceStatus, ReasonStats, RuleStats, stats, status};
+pub use report::{
+    ConntrackStats, InterfaceStats, InterfaceStatus, ReasonStats, RuleStats, stats, status,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
