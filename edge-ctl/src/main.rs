@@ -13,8 +13,13 @@ fn main() {
     if let Err(e) = edge_ctl::cli::run(cli) {
         // Policy and serve-configuration diagnostics already read "file:line:col: error: ...";
         // print them as they are.
+        // (LoadError::Invalid is transparent, so its PolicyError is not a `source` of it.)
         let located = e.chain().find(|c| {
             c.is::<edge_ctl::policy::PolicyError>()
+                || matches!(
+                    c.downcast_ref::<edge_ctl::policy::LoadError>(),
+                    Some(edge_ctl::policy::LoadError::Invalid(_))
+                )
                 || matches!(
                     c.downcast_ref::<edge_ctl::serve::config::ConfigError>(),
                     Some(edge_ctl::serve::config::ConfigError::Invalid(_))
