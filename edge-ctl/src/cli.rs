@@ -154,11 +154,16 @@ attached and counting. Log level: RUST_LOG (default info).",
   policy = \"/etc/edge-ctl/policy.toml\" # relative paths: from the configuration's directory
   mode = \"auto\"                        # optional: native | generic | auto (used at attach)
 
-Metrics (all labelled interface and role): edge_ctl_rule_{packets,bytes}_total{rule,direction},
-edge_ctl_dropped_{packets,bytes}_total{direction,reason}, edge_ctl_would_drop_{packets,bytes}_total,
-edge_ctl_passed_{packets,bytes}_total, edge_ctl_conntrack_entries{family}, edge_ctl_conntrack_*_total,
-edge_ctl_policy_generation, edge_ctl_policy_reloads_total, edge_ctl_policy_reload_failures_total,
-edge_ctl_policy_last_reload_success_timestamp_seconds, edge_ctl_interface_attached (README: all).
+Metrics, each labelled interface and role (README, \"Running as a service\", has them all):
+  edge_ctl_rule_packets_total, edge_ctl_rule_bytes_total          {rule, direction}
+  edge_ctl_dropped_packets_total, edge_ctl_dropped_bytes_total    {direction, reason}
+  edge_ctl_would_drop_packets_total, ..._bytes_total              {direction, reason}
+  edge_ctl_passed_packets_total, edge_ctl_passed_bytes_total      {direction, reason}
+  edge_ctl_conntrack_entries {family}, edge_ctl_conntrack_max_entries
+  edge_ctl_conntrack_{hits,created,expired,table_full,resets}_total
+  edge_ctl_policy_generation, edge_ctl_policy_info {sha256}
+  edge_ctl_policy_reloads_total, edge_ctl_policy_reload_failures_total
+  edge_ctl_policy_last_reload_success_timestamp_seconds, edge_ctl_interface_attached
 
 Examples:
   edge-ctl serve --config /etc/edge-ctl/serve.toml

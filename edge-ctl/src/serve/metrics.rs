@@ -138,7 +138,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "edge_ctl_policy_reload_failures_total",
         "counter",
-        "Policy changes this daemon could not apply (invalid file, attach or reload error); the live policy stayed.",
+        "Policy changes this daemon could not apply (invalid file, attach or reload error); nothing changed.",
     ),
 ];
 

@@ -185,11 +185,24 @@ async fn apply_and_log(daemon: &Arc<Daemon>, iface: &InterfaceConfig) -> bool {
             if !transient {
                 daemon.count(name, false);
             }
-            error!("{name}: policy {policy} not applied, the live policy stays:\n{e:#}");
+            let stays = match is_attached(name).await {
+                true => "the live policy stays",
+                false => "the interface stays unfiltered",
+            };
+            error!("{name}: policy {policy} not applied, {stays}:\n{e:#}");
             return !transient;
         }
     }
     true
+}
+
+async fn is_attached(ifname: &str) -> bool {
+    let ifname = ifname.to_string();
+    tokio::task::spawn_blocking(move || {
+        dataplane::status().is_ok_and(|l| l.iter().any(|s| s.interface == ifname))
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Polls every policy file and applies each once it has changed and settled.
