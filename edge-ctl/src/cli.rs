@@ -177,6 +177,41 @@ Examples:
     /// Work with policy files without touching the kernel.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run as a daemon: keep interfaces filtered, hot-swap changed policy files, serve metrics.
+    #[command(
+        long_about = "Run as a daemon (e.g. under systemd, see contrib/edge-ctl.service). At start, \
+serve attaches every interface of the configuration that has no filter yet and adopts those that \
+have one, reloading any whose live policy differs from its file. It then polls each policy file \
+and hot-swaps it (`edge-ctl reload`) once the file has stopped changing for half a second; a \
+file that does not parse or validate is logged with its file:line:column errors and the live \
+policy stays. Prometheus metrics (text format) are served at http://ADDR/metrics, read fresh \
+from the kernel's maps at every scrape. SIGTERM or SIGINT stops the daemon; the filters stay \
+attached and counting. Log level: RUST_LOG (default info).",
+        after_help = "Configuration (TOML), one table per interface:
+  [[interface]]
+  name = \"eth0\"                        # interface in this network namespace
+  role = \"external\"                    # external | internal
+  policy = \"/etc/edge-ctl/policy.toml\" # relative paths: from the configuration's directory
+  mode = \"auto\"                        # optional: native | generic | auto (used at attach)
+
+Metrics, each labelled interface and role (README, \"Running as a service\", has them all):
+  edge_ctl_rule_packets_total, edge_ctl_rule_bytes_total          {rule, direction}
+  edge_ctl_dropped_packets_total, edge_ctl_dropped_bytes_total    {direction, reason}
+  edge_ctl_would_drop_packets_total, ..._bytes_total              {direction, reason}
+  edge_ctl_passed_packets_total, edge_ctl_passed_bytes_total      {direction, reason}
+  edge_ctl_conntrack_entries {family}, edge_ctl_conntrack_max_entries
+  edge_ctl_conntrack_{hits,created,expired,table_full,resets}_total
+  edge_ctl_policy_generation, edge_ctl_policy_info {sha256}
+  edge_ctl_policy_reloads_total, edge_ctl_policy_reload_failures_total
+  edge_ctl_policy_last_reload_success_timestamp_seconds, edge_ctl_interface_attached
+
+Examples:
+  edge-ctl serve --config /etc/edge-ctl/serve.toml
+  edge-ctl serve --config serve.toml --metrics 0.0.0.0:9469
+  RUST_LOG=debug edge-ctl serve --config serve.toml
+  curl -s http://127.0.0.1:9469/metrics | grep edge_ctl_rule_packets_total"
+    )]
+    Serve(crate::serve::ServeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -340,6 +375,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Serve(args) => crate::serve::run(args),
         Command::Policy(PolicyCommand::Check { file }) => check(&file),
         Command::Policy(PolicyCommand::Show { file, role }) => {
             let p = read_policy(&file)?;

@@ -3,8 +3,9 @@
 //!
 //! The data flow, one module per arrow:
 //! `policy` (TOML -> validated model) -> `compile` (model -> lookup tables) -> `dataplane`
-//! (tables -> pinned BPF maps, attach, counters). `reference` states the policy semantics once
-//! as plain code; tests hold the kernel program against it.
+//! (tables -> pinned BPF maps, attach, counters). `serve` runs that as a daemon: policy files
+//! watched and hot-swapped, counters served as Prometheus metrics. `reference` states the
+//! policy semantics once as plain code; tests hold the kernel program against it.
 
 pub mod analysis;
 pub mod cli;
@@ -15,4 +16,5 @@ pub mod fuzzing;
 pub mod policy;
 pub mod profile;
 pub mod reference;
+pub mod serve;
 pub mod show;

@@ -4,7 +4,8 @@
 //! - bpf-linker 0.13 built against the nightly toolchain's own libLLVM, copied into .tools/ so a
 //!   toolchain update cannot break it (bpf-linker's LLVM major must equal rustc's);
 //! - a mounted bpffs;
-//! - the system commands the tests and the demo run (iproute2, util-linux, nftables).
+//! - the system commands the tests and the demo run (iproute2, util-linux, nftables,
+//!   prometheus for promtool).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +18,13 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const NIGHTLY: &str = "nightly";
 
 /// Commands the tests and demo need, with the Debian package that provides each.
-const COMMANDS: &[(&str, &str)] = &[("ip", "iproute2"), ("nsenter", "util-linux"), ("nft", "nftables")];
+const COMMANDS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("nft", "nftables"),
+    // The serve tests check the metrics exposition with `promtool check metrics`.
+    ("promtool", "prometheus"),
+];
 
 pub fn run(root: &Path, verbose: bool) -> Result<()> {
     rust_src(verbose)?;

@@ -24,7 +24,7 @@ use paths::{InterfacePaths, NamespacePaths, XDP_LINK};
 pub use attach::{AttachReport, AttachRequest, Mode, attach, detach};
 pub use explain::{ExplainAnswer, ExplainRequest, RuleRef, explain};
 pub use reload::{ReloadReport, RemovedRule, UpgradeReport, needs_upgrade, reload, upgrade, wait_for_running_programs};
-pub use report::{InterfaceStats, InterfaceStatus, ReasonStats, RuleStats, stats, status};
+pub use report::{ConntrackStats, EventStats, InterfaceStats, InterfaceStatus, ReasonStats, RuleStats, stats, status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {

@@ -26,6 +26,8 @@ pub struct InterfaceStatus {
     pub policy_hash: Option<String>,
     pub rules: usize,
     pub attached_at: Option<u64>,
+    /// When the live policy was loaded (attach or reload), Unix seconds.
+    pub policy_loaded_at: Option<u64>,
     pub interface_present: bool,
     /// What is wrong, when something is.
     pub problem: Option<String>,
@@ -55,6 +57,7 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
         policy_hash: None,
         rules: 0,
         attached_at: None,
+        policy_loaded_at: None,
         interface_present: system::if_index(&p.ifname).is_ok(),
         problem: None,
     };
@@ -85,6 +88,7 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
                 s.policy_origin = Some(live.policy_origin.clone());
                 s.policy_hash = Some(live.policy_hash.clone());
                 s.rules = live.rules.len();
+                s.policy_loaded_at = Some(live.loaded_at);
             }
         }
         (Ok(None), _) => s.problem = Some("state file missing: run `edge-ctl detach` and attach again".into()),

@@ -1,0 +1,57 @@
+//! Bringing one configured interface to its policy file: attach it when it has no filter,
+//! reload it when the live policy differs from the file, leave it alone otherwise.
+
+use anyhow::{Result, bail};
+
+use super::config::InterfaceConfig;
+use crate::dataplane::{self, AttachReport, AttachRequest, DataplaneError, ReloadReport};
+
+/// What applying a policy file did.
+#[derive(Debug)]
+pub enum Applied {
+    Attached(AttachReport),
+    Reloaded(ReloadReport),
+    /// The live policy already is the file's.
+    Unchanged {
+        generation: Option<u32>,
+    },
+}
+
+/// Reads the interface's policy file and makes it the live policy. A file that does not
+/// parse or validate changes nothing (the error names file:line:col).
+pub fn apply(iface: &InterfaceConfig) -> Result<Applied> {
+    let policy = crate::cli::read_policy(&iface.policy)?;
+    for w in &policy.warnings {
+        log::warn!("{w}");
+    }
+    let live = dataplane::status()?.into_iter().find(|s| s.interface == iface.name);
+    let Some(live) = live else {
+        let report = dataplane::attach(&AttachRequest {
+            ifname: &iface.name,
+            role: iface.role,
+            policy: &policy,
+            mode: iface.mode,
+        })?;
+        return Ok(Applied::Attached(report));
+    };
+    if let Some(role) = live.role
+        && role != iface.role
+    {
+        bail!(
+            "{} is attached with role {role}, but the configuration says {}: run \
+             `edge-ctl detach {}` and let serve attach it, or fix the configuration",
+            iface.name,
+            iface.role,
+            iface.name
+        );
+    }
+    if live.policy_hash.as_deref() == Some(policy.hash().as_str()) {
+        return Ok(Applied::Unchanged { generation: live.generation });
+    }
+    Ok(Applied::Reloaded(dataplane::reload(&iface.name, &policy)?))
+}
+
+/// Whether a failure may pass by itself (another edge-ctl holds the interface's lock).
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| matches!(c.downcast_ref::<DataplaneError>(), Some(DataplaneError::Busy(_))))
+}

@@ -1,0 +1,306 @@
+//! `edge-ctl serve`: a daemon that keeps the configured interfaces filtered by their policy
+//! files, hot-swaps a policy when its file changes, serves Prometheus metrics, and forwards the
+//! kernel programs' log records. Stopping it leaves the filters attached and counting: they
+//! are pinned and never depended on the daemon.
+//!
+//! config (TOML) -> apply (attach / reload / adopt) -> watch (poll, debounce, apply)
+//!                                                  -> metrics (stats -> text) -> http
+
+pub mod apply;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod watch;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use log::{debug, error, info, warn};
+use tokio::signal::unix::{SignalKind, signal};
+
+use apply::Applied;
+use config::{Config, InterfaceConfig};
+use metrics::{InterfaceSample, ReloadCounts};
+use watch::{Debouncer, FileWatch, Observation};
+
+use crate::dataplane;
+
+/// The configuration `serve` reads when given none.
+pub const DEFAULT_CONFIG: &str = "/etc/edge-ctl/serve.toml";
+/// Where metrics are served by default: loopback only.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9469";
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file (TOML) listing the interfaces to manage.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Address and port of the Prometheus endpoint (/metrics). The default listens on loopback
+    /// only; use e.g. 0.0.0.0:9469 to let a remote Prometheus scrape it.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS)]
+    pub metrics: SocketAddr,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let config = config::load(&args.config)?;
+    dataplane::system::require_privileges()?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(daemon(config, args.metrics))
+}
+
+/// What the daemon keeps between scrapes.
+struct Daemon {
+    config: Config,
+    reloads: Mutex<HashMap<String, ReloadCounts>>,
+    /// Programs whose log records are being forwarded.
+    forwarded: Mutex<HashSet<u32>>,
+}
+
+impl Daemon {
+    fn count(&self, iface: &str, ok: bool) {
+        let mut all = self.reloads.lock().expect("reload counters");
+        let c = all.entry(iface.to_string()).or_default();
+        if ok {
+            c.successes += 1;
+        } else {
+            c.failures += 1;
+        }
+    }
+}
+
+async fn daemon(config: Config, addr: SocketAddr) -> Result<()> {
+    // Installed first, so a signal during start-up is not fatal but ends the daemon after it.
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} for metrics (is another `edge-ctl serve` running? choose \
+             another address with --metrics ADDR)"
+        )
+    })?;
+    let daemon = Arc::new(Daemon {
+        reloads: Mutex::new(config.interfaces.iter().map(|i| (i.name.clone(), ReloadCounts::default())).collect()),
+        config,
+        forwarded: Mutex::new(HashSet::new()),
+    });
+    info!("managing {} interface(s) from {}", daemon.config.interfaces.len(), daemon.config.origin);
+    let mut watches = Vec::new();
+    for iface in &daemon.config.interfaces {
+        let mut file = FileWatch::new(&iface.policy);
+        let seen = file.poll();
+        // After a transient failure nothing is settled: the watcher tries again shortly.
+        let settled = apply_and_log(&daemon, iface).await.then_some(seen);
+        watches.push((file, Debouncer::new(watch::QUIET_PERIOD, settled)));
+    }
+    forward_kernel_logs(&daemon);
+
+    let scraper = daemon.clone();
+    let server = tokio::spawn(http::serve(listener, move || {
+        let d = scraper.clone();
+        async move {
+            tokio::task::spawn_blocking(move || collect(&d).map(|s| metrics::render(&s)))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{e:#}"))
+        }
+    }));
+    info!("serving metrics on http://{addr}/metrics");
+    let watcher = tokio::spawn(watch_policies(daemon.clone(), watches));
+
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!("{name}: stopping; the filters stay attached and counting");
+    server.abort();
+    watcher.abort();
+    // A reload in progress runs on a blocking thread: the runtime waits for it as it shuts
+    // down, so it is never cut short (and a reload is atomic even if it were).
+    Ok(())
+}
+
+/// Applies one interface's policy file, logs what happened and counts it. False when the
+/// failure may pass by itself and the file should be tried again.
+async fn apply_and_log(daemon: &Arc<Daemon>, iface: &InterfaceConfig) -> bool {
+    let job = iface.clone();
+    let result = tokio::task::spawn_blocking(move || apply::apply(&job))
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("the apply task failed: {e}")));
+    let name = &iface.name;
+    let policy = iface.policy.display();
+    match result {
+        Ok(Applied::Attached(r)) => {
+            daemon.count(name, true);
+            info!(
+                "{name}: attached as {} ({} XDP, {} egress, program {}), policy {policy}, {} rules",
+                iface.role, r.mode, r.egress, r.program_id, r.rules
+            );
+            if let Some(why) = r.fallback {
+                info!("{name}: {why}");
+            }
+            forward_kernel_logs(daemon);
+        }
+        Ok(Applied::Reloaded(r)) => {
+            daemon.count(name, true);
+            info!(
+                "{name}: reloaded {policy} (sha256 {}), generation {} live: {} added, {} changed, \
+                 {} removed, {} unchanged",
+                &r.policy_hash[..16],
+                r.generation,
+                r.added.len(),
+                r.changed.len(),
+                r.removed.len(),
+                r.unchanged
+            );
+            for n in &r.notes {
+                warn!("{name}: {n}");
+            }
+        }
+        Ok(Applied::Unchanged { generation }) => {
+            info!(
+                "{name}: adopted, the live policy (generation {}) already is {policy}",
+                generation.map_or("?".into(), |g| g.to_string())
+            );
+        }
+        Err(e) => {
+            let transient = apply::is_transient(&e);
+            if !transient {
+                daemon.count(name, false);
+            }
+            let stays = match is_attached(name).await {
+                true => "the live policy stays",
+                false => "the interface stays unfiltered",
+            };
+            error!("{name}: policy {policy} not applied, {stays}:\n{e:#}");
+            return !transient;
+        }
+    }
+    true
+}
+
+async fn is_attached(ifname: &str) -> bool {
+    let ifname = ifname.to_string();
+    tokio::task::spawn_blocking(move || dataplane::status().is_ok_and(|l| l.iter().any(|s| s.interface == ifname)))
+        .await
+        .unwrap_or(false)
+}
+
+/// Polls every policy file and applies each once it has changed and settled.
+async fn watch_policies(daemon: Arc<Daemon>, mut watches: Vec<(FileWatch, Debouncer)>) {
+    let mut tick = tokio::time::interval(watch::POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for (iface, (file, debouncer)) in daemon.config.interfaces.iter().zip(&mut watches) {
+            let seen = file.poll();
+            if !debouncer.observe(&seen, Instant::now()) {
+                continue;
+            }
+            if let Observation::Unreadable(why) = &seen {
+                info!("{}: policy file {}: {why}", iface.name, iface.policy.display());
+            } else {
+                info!("{}: policy file {} changed", iface.name, iface.policy.display());
+            }
+            if apply_and_log(&daemon, iface).await {
+                debouncer.settle(seen);
+            } else {
+                debouncer.retry_later(Instant::now());
+            }
+        }
+    }
+}
+
+/// Reads every counter for a scrape: all attached interfaces of this namespace, plus the
+/// configured ones that are not attached.
+fn collect(daemon: &Daemon) -> Result<Vec<InterfaceSample>> {
+    let reloads = daemon.reloads.lock().expect("reload counters").clone();
+    let mut out = Vec::new();
+    for s in dataplane::status()? {
+        let stats = match dataplane::stats(Some(&s.interface)) {
+            Ok(mut v) => v.pop(),
+            Err(e) => {
+                warn!("{}: counters unreadable: {e}", s.interface);
+                None
+            }
+        };
+        let Some(role) = s.role.or(stats.as_ref().map(|st| st.role)) else {
+            warn!("{}: attached, but its role is unknown: {:?}", s.interface, s.problem);
+            continue;
+        };
+        out.push(InterfaceSample {
+            reloads: reloads.get(&s.interface).copied(),
+            interface: s.interface,
+            role,
+            attached: true,
+            stats,
+            loaded_at: s.policy_loaded_at,
+        });
+    }
+    for iface in &daemon.config.interfaces {
+        if !out.iter().any(|s| s.interface == iface.name) {
+            out.push(InterfaceSample {
+                interface: iface.name.clone(),
+                role: iface.role,
+                attached: false,
+                stats: None,
+                loaded_at: None,
+                reloads: reloads.get(&iface.name).copied(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Forwards the aya-log records of every attached program not forwarded yet to this process's
+/// logger. Programs built without aya-log have no log map: that is noted at debug level.
+fn forward_kernel_logs(daemon: &Daemon) {
+    let Ok(list) = dataplane::status() else {
+        return;
+    };
+    let mut forwarded = daemon.forwarded.lock().expect("forwarded programs");
+    for s in list {
+        let Some(id) = s.program_id else { continue };
+        if !forwarded.insert(id) {
+            continue;
+        }
+        match aya_log::EbpfLogger::init_from_id(id) {
+            // SAFETY: the logger owns its ring buffer's fd, which stays open as long as the
+            // logger, and as_raw_fd always returns that fd.
+            Ok(logger) => {
+                match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+                    .map_err(std::io::Error::from)
+                {
+                    Ok(fd) => {
+                        info!("{}: forwarding log records of program {id}", s.interface);
+                        tokio::spawn(forward(fd));
+                    }
+                    Err(e) => warn!("{}: cannot poll the log of program {id}: {e}", s.interface),
+                }
+            }
+            Err(e) => debug!("{}: program {id} has no log records to forward ({e})", s.interface),
+        }
+    }
+}
+
+async fn forward<T: log::Log>(mut fd: tokio::io::unix::AsyncFd<aya_log::EbpfLogger<T>>) {
+    loop {
+        match fd.readable_mut().await {
+            Ok(mut guard) => {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            Err(e) => {
+                warn!("kernel log forwarding stopped: {e}");
+                return;
+            }
+        }
+    }
+}
