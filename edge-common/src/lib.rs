@@ -126,6 +126,63 @@ pub mod flags {
     pub const AUDIT: u32 = 1 << 5;
     /// Pass later fragments inbound (`fragments = "pass"`); dropped by default.
     pub const FRAGMENTS_PASS: u32 = 1 << 6;
+    /// All local prefixes of the family are host addresses and [`super::GenConfig`]'s host
+    /// table holds them: one probe instead of the scan.
+    pub const LOCAL_HASH_V4: u32 = 1 << 7;
+    pub const LOCAL_HASH_V6: u32 = 1 << 8;
+    /// The remote host table holds every remote host address of the family.
+    pub const REMOTE_HASH_V4: u32 = 1 << 9;
+    pub const REMOTE_HASH_V6: u32 = 1 << 10;
+}
+
+/// Slots of each host table (a perfect hash, chosen by the compiler).
+pub const HOST_SLOTS: usize = 256;
+/// Most host addresses a host table takes (a perfect hash of more into 256 slots is hard to
+/// find quickly).
+pub const MAX_HASHED_HOSTS: usize = 64;
+
+/// The host-table slot of an address: a multiplicative hash of its words (IPv4 uses word 0).
+#[inline(always)]
+pub const fn host_slot(addr: &[u32; 4], v6: bool, mul: u32) -> usize {
+    let folded =
+        if v6 { addr[0] ^ addr[1].rotate_left(7) ^ addr[2].rotate_left(13) ^ addr[3].rotate_left(19) } else { addr[0] };
+    (folded.wrapping_mul(mul) >> 24) as usize
+}
+
+/// A local host address and its local sets (`sets == 0`: empty slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalHost {
+    pub addr: [u32; 4],
+    pub sets: u32,
+}
+
+/// A remote host address and its remote sets (`sets == 0`: empty slot).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteHost {
+    pub addr: [u32; 4],
+    pub sets: u64,
+}
+
+/// Host tables of a generation (in [`GenConfig`]): local and remote host addresses by family.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostTables {
+    /// Hash multipliers: local v4, local v6, remote v4, remote v6.
+    pub mul: [u32; 4],
+    pub local: [[LocalHost; HOST_SLOTS]; 2],
+    pub remote: [[RemoteHost; HOST_SLOTS]; 2],
+}
+
+impl HostTables {
+    pub const fn zeroed() -> Self {
+        HostTables {
+            mul: [0; 4],
+            local: [[LocalHost { addr: [0; 4], sets: 0 }; HOST_SLOTS]; 2],
+            remote: [[RemoteHost { addr: [0; 4], sets: 0 }; HOST_SLOTS]; 2],
+        }
+    }
 }
 
 /// Value of [`maps::PORTS`]: which class of rules applies to a (generation, direction,
@@ -160,10 +217,16 @@ pub struct Candidate {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassEntry {
     pub len: u32,
-    /// Non-zero when some candidate needs the remote-set lookup.
-    pub needs_remote: u32,
+    /// How the remote sets are found: [`REMOTE_NONE`] (no candidate restricts the remote side),
+    /// [`REMOTE_HOSTS`] (only sets of host addresses: the host table will do when it has the
+    /// family), [`REMOTE_LPM`] (the longest-prefix trie).
+    pub remote_mode: u32,
     pub candidates: [Candidate; MAX_CANDIDATES],
 }
+
+pub const REMOTE_NONE: u32 = 0;
+pub const REMOTE_HOSTS: u32 = 1;
+pub const REMOTE_LPM: u32 = 2;
 
 /// A local IPv4 prefix and the local sets it belongs to.
 #[repr(C)]
@@ -204,6 +267,8 @@ pub struct GenConfig {
     pub _pad: u32,
     pub local_v4: [LocalV4; MAX_LOCAL_V4],
     pub local_v6: [LocalV6; MAX_LOCAL_V6],
+    /// In the same value as the rest, so the packet path needs no extra lookup for them.
+    pub hosts: HostTables,
 }
 
 impl GenConfig {
@@ -219,6 +284,7 @@ impl GenConfig {
             _pad: 0,
             local_v4: [LocalV4 { addr: 0, mask: 0, sets: 0, _pad: 0 }; MAX_LOCAL_V4],
             local_v6: [LocalV6 { addr: [0; 4], mask: [0; 4], sets: 0, _pad: 0 }; MAX_LOCAL_V6],
+            hosts: HostTables::zeroed(),
         }
     }
 }
@@ -548,6 +614,15 @@ mod tests {
     }
 
     #[test]
+    fn host_slots_are_in_range() {
+        for mul in [1u32, 0x9e37_79b1, u32::MAX] {
+            for a in [[0u32; 4], [u32::MAX; 4], [1, 2, 3, 4]] {
+                assert!(host_slot(&a, true, mul) < HOST_SLOTS && host_slot(&a, false, mul) < HOST_SLOTS);
+            }
+        }
+    }
+
+    #[test]
     fn enums_round_trip_by_value() {
         for r in DropReason::ALL {
             assert_eq!(DropReason::from_u32(*r as u32), Some(*r));
@@ -560,6 +635,7 @@ mod tests {
     fn layouts_are_stable() {
         assert_eq!(core::mem::size_of::<PortEntry>(), 8);
         assert_eq!(core::mem::size_of::<Candidate>(), 16);
+        assert_eq!(core::mem::size_of::<RemoteHost>(), 24);
         assert_eq!(core::mem::size_of::<ClassEntry>(), 8 + 16 * MAX_CANDIDATES);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV4>(), 16);

@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use edge_common::{
-    Candidate, ClassEntry, LocalV4, LocalV6, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_SETS, MAX_LOCAL_V4, MAX_LOCAL_V6,
-    MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES, flags,
+    Candidate, ClassEntry, HOST_SLOTS, HostTables, LocalHost, LocalV4, LocalV6, MAX_CANDIDATES, MAX_CLASSES,
+    MAX_HASHED_HOSTS, MAX_LOCAL_SETS, MAX_LOCAL_V4, MAX_LOCAL_V6, MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES,
+    REMOTE_HOSTS, REMOTE_LPM, REMOTE_NONE, RemoteHost, flags, host_slot,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -100,6 +101,8 @@ pub struct Tables {
     pub classes: Vec<ClassEntry>,
     pub remote_v4: Vec<(Ipv4Net, u64)>,
     pub remote_v6: Vec<(Ipv6Net, u64)>,
+    /// Perfect-hashed host tables (see `host_tables`); their flags are in `flags`.
+    pub hosts: Box<HostTables>,
     pub rules: Vec<CompiledRule>,
     pub slots: SlotMap,
 }
@@ -146,6 +149,8 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     let (local_v4, local_v6) = local_table(&local_bits)
         .map_err(|msg| policy.error_at(first_at(&|r| r.local != AddrMatch::Any), format!("role {role}: {msg}")))?;
     let (remote_v4, remote_v6) = remote_table(&remote_bits);
+    let (hashable, remote_hosts) = remote_bits.hashable();
+    let (hosts, host_flags) = host_tables(&local_v4, &local_v6, &remote_hosts);
     if remote_v4.len() as u32 > MAX_REMOTE_PREFIXES / 2 || remote_v6.len() as u32 > MAX_REMOTE_PREFIXES / 2 {
         return Err(policy.error_at(
             first_at(&|r| r.remote != AddrMatch::Any),
@@ -154,7 +159,7 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     }
     let slots = SlotMap::assign(rules.iter().map(|r| r.name.as_str()), slots, &HashSet::new())
         .map_err(|msg| policy.error_at(first_at(&|_| true), msg))?;
-    let mut classes = ClassTable::new();
+    let mut classes = ClassTable::new(hashable);
     let mut ports: [[Vec<u32>; 2]; 2] = Default::default();
     for direction in Direction::ALL {
         for protocol in Protocol::ALL {
@@ -183,7 +188,7 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
         ));
     }
     let settings = policy.role(role);
-    let mut f = 0;
+    let mut f = host_flags;
     if settings.essentials.arp {
         f |= flags::ESSENTIAL_ARP;
     }
@@ -230,6 +235,7 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
         classes: classes.entries,
         remote_v4,
         remote_v6,
+        hosts,
         rules: compiled,
         slots,
     })
@@ -285,6 +291,32 @@ impl SetBits {
         Ok(Some((self.specs.len() - 1) as u8))
     }
 
+    /// The specs made only of host addresses (/32, /128) that fit the remote host table
+    /// together, smallest first: their bits, and each of their hosts (as the kernel's words)
+    /// with the bits of the chosen specs that hold it.
+    fn hashable(&self) -> (u64, HostBits<u64>) {
+        let mut order: Vec<usize> = (0..self.specs.len())
+            .filter(|&b| self.specs[b].iter().all(|n| n.prefix_len() == n.max_prefix_len()))
+            .collect();
+        order.sort_by_key(|&b| self.specs[b].len());
+        let (mut mask, mut hosts): (u64, [BTreeMap<[u32; 4], u64>; 2]) = (0, Default::default());
+        for bit in order {
+            let mut next = hosts.clone();
+            for n in &self.specs[bit] {
+                let (family, key) = match n {
+                    IpNet::V4(n) => (0, [u32::from_ne_bytes(n.addr().octets()), 0, 0, 0]),
+                    IpNet::V6(n) => (1, words_v6(n.addr())),
+                };
+                *next[family].entry(key).or_insert(0) |= 1 << bit;
+            }
+            if next.iter().all(|h| h.len() <= MAX_HASHED_HOSTS) {
+                hosts = next;
+                mask |= 1 << bit;
+            }
+        }
+        (mask, hosts.map(|h| h.into_iter().collect()))
+    }
+
     /// Each distinct prefix with the bits of the specs that list it.
     fn direct(&self) -> BTreeMap<IpNet, u64> {
         let mut out = BTreeMap::new();
@@ -296,6 +328,9 @@ impl SetBits {
         out
     }
 }
+
+/// Host addresses as the kernel's words, each with its set bits; one list per family.
+type HostBits<T> = [Vec<([u32; 4], T)>; 2];
 
 fn words_v6(a: std::net::Ipv6Addr) -> [u32; 4] {
     let o = a.octets();
@@ -334,6 +369,51 @@ fn local_table(bits: &SetBits) -> Result<(Vec<LocalV4>, Vec<LocalV6>), String> {
     Ok((v4, v6))
 }
 
+/// A multiplier that sends every key to its own slot, if one is found quickly.
+fn perfect_hash(keys: &[[u32; 4]], v6: bool) -> Option<u32> {
+    if keys.len() > MAX_HASHED_HOSTS {
+        return None;
+    }
+    (0..50_000u32).map(|i| 0x9e37_79b1u32.wrapping_add(i.wrapping_mul(0x6a09_e668)) | 1).find(|&mul| {
+        let mut used = [false; HOST_SLOTS];
+        keys.iter().all(|k| !std::mem::replace(&mut used[host_slot(k, v6, mul)], true))
+    })
+}
+
+/// Host tables: when every local prefix of a family is a host address, the kernel finds the
+/// local sets with one probe instead of a scan; the remote host addresses likewise spare
+/// classes whose remote sets are made of hosts (the HLB's VIPs, say) the trie lookup.
+fn host_tables(local_v4: &[LocalV4], local_v6: &[LocalV6], remotes: &HostBits<u64>) -> (Box<HostTables>, u32) {
+    let mut t = Box::new(HostTables::zeroed());
+    let mut f = 0;
+    let locals: HostBits<u32> = [
+        local_v4.iter().filter(|e| e.mask == u32::MAX).map(|e| ([e.addr, 0, 0, 0], e.sets)).collect(),
+        local_v6.iter().filter(|e| e.mask == [u32::MAX; 4]).map(|e| (e.addr, e.sets)).collect(),
+    ];
+    let all_hosts = [local_v4.iter().all(|e| e.mask == u32::MAX), local_v6.iter().all(|e| e.mask == [u32::MAX; 4])];
+    for (family, (hosts, all_hosts)) in locals.iter().zip(all_hosts).enumerate() {
+        let keys: Vec<[u32; 4]> = hosts.iter().map(|h| h.0).collect();
+        if let (true, Some(mul)) = (all_hosts, perfect_hash(&keys, family == 1)) {
+            t.mul[family] = mul;
+            for (addr, sets) in hosts {
+                t.local[family][host_slot(addr, family == 1, mul)] = LocalHost { addr: *addr, sets: *sets };
+            }
+            f |= if family == 0 { flags::LOCAL_HASH_V4 } else { flags::LOCAL_HASH_V6 };
+        }
+    }
+    for (family, hosts) in remotes.iter().enumerate() {
+        let keys: Vec<[u32; 4]> = hosts.iter().map(|h| h.0).collect();
+        if let Some(mul) = perfect_hash(&keys, family == 1) {
+            t.mul[2 + family] = mul;
+            for (addr, sets) in hosts {
+                t.remote[family][host_slot(addr, family == 1, mul)] = RemoteHost { addr: *addr, sets: *sets };
+            }
+            f |= if family == 0 { flags::REMOTE_HASH_V4 } else { flags::REMOTE_HASH_V6 };
+        }
+    }
+    (t, f)
+}
+
 /// The kernel looks up the longest prefix only, so each prefix carries the bits of every spec
 /// holding it or a shorter prefix that contains it.
 type RemoteTables = (Vec<(Ipv4Net, u64)>, Vec<(Ipv6Net, u64)>);
@@ -359,12 +439,14 @@ fn remote_table(bits: &SetBits) -> RemoteTables {
 struct ClassTable {
     entries: Vec<ClassEntry>,
     index: HashMap<Vec<Candidate>, u32>,
+    /// Remote set bits whose hosts are all in the remote host table.
+    host_only: u64,
 }
 
 impl ClassTable {
     /// Starts with class 0, the empty class.
-    fn new() -> Self {
-        ClassTable { entries: vec![ClassEntry::default()], index: HashMap::new() }
+    fn new(host_only: u64) -> Self {
+        ClassTable { entries: vec![ClassEntry::default()], index: HashMap::new(), host_only }
     }
 
     fn intern(&mut self, cands: Vec<Candidate>) -> u32 {
@@ -376,7 +458,13 @@ impl ClassTable {
         }
         let mut entry = ClassEntry {
             len: cands.len() as u32,
-            needs_remote: cands.iter().any(|c| c.remote != 0) as u32,
+            remote_mode: if cands.iter().all(|c| c.remote == 0) {
+                REMOTE_NONE
+            } else if cands.iter().all(|c| c.remote & !self.host_only == 0) {
+                REMOTE_HOSTS
+            } else {
+                REMOTE_LPM
+            },
             ..Default::default()
         };
         entry.candidates[..cands.len()].copy_from_slice(&cands);

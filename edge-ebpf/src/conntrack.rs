@@ -197,8 +197,8 @@ pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u1
         _pad: 0,
     };
     let inserted = match f {
-        Flow::V4(k) => EDGE_CT4.insert(k, &entry, 0),
-        Flow::V6(k) => EDGE_CT6.insert(k, &entry, 0),
+        Flow::V4(k) => EDGE_CT4.insert(k, entry, 0),
+        Flow::V6(k) => EDGE_CT6.insert(k, entry, 0),
     };
     if inserted.is_ok() {
         mark_port(f);

@@ -1,13 +1,15 @@
 //! Classification: which rule (if any) allows a TCP/UDP packet in a direction.
 //!
-//! Cost per packet: two array lookups (port -> class, class -> candidates; both inlined by the
-//! verifier for array maps), a scan of at most 32 local prefixes, and one LPM lookup only when a
-//! candidate restricts the remote address. None of it grows with the number of rules.
+//! Cost per packet: array lookups only (port -> class, class -> candidates, the host tables; all
+//! inlined by the verifier), one probe of a perfect hash for the local address (or a scan of at
+//! most 32 local prefixes when they are networks), and for remote restrictions one probe of
+//! the remote host table, or one longest-prefix lookup when the remote sets hold networks.
+//! None of it grows with the number of rules.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use edge_common::{
-    ClassEntry, GenConfig, MAX_CANDIDATES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, RemoteKeyV4, RemoteKeyV6, class_index,
-    port_index,
+    ClassEntry, GenConfig, HOST_SLOTS, HostTables, MAX_CANDIDATES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, REMOTE_HOSTS,
+    REMOTE_NONE, RemoteKeyV4, RemoteKeyV6, class_index, flags, host_slot, port_index,
 };
 
 use crate::maps::{EDGE_CLASSES, EDGE_PORTS, EDGE_REMOTE4, EDGE_REMOTE6};
@@ -24,8 +26,15 @@ pub fn match_rule(generation: u32, cfg: &GenConfig, pkt: &Packet, direction: u32
         return None;
     }
     let class: &ClassEntry = EDGE_CLASSES.get(class_index(generation, entry.class))?;
-    let local_sets = local_sets(cfg, pkt.v6, local);
-    let remote_sets = if class.needs_remote != 0 { remote_sets(generation, pkt.v6, remote) } else { 0 };
+    let hosts = &cfg.hosts;
+    let local_sets = local_sets(cfg, hosts, pkt.v6, local);
+    let remote_sets = match class.remote_mode {
+        REMOTE_NONE => 0,
+        REMOTE_HOSTS if cfg.flags & if pkt.v6 { flags::REMOTE_HASH_V6 } else { flags::REMOTE_HASH_V4 } != 0 => {
+            remote_host_sets(hosts, pkt.v6, remote)
+        }
+        _ => remote_sets(generation, pkt.v6, remote),
+    };
     let len = class.len as usize;
     for i in 0..MAX_CANDIDATES {
         if i >= len {
@@ -49,9 +58,31 @@ fn all_ones_if_zero(x: u32) -> u32 {
     (((x | x.wrapping_neg()) >> 31) ^ 1).wrapping_neg()
 }
 
-/// The local sets containing `addr`: a bounded, branch-free scan of the local prefixes.
+/// Whether two addresses differ (IPv4 compares word 0 only), without a branch.
 #[inline(always)]
-fn local_sets(cfg: &GenConfig, v6: bool, addr: &[u32; 4]) -> u32 {
+fn differ(v6: bool, a: &[u32; 4], b: &[u32; 4]) -> u32 {
+    if v6 { (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) } else { a[0] ^ b[0] }
+}
+
+/// The remote sets of a host address: one probe of the generation's remote host table.
+#[inline(always)]
+fn remote_host_sets(hosts: &HostTables, v6: bool, addr: &[u32; 4]) -> u64 {
+    let family = v6 as usize;
+    let e = &hosts.remote[family][host_slot(addr, v6, hosts.mul[2 + family]) & (HOST_SLOTS - 1)];
+    let same = all_ones_if_zero(differ(v6, addr, &e.addr)) as u64;
+    e.sets & (same | same << 32)
+}
+
+/// The local sets containing `addr`: one probe of the host table when every local prefix of the
+/// family is a host address, else a bounded, branch-free scan of the local prefixes.
+#[inline(always)]
+fn local_sets(cfg: &GenConfig, hosts: &HostTables, v6: bool, addr: &[u32; 4]) -> u32 {
+    let hashed = if v6 { flags::LOCAL_HASH_V6 } else { flags::LOCAL_HASH_V4 };
+    if cfg.flags & hashed != 0 {
+        let family = v6 as usize;
+        let e = &hosts.local[family][host_slot(addr, v6, hosts.mul[family]) & (HOST_SLOTS - 1)];
+        return e.sets & all_ones_if_zero(differ(v6, addr, &e.addr));
+    }
     let mut sets = 0;
     if v6 {
         let n = cfg.local_v6_len as usize;

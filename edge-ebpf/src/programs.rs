@@ -93,7 +93,7 @@ pub fn edge_tc_egress(ctx: TcContext) -> i32 {
             frame = parse::parse(ctx.data(), ctx.data_end(), false);
         }
     }
-    if egress::<LIVE_RUN>(frame, bytes) { TC_ACT_OK as i32 } else { TC_ACT_SHOT as i32 }
+    if egress::<LIVE_RUN>(frame, bytes) { TC_ACT_OK } else { TC_ACT_SHOT }
 }
 
 /// `edge-ctl explain` for inbound packets: the ingress logic, dry.

@@ -239,7 +239,19 @@ fn too_many_rules_on_one_port_is_a_located_error() {
 
 #[test]
 fn essentials_and_egress_become_flags() {
-    let compiled = |text: &str, role| compile(&parse(text, "p").unwrap(), role, &[], &SlotMap::default()).unwrap();
+    // The switches only; the host-table flags are the compiler's own business.
+    let switches = flags::ESSENTIAL_ARP
+        | flags::ESSENTIAL_NDP
+        | flags::ESSENTIAL_PMTU
+        | flags::EGRESS_ENFORCE
+        | flags::EGRESS_MONITOR
+        | flags::AUDIT
+        | flags::FRAGMENTS_PASS;
+    let compiled = |text: &str, role| {
+        let mut t = compile(&parse(text, "p").unwrap(), role, &[], &SlotMap::default()).unwrap();
+        t.flags &= switches;
+        t
+    };
     let text = "[roles.external]\nessentials = { arp = false }\n";
     let all = flags::ESSENTIAL_ARP | flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU;
     assert_eq!(
@@ -258,4 +270,27 @@ fn conntrack_settings_become_timeouts() {
     let t = compile(&p, Role::External, &[], &SlotMap::default()).unwrap();
     assert_eq!(t.ct_max, 1024);
     assert_eq!(t.ct_timeout_ns, [30_000_000_000, 100_000_000_000, 60_000_000_000, 5_000_000_000]);
+}
+
+#[test]
+fn host_tables_hold_every_host_and_fall_back_for_networks() {
+    let policy = parse(POLICY, "p.toml").unwrap();
+    let iface = [ip("203.0.113.20"), ip("2001:db8:1::20")];
+    let t = compile(&policy, Role::External, &iface, &SlotMap::default()).unwrap();
+    // Every local prefix is a host address: both families are hashed, and each host is found.
+    assert_ne!(t.flags & flags::LOCAL_HASH_V4, 0);
+    assert_ne!(t.flags & flags::LOCAL_HASH_V6, 0);
+    for e in &t.local_v4 {
+        let key = [e.addr, 0, 0, 0];
+        let slot = &t.hosts.local[0][edge_common::host_slot(&key, false, t.hosts.mul[0])];
+        assert_eq!((slot.addr, slot.sets), (key, e.sets));
+    }
+    // The remote sets hold networks, so their classes use the trie.
+    let class = &t.classes[t.ports[0][0][5061] as usize];
+    assert_eq!(class.remote_mode, edge_common::REMOTE_LPM);
+    // A local network turns the v4 hash off.
+    let nets = POLICY.replace("access = [\"203.0.113.10\"", "access = [\"203.0.113.0/28\"");
+    let t = compile(&parse(&nets, "p.toml").unwrap(), Role::External, &iface, &SlotMap::default()).unwrap();
+    assert_eq!(t.flags & flags::LOCAL_HASH_V4, 0);
+    assert_ne!(t.flags & flags::LOCAL_HASH_V6, 0);
 }

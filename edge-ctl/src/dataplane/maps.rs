@@ -204,6 +204,7 @@ fn per_cpu_zeros() -> Result<PerCpuValues<Counter>, DataplaneError> {
 fn gen_config(tables: &Tables) -> GenConfig {
     let mut cfg = GenConfig::zeroed();
     cfg.flags = tables.flags;
+    cfg.hosts = *tables.hosts;
     cfg.ct_max = tables.ct_max;
     let hz = super::system::kernel_hz();
     cfg.hz = hz;

@@ -134,6 +134,22 @@ fn prepare(ifname: &str) -> Result<(NamespacePaths, Locked), DataplaneError> {
     Ok((ns, Locked { paths, _lock: lock }))
 }
 
+/// Finishes what killed commands left behind (a staged link still filters until it is
+/// unpinned), so that a read-only command reports what the kernel does. Interfaces whose lock
+/// is held are left to the command holding it.
+fn sweep_interrupted(ns: &NamespacePaths) {
+    for name in ns.interrupted_names() {
+        let p = ns.interface(&name);
+        let Ok(file) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&p.lock)
+        else {
+            continue;
+        };
+        if let Ok(_lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            let _ = sweep(&p);
+        }
+    }
+}
+
 /// Removes what an interrupted attach or detach left behind. Unpinning a staged link detaches
 /// it; the live pin directory is never touched here.
 fn sweep(p: &InterfacePaths) -> Result<(), DataplaneError> {

@@ -73,6 +73,20 @@ impl NamespacePaths {
         names.sort();
         names
     }
+
+    /// Interfaces with the pins of an interrupted (or running) attach or detach.
+    pub fn interrupted_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.pin_root)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter_map(|n| Some(unescape(n.strip_prefix(STAGING).or_else(|| n.strip_prefix(RETIRING))?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names.dedup();
+        names
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -37,6 +37,7 @@ pub struct InterfaceStatus {
 pub fn status() -> Result<Vec<InterfaceStatus>, DataplaneError> {
     system::require_privileges()?;
     let ns = NamespacePaths::new(system::netns_id()?);
+    super::sweep_interrupted(&ns);
     let mut out = Vec::new();
     for name in ns.attached_names() {
         out.push(interface_status(&ns.interface(&name)));
