@@ -331,9 +331,9 @@ fn compare_section(s: &mut String, part: &Part) {
             writeln!(s, "- **{}**: {}", f["filter"].as_str().unwrap_or("?"), f["description"].as_str().unwrap_or(""));
     }
     s.push_str(
-        "\nNative XDP on veth is not free: veth turns each socket buffer into an XDP buffer (a copy when the \
-          buffer lacks XDP's headroom, as a socket's does) and back, which the *xdp pass* row measures with an \
-          empty program. A NIC driver runs XDP before any socket buffer exists, so there the XDP rows start \
+        "\nNative XDP on veth is not free: veth turns each socket buffer into an XDP buffer (copying it into a \
+          page of its own when it cannot use it in place, as with a socket's buffers) and back into a socket \
+          buffer, which the *xdp pass* row measures with an empty program. A NIC driver runs XDP before any socket buffer exists, so there the XDP rows start \
           lower, and their early drops save the stack's work (no filter and nftables pay it for every \
           packet).\n\n",
     );
@@ -414,11 +414,27 @@ fn noise_section(s: &mut String, testrun: &Part, compare: &Part) {
             .collect();
         let _ = writeln!(
             s,
-            "- edge-compare, CPU ns per packet across its {} rounds (min-max, spread = range/median): {}. \
-             Differences are taken within a round, which cancels drift that moves all configurations \
-             together; a difference smaller than the spread is not a difference.",
+            "- edge-compare, CPU ns per packet across its {} rounds (min-max, spread = range/median): {}.",
             j["rounds"],
             spreads.join("; ")
+        );
+        let deltas: Vec<String> = filters
+            .iter()
+            .filter(|f| f["skipped"].is_null() && num(f, "delta_vs_none_max_ns").is_some_and(|d| d != 0.0))
+            .map(|f| {
+                format!(
+                    "{} {} to {}",
+                    f["filter"].as_str().unwrap_or("?"),
+                    signed(num(f, "delta_vs_none_min_ns")),
+                    signed(num(f, "delta_vs_none_max_ns"))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "- The differences from no filter are taken within each round, which cancels drift that moves \
+             every configuration together; across rounds they ranged (ns per packet): {}.",
+            deltas.join("; ")
         );
     }
     if let Some(j) = &testrun.json {
@@ -433,6 +449,20 @@ fn noise_section(s: &mut String, testrun: &Part, compare: &Part) {
             }
         }
         let floors: Vec<f64> = floors.into_iter().map(|(_, f)| f).collect();
+        let spreads: Vec<f64> = results
+            .iter()
+            .filter_map(|r| Some((num(r, "ns_max")? - num(r, "ns_min")?) / num(r, "ns")? * 100.0))
+            .collect();
+        if spreads.is_empty() {
+            s.push_str(
+                "- edge-bench keeps only medians in its JSON (no per-round spread); its ratios are taken \
+                 within a round, against the floor measured right before.\n",
+            );
+        } else {
+            let worst = spreads.iter().copied().fold(0.0, f64::max);
+            let _ =
+                writeln!(s, "- edge-bench: a packet's ns varied across rounds by at most {worst:.1}% of its median.");
+        }
         if floors.len() > 1 {
             let (lo, hi) = floors.iter().fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
             let _ = writeln!(

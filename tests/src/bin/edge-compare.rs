@@ -514,9 +514,9 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
     (median(v.to_vec()), lo, hi)
 }
 
-/// Median of the per-round differences from the same round's baseline.
-fn paired_delta(v: &[f64], baseline: &[f64]) -> f64 {
-    median(v.iter().zip(baseline).map(|(x, b)| x - b).collect())
+/// The per-round differences from the same round's baseline.
+fn paired(v: &[f64], baseline: &[f64]) -> Vec<f64> {
+    v.iter().zip(baseline).map(|(x, b)| x - b).collect()
 }
 
 /// Prints the table and returns its rows as JSON.
@@ -538,7 +538,8 @@ fn report(summaries: &[Summary]) -> Vec<Value> {
         let (med, lo, hi) = stats(&all);
         let (rx_med, rx_lo, rx_hi) = stats(&rx);
         let spread = (hi - lo) / med * 100.0;
-        let (delta, rx_delta) = (paired_delta(&all, &base_all), paired_delta(&rx, &base_rx));
+        let (delta, delta_lo, delta_hi) = stats(&paired(&all, &base_all));
+        let rx_delta = median(paired(&rx, &base_rx));
         let (sent, received, expected) = (s.total(|r| r.burst.sent), s.total(|r| r.delivered), s.total(|r| r.expected));
         let dropped = sent - received.min(sent);
         println!(
@@ -560,6 +561,8 @@ fn report(summaries: &[Summary]) -> Vec<Value> {
             "ns_max": hi,
             "spread_pct": spread,
             "delta_vs_none_ns": delta,
+            "delta_vs_none_min_ns": delta_lo,
+            "delta_vs_none_max_ns": delta_hi,
             "rx_ns_per_packet": rx_med,
             "rx_ns_min": rx_lo,
             "rx_ns_max": rx_hi,
