@@ -126,7 +126,11 @@ struct Bench {
     policy_file: PathBuf,
     nft_file: PathBuf,
     dns: std::net::UdpSocket,
+    /// libxdp (xdp-filter) creates this base directory for its dispatchers and leaves it.
+    libxdp_dir_existed: bool,
 }
+
+const LIBXDP_DIR: &str = "/sys/fs/bpf/xdp";
 
 impl Bench {
     fn build() -> Bench {
@@ -165,7 +169,8 @@ impl Bench {
         let dns = in_netns(&rcv, || {
             std::net::UdpSocket::bind((mix::ACCESS4, mix::DNS_CLIENT_PORT)).expect("bind the DNS client socket")
         });
-        Bench { lab, snd, rcv, policy, policy_file, nft_file, dns }
+        let libxdp_dir_existed = Path::new(LIBXDP_DIR).exists();
+        Bench { lab, snd, rcv, policy, policy_file, nft_file, dns, libxdp_dir_existed }
     }
 
     /// The receiver asks its DNS server something: the flow the "dns answer" case replies to.
@@ -198,6 +203,10 @@ impl Drop for Bench {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.policy_file);
         let _ = std::fs::remove_file(&self.nft_file);
+        if !self.libxdp_dir_existed {
+            // Only if empty: anything in it is someone else's.
+            let _ = std::fs::remove_dir(LIBXDP_DIR);
+        }
     }
 }
 
