@@ -3,6 +3,7 @@
 //! loaded for BPF_PROG_TEST_RUN. Everything here needs root.
 
 pub mod bpf;
+pub mod compare;
 pub mod lab;
 pub mod lync;
 pub mod net;

@@ -1,6 +1,7 @@
 //! Developer and CI tasks. `cargo xtask <task>`; every task first runs the parts of `setup` that
 //! are missing, so a fresh clone needs nothing else.
 
+mod bench;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +33,16 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Run every test: unit tests, then the privileged integration tests. Needs root.
+    /// Benchmark: per-packet cost with BPF_PROG_TEST_RUN, then edge-ctl against no filter,
+    /// xdp-filter and nftables on veth traffic; writes BENCHMARKS.md. Needs root.
+    Bench {
+        /// A short run that proves the benchmark works (CI); writes
+        /// target/bench/BENCHMARKS.quick.md instead of BENCHMARKS.md. Times mean nothing.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Run every test: unit tests, then the privileged integration tests, then the benchmark
+    /// in quick mode. Needs root.
     Test {
         /// Extra arguments for the test harness (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
@@ -78,6 +88,11 @@ fn main() -> Result<()> {
                 .current_dir(root.join("fuzz"))
                 .env("PATH", path_with_tools(&root)))
         }
+        Task::Bench { quick } => {
+            require_root("the benchmarks")?;
+            setup::run(&root, false)?;
+            bench::bench(&root, quick, bench::Profile::Release)
+        }
         Task::Test { args } => {
             require_root("the tests")?;
             setup::run(&root, false)?;
@@ -93,7 +108,14 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
     cmd.extend(args.iter().map(String::as_str));
     let mut c = cargo_cmd(root, &cmd);
     c.env("EDGE_CTL_BIN", root.join("target/debug/edge-ctl"));
-    run(&mut c)
+    run(&mut c)?;
+    if !args.is_empty() {
+        // A filtered run is someone looking at a few tests: skip the benchmark.
+        return Ok(());
+    }
+    // The benchmark must keep working: its quick mode on the debug build (a few seconds; it
+    // checks what each filter lets through, never times).
+    bench::bench(root, true, bench::Profile::Debug)
 }
 
 pub fn is_root() -> bool {

@@ -4,8 +4,8 @@
 //! - bpf-linker 0.13 built against the nightly toolchain's own libLLVM, copied into .tools/ so a
 //!   toolchain update cannot break it (bpf-linker's LLVM major must equal rustc's);
 //! - a mounted bpffs;
-//! - the system commands the tests and the demo run (iproute2, util-linux, nftables,
-//!   prometheus for promtool).
+//! - the system commands the tests, the demo and the benchmark run (iproute2, util-linux,
+//!   nftables, prometheus for promtool, xdp-tools for the comparison).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +22,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("nsenter", "util-linux"),
     ("nft", "nftables"),
+    // `cargo xtask bench` compares edge-ctl with xdp-filter (skipped if missing).
+    ("xdp-filter", "xdp-tools"),
     // The serve tests check the metrics exposition with `promtool check metrics`.
     ("promtool", "prometheus"),
 ];

@@ -1,0 +1,480 @@
+//! `cargo xtask bench [--quick]`: builds, runs edge-bench (BPF_PROG_TEST_RUN) and edge-compare
+//! (veth traffic against no filter, xdp-filter and nftables), and writes BENCHMARKS.md from
+//! their JSON. `--quick` (CI) writes target/bench/BENCHMARKS.quick.md instead and prints it.
+//! A part that fails is reported in the file and on the terminal; the other part still runs.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::cargo;
+
+/// Which build the benchmark binaries come from: `xtask bench` uses release; the test task's
+/// quick run reuses the debug build it already has.
+#[derive(Clone, Copy)]
+pub enum Profile {
+    Release,
+    Debug,
+}
+
+impl Profile {
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+}
+
+/// The result of one benchmark program: its JSON, or why there is none.
+struct Part {
+    json: Option<Value>,
+    failure: Option<String>,
+}
+
+fn run_part(cmd: &mut Command, json: &Path) -> Part {
+    let _ = std::fs::remove_file(json);
+    let status = match cmd.status() {
+        Ok(s) => s,
+        Err(e) => return Part { json: None, failure: Some(format!("cannot run {cmd:?}: {e}")) },
+    };
+    let value = std::fs::read_to_string(json).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let failure = (!status.success()).then(|| format!("{} exited with {status}", cmd.get_program().to_string_lossy()));
+    Part { json: value, failure }
+}
+
+pub fn bench(root: &Path, quick: bool, profile: Profile) -> Result<()> {
+    let mut build = vec!["build", "-p", "edge-ctl", "-p", "edge-tests"];
+    if let Profile::Release = profile {
+        build.push("--release");
+    }
+    cargo(root, &build)?;
+    let bin = root.join("target").join(profile.dir());
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let suffix = if quick { ".quick" } else { "" };
+    let (testrun_json, compare_json) =
+        (out.join(format!("testrun{suffix}.json")), out.join(format!("compare{suffix}.json")));
+
+    let quick_arg: &[&str] = if quick { &["--quick"] } else { &[] };
+    println!("== edge-bench: per-packet cost with BPF_PROG_TEST_RUN");
+    let testrun =
+        run_part(Command::new(bin.join("edge-bench")).args(quick_arg).arg("--json").arg(&testrun_json), &testrun_json);
+    if let Some(f) = &testrun.failure {
+        eprintln!("edge-bench FAILED: {f}; the comparison runs anyway");
+    }
+    println!("\n== edge-compare: veth traffic, edge-ctl against no filter, xdp-filter and nftables");
+    let compare = run_part(
+        Command::new(bin.join("edge-compare"))
+            .args(quick_arg)
+            .arg("--json")
+            .arg(&compare_json)
+            .env("EDGE_CTL_BIN", bin.join("edge-ctl")),
+        &compare_json,
+    );
+    if let Some(f) = &compare.failure {
+        eprintln!("edge-compare FAILED: {f}");
+    }
+
+    let text = render(quick, &machine(), &testrun, &compare);
+    let md = if quick { out.join("BENCHMARKS.quick.md") } else { root.join("BENCHMARKS.md") };
+    std::fs::write(&md, &text).with_context(|| format!("write {}", md.display()))?;
+    if quick {
+        println!("\n{text}");
+    }
+    println!("wrote {}", md.display());
+    let failed: Vec<&str> = [("edge-bench", &testrun), ("edge-compare", &compare)]
+        .iter()
+        .filter(|(_, p)| p.failure.is_some() || p.json.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    if !failed.is_empty() {
+        bail!("{} failed (see above and {})", failed.join(" and "), md.display());
+    }
+    Ok(())
+}
+
+/// Facts about the machine the numbers come from.
+struct Machine {
+    kernel: String,
+    cpu: String,
+    cores: usize,
+    date: String,
+    tools: Vec<(String, String)>,
+}
+
+fn command_line(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let tools = ["nftables", "xdp-tools"]
+        .iter()
+        .map(|pkg| {
+            let version = command_line("dpkg-query", &["-W", "-f", "${Version}", pkg]);
+            (pkg.to_string(), version.unwrap_or_else(|| "not installed".into()))
+        })
+        .collect();
+    Machine {
+        kernel: command_line("uname", &["-r"]).unwrap_or_else(|| "unknown".into()),
+        cpu,
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        date: command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "unknown".into()),
+        tools,
+    }
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+fn f0(v: Option<f64>) -> String {
+    v.map_or("?".into(), |x| format!("{x:.0}"))
+}
+
+fn f1(v: Option<f64>) -> String {
+    v.map_or("?".into(), |x| format!("{x:.1}"))
+}
+
+fn signed(v: Option<f64>) -> String {
+    v.map_or("?".into(), |x| format!("{x:+.0}"))
+}
+
+fn render(quick: bool, m: &Machine, testrun: &Part, compare: &Part) -> String {
+    let mut s = String::from("# Benchmarks\n\n");
+    let _ = writeln!(
+        s,
+        "Written by `cargo xtask bench{}` on {}; run it again rather than editing this file.{}\n",
+        if quick { " --quick" } else { "" },
+        m.date,
+        if quick { " **Quick mode: too few packets and rounds for the times to mean anything.**" } else { "" }
+    );
+    s.push_str("## Machine\n\n");
+    let _ =
+        writeln!(s, "- Kernel {}, {} ({} cores), a virtual machine shared with other work", m.kernel, m.cpu, m.cores);
+    for (pkg, version) in &m.tools {
+        let _ = writeln!(s, "- {pkg}: {version}");
+    }
+    s.push('\n');
+    testrun_section(&mut s, testrun);
+    compare_section(&mut s, compare);
+    noise_section(&mut s, testrun, compare);
+    s
+}
+
+fn failure_note(s: &mut String, name: &str, part: &Part) {
+    if let Some(f) = &part.failure {
+        let _ = writeln!(s, "**{name} failed: {f}.** The tables below hold what it wrote, if anything.\n");
+    } else if part.json.is_none() {
+        let _ = writeln!(s, "**{name} wrote no JSON.**\n");
+    }
+}
+
+fn testrun_section(s: &mut String, part: &Part) {
+    s.push_str("## 1. Per-packet cost of the classifier (BPF_PROG_TEST_RUN)\n\n");
+    failure_note(s, "edge-bench", part);
+    let Some(j) = &part.json else { return };
+    let _ = writeln!(
+        s,
+        "`edge-bench` runs edge-ctl's XDP program on fixed frames with the kernel's BPF_PROG_TEST_RUN, {} runs \
+         per measurement, median of {} rounds, against the floor: an empty XDP program in the same object, \
+         measured alternately with each case (so a ratio cancels this machine's drift). The kernel's ns per \
+         run include the harness's own cost; the ratio to the floor is the comparable number.\n",
+        j["repeat"], j["rounds"]
+    );
+    let results: &[Value] = j["results"].as_array().map_or(&[], Vec::as_slice);
+    let mut policies: Vec<String> = Vec::new();
+    for r in results {
+        let p = r["policy"].as_str().unwrap_or("?").to_string();
+        if !policies.contains(&p) {
+            policies.push(p);
+        }
+    }
+    for p in &policies {
+        let rows: Vec<&Value> = results.iter().filter(|r| r["policy"].as_str() == Some(p)).collect();
+        let first = rows[0];
+        let _ = writeln!(
+            s,
+            "### Policy `{p}`: {} external rules, floor {} ns\n\n| Packet | ns | × floor |\n|---|---:|---:|",
+            first["rules"],
+            f1(num(first, "floor_ns"))
+        );
+        for r in &rows {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                r["packet"].as_str().unwrap_or("?"),
+                f1(num(r, "ns")),
+                num(r, "ratio").map_or("?".into(), |x| format!("{x:.2}"))
+            );
+        }
+        s.push('\n');
+    }
+    if policies.len() > 1 {
+        scale_table(s, results, &policies);
+    }
+}
+
+/// Packets down, policy sizes across: the cost should not grow with the policy.
+fn scale_table(s: &mut String, results: &[Value], policies: &[String]) {
+    s.push_str("### By policy size (× floor)\n\n| Packet |");
+    for p in policies {
+        let rules =
+            results.iter().find(|r| r["policy"].as_str() == Some(p)).map_or(Value::Null, |r| r["rules"].clone());
+        let _ = write!(s, " {p} ({rules} rules) |");
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---:|".repeat(policies.len()));
+    s.push('\n');
+    let mut packets: Vec<&str> = Vec::new();
+    for r in results {
+        let name = r["packet"].as_str().unwrap_or("?");
+        if !packets.contains(&name) {
+            packets.push(name);
+        }
+    }
+    for packet in packets {
+        let _ = write!(s, "| {packet} |");
+        for p in policies {
+            let cell = results
+                .iter()
+                .find(|r| r["policy"].as_str() == Some(p) && r["packet"].as_str() == Some(packet))
+                .and_then(|r| num(r, "ratio"))
+                .map_or("".into(), |x| format!("{x:.2}"));
+            let _ = write!(s, " {cell} |");
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+}
+
+fn compare_section(s: &mut String, part: &Part) {
+    s.push_str("## 2. Against the alternatives, on veth traffic (edge-compare)\n\n");
+    failure_note(s, "edge-compare", part);
+    let Some(j) = &part.json else { return };
+    let cpu = &j["send_cpu"];
+    let _ = writeln!(
+        s,
+        "Two network namespaces joined by a veth pair. The receiver holds node 1's external addresses of \
+         `edge-ctl policy template lync2013-edge-hlb` (203.0.113.21-23, 2001:db8:e::21-23) and a blackhole \
+         default route, so the RSTs and ICMP errors it answers with are built but go nowhere. One thread \
+         pinned to CPU {cpu} sends {} frames per round with an AF_PACKET socket, cycling through the mix below \
+         ({} source ports per case, so a stateful filter sees a bounded, warm set of flows), after an \
+         unmeasured warm-up; {} rounds, each measuring every configuration in rotated order.\n",
+        j["packets_per_round"], j["source_ports_per_case"], j["rounds"]
+    );
+    s.push_str(
+        "**How CPU time per packet is measured.** veth delivers a frame to its peer inside the sender's \
+          transmit call: the receiver's side (native XDP, the IP stack, netfilter, the answer it builds) runs \
+          in the NET_RX softirq raised there, on the sending CPU, as the transmit path re-enables bottom \
+          halves, one packet at a time (no batching that would differ between configurations). This kernel \
+          has no IRQ time accounting",
+    );
+    match j["irq_time_accounting"].as_bool() {
+        Some(false) => s.push_str(" (CONFIG_IRQ_TIME_ACCOUNTING is off, checked at run time)"),
+        Some(true) => s.push_str(
+            " — *except here: CONFIG_IRQ_TIME_ACCOUNTING is on, so the softirq time from /proc/stat was added*",
+        ),
+        None => s.push_str(" (assumed: the kernel's configuration was not readable)"),
+    }
+    s.push_str(
+        ", so softirq time is charged to the thread it interrupts: the sending thread's CPU time \
+          (CLOCK_THREAD_CPUTIME_ID, ns, from the scheduler) plus ksoftirqd's is the sender's work and the whole \
+          receive path. The sender's work is the same for every configuration, so **vs none** (the median of \
+          per-round differences from the no-filter run of the same round) is the filter's effect on the \
+          receiver. **Receive** is the receive path alone: the sending CPU's softirq time in /proc/stat, which \
+          the kernel samples at each tick, so it is the less precise of the two.\n\n",
+    );
+    where_it_ran(s, j);
+    s.push_str(
+        "**Received** counts what the receiver's IP layers delivered to TCP, UDP and ICMP (Ip InDelivers + \
+          Ip6InDelivers), **expected** what the configuration should let through given the mix; the run \
+          fails if they differ.\n\n",
+    );
+
+    s.push_str("| Filter | Sent | Received | Expected | Dropped | CPU ns/pkt | vs none | Receive ns/pkt | Receive vs none | Spread |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let filters: &[Value] = j["filters"].as_array().map_or(&[], Vec::as_slice);
+    for f in filters {
+        let name = f["filter"].as_str().unwrap_or("?");
+        if let Some(why) = f["skipped"].as_str() {
+            let _ = writeln!(s, "| {name} | {why} | | | | | | | | |");
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {}% |",
+            f["sent"],
+            f["received"],
+            f["expected"],
+            f["dropped"],
+            f0(num(f, "ns_per_packet")),
+            signed(num(f, "delta_vs_none_ns")),
+            f0(num(f, "rx_ns_per_packet")),
+            signed(num(f, "rx_delta_vs_none_ns")),
+            f1(num(f, "spread_pct")),
+        );
+    }
+    s.push('\n');
+    for f in filters {
+        let _ =
+            writeln!(s, "- **{}**: {}", f["filter"].as_str().unwrap_or("?"), f["description"].as_str().unwrap_or(""));
+    }
+    s.push_str(
+        "\nNative XDP on veth is not free: veth turns each socket buffer into an XDP buffer (copying it into a \
+          page of its own when it cannot use it in place, as with a socket's buffers) and back into a socket \
+          buffer, which the *xdp pass* row measures with an empty program. A NIC driver runs XDP before any socket buffer exists, so there the XDP rows start \
+          lower, and their early drops save the stack's work (no filter and nftables pay it for every \
+          packet).\n\n",
+    );
+
+    s.push_str("### The mix\n\n| Case | Matrix (edge-ctl, nftables) | Port list (xdp-filter) |\n|---|---|---|\n");
+    for c in j["cases"].as_array().map_or(&[][..], Vec::as_slice) {
+        let yes = |b: &Value| if b.as_bool() == Some(true) { "pass" } else { "drop" };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} |",
+            c["name"].as_str().unwrap_or("?"),
+            yes(&c["allowed_by_matrix"]),
+            yes(&c["allowed_by_port_list"])
+        );
+    }
+    let ports: Vec<&str> =
+        j["xdp_filter_ports"].as_array().map_or(vec![], |a| a.iter().filter_map(Value::as_str).collect());
+    let _ = writeln!(
+        s,
+        "\n### What xdp-filter cannot express\n\nConfigured as an allow-list of the external role's inbound \
+         destination ports ({}), everything else dropped. Of the matrix it cannot express:\n",
+        ports.join(", ")
+    );
+    for l in j["xdp_filter_limits"].as_array().map_or(&[][..], Vec::as_slice) {
+        let _ = writeln!(s, "- {}", l.as_str().unwrap_or(""));
+    }
+    if let Some(rules) = j["nft_ruleset"].as_str() {
+        let _ = writeln!(
+            s,
+            "\n### The nftables ruleset\n\nGenerated from the same policy model (the external role; \
+             loaded in the receiver's namespace):\n\n<details><summary>nft ruleset</summary>\n\n```\n{}```\n\n</details>\n",
+            rules
+        );
+    }
+}
+
+/// The check that the work ran where the method says: the sending CPU's busy time from
+/// /proc/stat against the thread's own time, in the no-filter configuration.
+fn where_it_ran(s: &mut String, j: &Value) {
+    let Some(base) = j["filters"].as_array().and_then(|f| f.iter().find(|f| f["skipped"].is_null())) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "Where the work ran ({}): the sending thread and ksoftirqd used {} ns per packet; /proc/stat counted {} ns \
+         per packet of busy time on the sending CPU, {} of it softirq. The other CPUs were {}% busy during these \
+         rounds and {}% in idle windows between rounds (no traffic); what they do is other work on this \
+         machine, not the receive path (`stat_*` and `*_busy_pct` fields in the JSON, for every configuration).\n",
+        base["filter"].as_str().unwrap_or("?"),
+        f0(num(base, "ns_per_packet")),
+        f0(num(base, "stat_send_cpu_ns_per_packet")),
+        f0(num(base, "rx_ns_per_packet")),
+        f0(num(base, "other_cpus_busy_pct")),
+        f0(num(j, "background_other_cpus_busy_pct")),
+    );
+}
+
+fn noise_section(s: &mut String, testrun: &Part, compare: &Part) {
+    s.push_str("## Noise\n\n");
+    s.push_str(
+        "This is a 2-core virtual machine shared with other work: the hypervisor, other guests and other \
+          processes on it move every number from run to run. The commands measure that themselves:\n\n",
+    );
+    if let Some(j) = &compare.json {
+        let filters: &[Value] = j["filters"].as_array().map_or(&[], Vec::as_slice);
+        let spreads: Vec<String> = filters
+            .iter()
+            .filter(|f| f["skipped"].is_null())
+            .map(|f| {
+                format!(
+                    "{} {}-{} ns ({}%)",
+                    f["filter"].as_str().unwrap_or("?"),
+                    f0(num(f, "ns_min")),
+                    f0(num(f, "ns_max")),
+                    f1(num(f, "spread_pct"))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "- edge-compare, CPU ns per packet across its {} rounds (min-max, spread = range/median): {}.",
+            j["rounds"],
+            spreads.join("; ")
+        );
+        let deltas: Vec<String> = filters
+            .iter()
+            .filter(|f| f["skipped"].is_null() && num(f, "delta_vs_none_max_ns").is_some_and(|d| d != 0.0))
+            .map(|f| {
+                format!(
+                    "{} {} to {}",
+                    f["filter"].as_str().unwrap_or("?"),
+                    signed(num(f, "delta_vs_none_min_ns")),
+                    signed(num(f, "delta_vs_none_max_ns"))
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "- The differences from no filter are taken within each round, which cancels drift that moves \
+             every configuration together; across rounds they ranged (ns per packet): {}.",
+            deltas.join("; ")
+        );
+    }
+    if let Some(j) = &testrun.json {
+        let results: &[Value] = j["results"].as_array().map_or(&[], Vec::as_slice);
+        // One floor per policy (every packet of a policy shares it).
+        let mut floors: Vec<(&str, f64)> = Vec::new();
+        for r in results {
+            if let (Some(p), Some(f)) = (r["policy"].as_str(), num(r, "floor_ns"))
+                && !floors.iter().any(|(q, _)| *q == p)
+            {
+                floors.push((p, f));
+            }
+        }
+        let floors: Vec<f64> = floors.into_iter().map(|(_, f)| f).collect();
+        let spreads: Vec<f64> = results
+            .iter()
+            .filter_map(|r| Some((num(r, "ns_max")? - num(r, "ns_min")?) / num(r, "ns")? * 100.0))
+            .collect();
+        if spreads.is_empty() {
+            s.push_str(
+                "- edge-bench keeps only medians in its JSON (no per-round spread); its ratios are taken \
+                 within a round, against the floor measured right before.\n",
+            );
+        } else {
+            let worst = spreads.iter().copied().fold(0.0, f64::max);
+            let _ =
+                writeln!(s, "- edge-bench: a packet's ns varied across rounds by at most {worst:.1}% of its median.");
+        }
+        if floors.len() > 1 {
+            let (lo, hi) = floors.iter().fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+            let _ = writeln!(
+                s,
+                "- edge-bench: the floor (the same empty program every time) measured {lo:.1}-{hi:.1} ns (medians of \
+                 {} rounds) across the policies of this run; each ratio is taken within a round.",
+                j["rounds"]
+            );
+        }
+    }
+    s.push_str(
+        "- No hardware performance counters are available in this VM, so all times are wall-clock or \
+          scheduler time, not cycles.\n",
+    );
+}
