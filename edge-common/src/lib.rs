@@ -568,16 +568,15 @@ named_enum! {
 named_enum! {
     /// Connection-table events. Indexes [`maps::CT_EVENTS`].
     pub enum CtEvent {
-        /// An inbound packet passed because it belongs to a tracked flow.
-        Hit = 0 => "hits",
         /// An entry was created by an outbound packet.
-        Created = 1 => "created",
+        Created = 0 => "created",
         /// An entry was found past its idle timeout and removed.
-        Expired = 2 => "expired",
+        Expired = 1 => "expired",
         /// An entry was created while the table was full, evicting the least recently used.
-        TableFull = 3 => "table-full",
-        /// A TCP RST ended a flow.
-        Reset = 4 => "reset",
+        TableFull = 2 => "table-full",
+        /// A TCP RST ended a flow. (Hits, packets passed for a tracked flow, are the inbound
+        /// `conntrack` pass counter.)
+        Reset = 3 => "reset",
     }
 }
 

@@ -312,8 +312,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Upgrade { interface } => {
             let r = dataplane::upgrade(&interface)?;
             println!("upgraded {interface}: XDP program {} -> {}", r.xdp_program.0, r.xdp_program.1);
-            if let Some((old, new)) = r.tc_program {
-                println!("  egress program {old} -> {new}");
+            match r.tc_program {
+                (Some(old), new) => println!("  egress program {old} -> {new}"),
+                (None, new) => println!("  egress program (clsact filter) replaced by {new}"),
             }
             Ok(())
         }
@@ -548,7 +549,10 @@ fn watch(interface: Option<&str>, json: bool) -> Result<()> {
                 let rate = |name: &str, packets: u64| -> String {
                     match prev.and_then(|(t, p)| p.rules.iter().find(|r| r.name == name).map(|r| (t, r.packets))) {
                         Some((t, before)) => {
-                            format!("{:.0}/s", (packets - before) as f64 / now.duration_since(*t).as_secs_f64())
+                            format!(
+                                "{:.0}/s",
+                                packets.saturating_sub(before) as f64 / now.duration_since(*t).as_secs_f64()
+                            )
                         }
                         None => "-".into(),
                     }

@@ -18,3 +18,10 @@ pub mod profile;
 pub mod reference;
 pub mod serve;
 pub mod show;
+
+/// SHA-256 of some bytes, in hex: identifies policies (`status`, `serve`) and the embedded
+/// eBPF object (`upgrade`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -51,18 +51,12 @@ fn key_port(f: &Flow) -> (u8, u16) {
     }
 }
 
-/// Whether a flow with this local port may be tracked: one array read instead of a hash lookup
-/// for packets to ports the edge never opened flows from.
+/// Whether any tracked flow may use the flow's local port: one array read instead of a hash
+/// lookup for packets to ports the edge never opened flows from.
 #[inline(always)]
 fn port_may_be_tracked(f: &Flow) -> bool {
     let (proto, port) = key_port(f);
-    may_be_tracked(proto, port)
-}
-
-/// Whether any tracked flow may use this local port (before building a key at all).
-#[inline(always)]
-pub fn may_be_tracked(proto: u8, local_port: u16) -> bool {
-    let (entry, byte) = ct_port_slot(proto, local_port);
+    let (entry, byte) = ct_port_slot(proto, port);
     EDGE_CTPORTS.get(entry).is_some_and(|e| e[byte & 7] != 0)
 }
 
@@ -109,18 +103,20 @@ fn remove(f: &Flow) {
 #[inline(always)]
 fn live_add(family: u32, delta: u64) {
     if let Some(p) = EDGE_CTLIVE.get_ptr_mut(family) {
-        // Shared by all CPUs: an atomic add (BPF_ATOMIC). core's AtomicU64 has no fetch_add on
-        // the BPF target, the intrinsic lowers to the instruction directly.
-        unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, delta) };
+        atomic_add(p, delta);
     }
+}
+
+/// Shared by all CPUs: an atomic add (BPF_ATOMIC). core's AtomicU64 has no fetch_add on the
+/// BPF target; the intrinsic lowers to the instruction directly.
+#[inline(always)]
+fn atomic_add(p: *mut u64, delta: u64) {
+    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, delta) };
 }
 
 #[inline(always)]
 fn timeout(cfg: &GenConfig, state: u8) -> u64 {
-    match CtState::from_u8(state) {
-        Some(s) => cfg.ct_timeout_jiffies[s as usize],
-        None => 0,
-    }
+    cfg.ct_timeout_jiffies.get(state as usize).copied().unwrap_or(0)
 }
 
 /// A live entry for the flow and the time, removing the entry (and counting the expiry) when it
@@ -147,7 +143,10 @@ pub fn advance<const DRY: bool>(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound
     if DRY {
         return;
     }
-    unsafe { (*e).last_seen = now };
+    // Only when the tick moved: the value is shared with the other direction's CPU.
+    if unsafe { (*e).last_seen } != now {
+        unsafe { (*e).last_seen = now };
+    }
     if pkt.proto != PROTO_TCP {
         return;
     }
@@ -160,6 +159,9 @@ pub fn advance<const DRY: bool>(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound
     let state = unsafe { (*e).state };
     let next = if flags & TCP_FIN != 0 {
         CtState::Closing as u8
+    } else if !inbound && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        // The edge opens a new connection on the 4-tuple of a closing one.
+        CtState::SynSent as u8
     } else if state == CtState::SynSent as u8 && inbound && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
         CtState::Established as u8
     } else if state == CtState::SynSent as u8 && !inbound && flags & TCP_SYN == 0 {
@@ -203,12 +205,12 @@ pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u1
     if inserted.is_ok() {
         mark_port(f);
         counters::ct_event(CtEvent::Created);
+        let Some(live) = EDGE_CTLIVE.get_ptr_mut(family(f)) else { return };
         // An LRU table at capacity evicts on insert: count it instead of growing the gauge.
-        let full = EDGE_CTLIVE.get(family(f)).is_some_and(|live| *live >= cfg.ct_max as u64);
-        if full {
+        if unsafe { *live } >= cfg.ct_max as u64 {
             counters::ct_event(CtEvent::TableFull);
         } else {
-            live_add(family(f), 1);
+            atomic_add(live, 1);
         }
     }
 }

@@ -2,8 +2,6 @@
 //! per CPU to a budget per second so a flood costs one comparison per packet, not one event.
 //! Once a CPU's budget is spent it reads the clock only every 64th drop, to notice the next
 //! second: a flood costs no helper call per packet.
-//! Once a CPU's budget is spent it reads the clock only every 64th drop, to notice the next
-//! second: a flood costs no helper call per packet.
 
 use edge_common::{DropEvent, DropKind, DropReason, GenConfig};
 

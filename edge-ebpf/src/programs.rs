@@ -12,7 +12,7 @@
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action};
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
-use edge_common::{CtEvent, DropKind, DropReason, Explanation, GenConfig, PassReason, explain, flags};
+use edge_common::{DropKind, DropReason, Explanation, GenConfig, PassReason, explain, flags};
 
 use crate::conntrack;
 use crate::maps::{EDGE_ACTIVE, EDGE_EXPLAIN, EDGE_GEN};
@@ -219,15 +219,10 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
 /// No rule allows it: it passes only as part of a flow the edge opened.
 #[inline(always)]
 fn tracked_inbound<const DRY: bool>(cfg: &GenConfig, pkt: &Packet) -> Decision {
-    if !conntrack::may_be_tracked(pkt.proto, pkt.dport) {
-        return untracked(pkt);
-    }
+    // `live` first checks the per-port table, so a flood to untracked ports costs no hash lookup.
     let flow = conntrack::flow_of(pkt, false);
     if let Some((e, now)) = conntrack::live::<DRY>(cfg, &flow) {
         conntrack::advance::<DRY>(&flow, e, pkt, true, now);
-        if !DRY {
-            counters::ct_event(CtEvent::Hit);
-        }
         return Decision::Pass(PassReason::Conntrack);
     }
     untracked(pkt)

@@ -60,10 +60,6 @@ impl Loaded {
         MapSet::open(&self.dir).expect("open maps")
     }
 
-    pub fn load_extra(&mut self, name: &str) {
-        let _ = edge_ctl::dataplane::object::load_xdp(&mut self.ebpf, name);
-    }
-
     fn program(&self, name: &str) -> &Xdp {
         self.ebpf.program(name).expect("program").try_into().expect("xdp")
     }

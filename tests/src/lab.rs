@@ -29,17 +29,68 @@ pub fn edge_ctl_bin() -> PathBuf {
     dir.join("edge-ctl")
 }
 
+/// `program args` inside a namespace.
+fn in_netns(ns: &str, program: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).arg(program).args(args);
+    c
+}
+
+/// Kills and reaps a child process when dropped, also when a test panics.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Lab {
     prefix: String,
     namespaces: Vec<String>,
+    /// Files the test wrote (policies, configurations), removed with the lab.
+    dir: PathBuf,
 }
+
+/// The edge's and the peer's addresses (IPv4, IPv6) in [`Lab::edge_and_peer`].
+pub const EDGE: [&str; 2] = ["192.0.2.1", "2001:db8::1"];
+pub const PEER: [&str; 2] = ["192.0.2.2", "2001:db8::2"];
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
         require_root();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("edt{}{n}{tag}", std::process::id() % 100_000);
-        Lab { prefix, namespaces: Vec::new() }
+        // `edt<pid>x`: `cargo xtask test` removes namespaces of processes that are gone.
+        let prefix = format!("edt{}x{n}{tag}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        Lab { prefix, namespaces: Vec::new(), dir }
+    }
+
+    /// The set-up most tests use: namespaces `edge` and `peer` joined by edge0 <-> peer0, with
+    /// [`EDGE`] and [`PEER`] on them. Returns the two namespaces.
+    pub fn edge_and_peer(&mut self) -> (String, String) {
+        let edge = self.netns("edge");
+        let peer = self.netns("peer");
+        self.link_edge_and_peer(&edge, &peer);
+        (edge, peer)
+    }
+
+    /// The edge0 <-> peer0 link of [`Lab::edge_and_peer`] (again, after a test deleted it).
+    pub fn link_edge_and_peer(&self, edge: &str, peer: &str) {
+        self.veth((edge, "edge0"), (peer, "peer0"));
+        for (ns, dev, a) in [(edge, "edge0", EDGE), (peer, "peer0", PEER)] {
+            self.addr(ns, dev, &format!("{}/24", a[0]));
+            self.addr(ns, dev, &format!("{}/64", a[1]));
+        }
+    }
+
+    /// Writes a file the lab removes when dropped; returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        std::fs::create_dir_all(&self.dir).expect("create the lab's directory");
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
     }
 
     /// Creates a namespace with loopback up; returns its full name.
@@ -85,16 +136,16 @@ impl Lab {
     /// Runs a command inside a namespace with `nsenter --net` (not `ip netns exec`, which
     /// remounts /sys and hides bpffs pins).
     pub fn exec(&self, ns: &str, program: &Path, args: &[&str]) -> Output {
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .arg(program)
-            .args(args)
-            .output()
-            .expect("run nsenter")
+        in_netns(ns, program, args).output().expect("run nsenter")
     }
 
     pub fn edge_ctl(&self, ns: &str, args: &[&str]) -> Output {
         self.exec(ns, &edge_ctl_bin(), args)
+    }
+
+    /// An edge-ctl command in the namespace, to set environment or spawn it.
+    pub fn edge_ctl_command(&self, ns: &str, args: &[&str]) -> Command {
+        in_netns(ns, &edge_ctl_bin(), args)
     }
 
     /// Runs edge-ctl and returns its stdout; panics with its stderr when it fails.
@@ -166,6 +217,7 @@ impl Drop for Lab {
             }
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

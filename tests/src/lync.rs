@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use edge_ctl::policy::{Policy, Role};
-use edge_ctl::profile::{self, Addressing, Options, Row, Table, addr};
+use edge_ctl::profile::{self, Addressing, Options, Row, Switch, Table, addr};
 
 use crate::lab::Lab;
 use crate::net::{Outcome, Servers, tcp_probe, udp_probe};
@@ -33,6 +33,8 @@ pub struct LyncLab {
     pub edges: Vec<String>,
     pub policy_file: PathBuf,
     pub policy: Policy,
+    /// The switches the profile was rendered with.
+    pub options: Options,
 }
 
 pub const CLIENT4: &str = "192.0.2.50";
@@ -135,7 +137,7 @@ impl LyncLab {
         let policy = edge_ctl::policy::parse(&policy_text, "lync.toml").expect("template parses");
         let policy_file = std::env::temp_dir().join(format!("edge-lync-{}-{}.toml", std::process::id(), hlb));
         std::fs::write(&policy_file, policy_text).expect("write policy");
-        LyncLab { lab, client, partner, hlb, fe, edges, policy_file, policy }
+        LyncLab { lab, client, partner, hlb, fe, edges, policy_file, policy, options }
     }
 
     /// `edge-ctl attach` on both interfaces of every node.
@@ -282,7 +284,15 @@ impl LyncLab {
         let nodes = self.edges.len() as u8;
         let mut out = Vec::new();
         for row in profile::ROWS.iter().filter(|r| r.direction == "inbound") {
-            let enabled = self.policy.rules.iter().any(|r| r.name == row.name && r.enabled);
+            // What the document says of the row under these switches, not what the rendered
+            // policy says: the rendering is under test too.
+            let enabled = match row.switch {
+                Switch::Always => true,
+                Switch::Ocs2007 => self.options.ocs2007,
+                Switch::Xmpp => self.options.xmpp,
+            };
+            let rendered = self.policy.rules.iter().any(|r| r.name == row.name && r.enabled);
+            assert_eq!(rendered, enabled, "row {}: the rendered policy's switch", row.name);
             let service = ["access_edge", "webconf_edge", "av_edge"].iter().position(|s| *s == row.local);
             let mut targets: Vec<(String, String)> = Vec::new(); // (from ns, address)
             match row.table {

@@ -140,38 +140,17 @@ pub enum Outcome {
 
 /// Connects from namespace `ns` to `to` and reads the banner.
 pub fn tcp_probe(ns: &str, to: SocketAddr, timeout: Duration) -> Outcome {
-    in_netns(ns, move || match TcpStream::connect_timeout(&to, timeout) {
-        Ok(mut s) => {
-            let _ = s.set_read_timeout(Some(timeout));
-            let mut buf = [0u8; 16];
-            match s.read(&mut buf) {
-                Ok(n) if &buf[..n] == BANNER => Outcome::Answered,
-                _ => Outcome::Silent,
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
-        Err(_) => Outcome::Silent,
-    })
+    tcp_probe_from(ns, 0, to, timeout)
 }
 
 /// Sends a datagram from namespace `ns` to `to` and waits for the echo.
 pub fn udp_probe(ns: &str, to: SocketAddr, timeout: Duration) -> Outcome {
-    in_netns(ns, move || {
-        let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-        let sock = UdpSocket::bind(bind).expect("bind udp client");
-        sock.connect(to).expect("connect udp");
-        sock.set_read_timeout(Some(timeout)).expect("timeout");
-        let payload = b"edge-lab probe";
-        if sock.send(payload).is_err() {
-            return Outcome::Refused;
-        }
-        let mut buf = [0u8; 64];
-        match sock.recv(&mut buf) {
-            Ok(n) if &buf[..n] == payload => Outcome::Answered,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
-            _ => Outcome::Silent,
-        }
-    })
+    udp_probe_from(ns, 0, to, timeout)
+}
+
+/// The unspecified address of `to`'s family with `port` (0: the kernel picks one).
+fn unspecified(to: SocketAddr, port: u16) -> SocketAddr {
+    if to.is_ipv4() { ([0, 0, 0, 0], port).into() } else { (Ipv6Addr::UNSPECIFIED, port).into() }
 }
 
 /// A TCP socket bound to a pinned source port, connected from inside namespace `ns`. The
@@ -183,9 +162,7 @@ pub fn tcp_connect_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration)
         let domain = if to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
         let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
-        let local: SocketAddr =
-            if to.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (Ipv6Addr::UNSPECIFIED, sport).into() };
-        s.bind(&SockAddr::from(local))?;
+        s.bind(&SockAddr::from(unspecified(to, sport)))?;
         s.connect_timeout(&SockAddr::from(to), timeout)?;
         let stream: TcpStream = s.into();
         stream.set_read_timeout(Some(timeout))?;
@@ -211,9 +188,7 @@ pub fn tcp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -
 /// Sends a datagram from a pinned source port and waits for the echo.
 pub fn udp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> Outcome {
     in_netns(ns, move || {
-        let bind: SocketAddr =
-            if to.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (Ipv6Addr::UNSPECIFIED, sport).into() };
-        let sock = UdpSocket::bind(bind).expect("bind udp client");
+        let sock = UdpSocket::bind(unspecified(to, sport)).expect("bind udp client");
         sock.connect(to).expect("connect udp");
         sock.set_read_timeout(Some(timeout)).expect("timeout");
         let payload = b"edge-lab probe";
@@ -257,6 +232,8 @@ pub fn udp_delayed_echo(ns: &str, port: u16, delay: Duration) -> Servers {
 pub struct HeldConnection {
     tx: std::sync::mpsc::Sender<Vec<u8>>,
     accepted: std::sync::mpsc::Receiver<()>,
+    /// Set on drop: a test that fails before the connection arrives must not wait for it.
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -265,12 +242,21 @@ impl HeldConnection {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (accepted_tx, accepted) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         let thread = spawn_in_netns(ns, move || {
             let listener = TcpListener::bind(any_v6(port)).expect("bind");
+            listener.set_nonblocking(true).expect("non-blocking listener");
             let _ = ready_tx.send(());
-            let Ok((mut conn, _)) = listener.accept() else {
-                return;
+            let start = Instant::now();
+            let mut conn = loop {
+                match listener.accept() {
+                    Ok((conn, _)) => break conn,
+                    Err(_) if stopped.load(Ordering::SeqCst) || start.elapsed() > MAX_SERVER_LIFETIME => return,
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
             };
+            conn.set_nonblocking(false).expect("blocking connection");
             drop(listener);
             let _ = accepted_tx.send(());
             // Each message is written; the channel closing ends the connection.
@@ -279,7 +265,7 @@ impl HeldConnection {
             }
         });
         ready_rx.recv_timeout(Duration::from_secs(5)).expect("server did not start");
-        HeldConnection { tx, accepted, thread: Some(thread) }
+        HeldConnection { tx, accepted, stop, thread: Some(thread) }
     }
 
     /// Waits until the connection is accepted and the listening socket closed.
@@ -294,12 +280,18 @@ impl HeldConnection {
 
 impl Drop for HeldConnection {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
         let (tx, _) = std::sync::mpsc::channel();
         drop(std::mem::replace(&mut self.tx, tx));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
+}
+
+/// A socket address from an address literal and a port.
+pub fn at(ip: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(ip.parse::<IpAddr>().unwrap_or_else(|e| panic!("{ip}: {e}")), port)
 }
 
 /// Sends a raw Ethernet frame out of `ifname` in namespace `ns` (AF_PACKET), e.g. a TCP ACK
@@ -375,9 +367,7 @@ impl UdpSink {
 /// Sends `count` datagrams numbered `first..` at a fixed interval from a pinned source port.
 pub fn udp_stream(ns: &str, sport: u16, to: SocketAddr, first: u64, count: u64, interval: Duration) -> JoinHandle<()> {
     spawn_in_netns(ns, move || {
-        let bind: SocketAddr =
-            if to.is_ipv4() { ([0, 0, 0, 0], sport).into() } else { (Ipv6Addr::UNSPECIFIED, sport).into() };
-        let sock = UdpSocket::bind(bind).expect("bind");
+        let sock = UdpSocket::bind(unspecified(to, sport)).expect("bind");
         let start = Instant::now();
         for seq in 0..count {
             let due = start + interval * seq as u32;

@@ -1,11 +1,10 @@
 //! End to end: two namespaces joined by a veth pair, `edge-ctl attach` on one end, real TCP
 //! connections and UDP datagrams from the other. Needs root.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use edge_tests::lab::{Lab, drop_packets, rule_packets};
-use edge_tests::net::{Outcome, Servers, tcp_probe, udp_probe};
+use edge_tests::lab::{EDGE, Lab, drop_packets, edge_ctl_bin, rule_packets};
+use edge_tests::net::{Outcome, Servers, at, tcp_probe, udp_probe};
 
 const POLICY: &str = r#"
 [sets]
@@ -28,8 +27,8 @@ ports = [3478, "50000-50010"]
 local = "me"
 "#;
 
-const EDGE4: &str = "192.0.2.1";
-const EDGE6: &str = "2001:db8::1";
+const EDGE4: &str = EDGE[0];
+const EDGE6: &str = EDGE[1];
 const ALLOW_WAIT: Duration = Duration::from_secs(2);
 const DENY_WAIT: Duration = Duration::from_millis(400);
 
@@ -42,26 +41,9 @@ struct Setup {
 
 fn setup(tag: &str) -> Setup {
     let mut lab = Lab::new(tag);
-    let edge = lab.netns("edge");
-    let peer = lab.netns("peer");
-    lab.veth((&edge, "edge0"), (&peer, "peer0"));
-    lab.addr(&edge, "edge0", "192.0.2.1/24");
-    lab.addr(&edge, "edge0", "2001:db8::1/64");
-    lab.addr(&peer, "peer0", "192.0.2.2/24");
-    lab.addr(&peer, "peer0", "2001:db8::2/64");
-    let policy = std::env::temp_dir().join(format!("edge-e2e-{tag}-{}.toml", std::process::id()));
-    std::fs::write(&policy, POLICY).unwrap();
+    let (edge, peer) = lab.edge_and_peer();
+    let policy = lab.file("policy.toml", POLICY);
     Setup { lab, edge, peer, policy }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.policy);
-    }
-}
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse().unwrap(), port)
 }
 
 fn enforce(s: &Setup, mode: &str) {
@@ -74,14 +56,14 @@ fn enforce(s: &Setup, mode: &str) {
     let before = s.lab.stats(&s.edge, "edge0");
 
     for ip in [EDGE4, EDGE6] {
-        assert_eq!(tcp_probe(&s.peer, addr(ip, 8443), ALLOW_WAIT), Outcome::Answered, "tcp 8443 {ip}");
-        assert_eq!(tcp_probe(&s.peer, addr(ip, 8080), DENY_WAIT), Outcome::Silent, "tcp 8080 {ip}");
+        assert_eq!(tcp_probe(&s.peer, at(ip, 8443), ALLOW_WAIT), Outcome::Answered, "tcp 8443 {ip}");
+        assert_eq!(tcp_probe(&s.peer, at(ip, 8080), DENY_WAIT), Outcome::Silent, "tcp 8080 {ip}");
         for _ in 0..5 {
-            assert_eq!(udp_probe(&s.peer, addr(ip, 3478), ALLOW_WAIT), Outcome::Answered, "udp 3478 {ip}");
+            assert_eq!(udp_probe(&s.peer, at(ip, 3478), ALLOW_WAIT), Outcome::Answered, "udp 3478 {ip}");
         }
-        assert_eq!(udp_probe(&s.peer, addr(ip, 50010), ALLOW_WAIT), Outcome::Answered, "udp 50010 {ip}");
+        assert_eq!(udp_probe(&s.peer, at(ip, 50010), ALLOW_WAIT), Outcome::Answered, "udp 50010 {ip}");
         for _ in 0..3 {
-            assert_eq!(udp_probe(&s.peer, addr(ip, 5000), DENY_WAIT), Outcome::Silent, "udp 5000 {ip}");
+            assert_eq!(udp_probe(&s.peer, at(ip, 5000), DENY_WAIT), Outcome::Silent, "udp 5000 {ip}");
         }
     }
 
@@ -95,8 +77,8 @@ fn enforce(s: &Setup, mode: &str) {
 
     s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
     for ip in [EDGE4, EDGE6] {
-        assert_eq!(tcp_probe(&s.peer, addr(ip, 8080), ALLOW_WAIT), Outcome::Answered, "after detach: tcp 8080 {ip}");
-        assert_eq!(udp_probe(&s.peer, addr(ip, 5000), ALLOW_WAIT), Outcome::Answered, "after detach: udp 5000 {ip}");
+        assert_eq!(tcp_probe(&s.peer, at(ip, 8080), ALLOW_WAIT), Outcome::Answered, "after detach: tcp 8080 {ip}");
+        assert_eq!(udp_probe(&s.peer, at(ip, 5000), ALLOW_WAIT), Outcome::Answered, "after detach: udp 5000 {ip}");
     }
 }
 
@@ -130,7 +112,7 @@ fn status_shows_what_is_attached() {
     assert_eq!(i["policy_hash"].as_str().unwrap().len(), 64);
     assert!(i["problem"].is_null(), "{i}");
     // The same interface name in another namespace is independent.
-    s.lab.edge_ctl_ok(&s.peer, &["status"]).contains("not attached");
+    assert!(s.lab.edge_ctl_ok(&s.peer, &["status"]).contains("not attached"));
 }
 
 #[test]
@@ -144,10 +126,8 @@ fn errors_are_clear_and_change_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no interface named `nosuch0`") && err.contains("edge0"), "{err}");
 
-    let bad = std::env::temp_dir().join(format!("edge-e2e-bad-{}.toml", std::process::id()));
-    std::fs::write(&bad, POLICY.replace("ports = 8443", "ports = 0")).unwrap();
+    let bad = s.lab.file("bad.toml", &POLICY.replace("ports = 8443", "ports = 0"));
     let out = s.lab.edge_ctl(&s.edge, &["attach", "edge0", "--role", "external", "--policy", bad.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&bad);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(".toml:10:9: error: port 0 is out of range"), "{err}");
@@ -181,16 +161,25 @@ fn world_writable_policy_is_refused() {
 #[test]
 fn builtin_profile_without_a_policy() {
     let s = setup("blt");
-    if std::path::Path::new(edge_ctl::cli::DEFAULT_POLICY).exists() {
-        eprintln!("skipped: {} exists on this machine", edge_ctl::cli::DEFAULT_POLICY);
-        return;
-    }
-    let out = s.lab.edge_ctl_ok(&s.edge, &["attach", "edge0", "--role", "external"]);
+    // Whatever this machine has in /etc/edge-ctl is hidden (a private mount namespace with an
+    // empty directory over it), so the built-in profile is what attach must use.
+    let dir = std::path::Path::new(edge_ctl::cli::DEFAULT_POLICY).parent().unwrap().display().to_string();
+    let script = format!(
+        "if [ -d {dir} ]; then mount -t tmpfs edge-test {dir} || exit 3; fi; exec {bin} attach edge0 --role external",
+        bin = edge_ctl_bin().display()
+    );
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", s.edge))
+        .args(["unshare", "--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.contains("policy <built-in lync2013-edge-hlb>"), "{out}");
     assert!(out.contains("192.0.2.1") && out.contains("2001:db8::1"), "service addresses listed: {out}");
     let _servers = Servers::start(&s.edge, &[5061, 8080], &[3478]);
     // SIP/TLS and STUN are in the matrix; 8080 is not.
-    assert_eq!(tcp_probe(&s.peer, addr(EDGE4, 5061), ALLOW_WAIT), Outcome::Answered);
-    assert_eq!(udp_probe(&s.peer, addr(EDGE6, 3478), ALLOW_WAIT), Outcome::Answered);
-    assert_eq!(tcp_probe(&s.peer, addr(EDGE4, 8080), DENY_WAIT), Outcome::Silent);
+    assert_eq!(tcp_probe(&s.peer, at(EDGE4, 5061), ALLOW_WAIT), Outcome::Answered);
+    assert_eq!(udp_probe(&s.peer, at(EDGE6, 3478), ALLOW_WAIT), Outcome::Answered);
+    assert_eq!(tcp_probe(&s.peer, at(EDGE4, 8080), DENY_WAIT), Outcome::Silent);
 }

@@ -5,7 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use edge_tests::lab::{Lab, edge_ctl_bin};
+use edge_tests::lab::{KillOnDrop, Lab, edge_ctl_bin};
 use edge_tests::net::{Outcome, Servers, tcp_probe};
 
 const POLICY: &str = r#"
@@ -30,24 +30,9 @@ struct Setup {
 
 fn setup(tag: &str) -> Setup {
     let mut lab = Lab::new(tag);
-    let edge = lab.netns("edge");
-    let peer = lab.netns("peer");
-    link(&lab, &edge, &peer);
-    let file = std::env::temp_dir().join(format!("edge-fail-{tag}-{}.toml", std::process::id()));
-    std::fs::write(&file, POLICY).unwrap();
+    let (edge, peer) = lab.edge_and_peer();
+    let file = lab.file("policy.toml", POLICY);
     Setup { lab, edge, peer, file }
-}
-
-fn link(lab: &Lab, edge: &str, peer: &str) {
-    lab.veth((edge, "edge0"), (peer, "peer0"));
-    lab.addr(edge, "edge0", "192.0.2.1/24");
-    lab.addr(peer, "peer0", "192.0.2.2/24");
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
-    }
 }
 
 impl Setup {
@@ -122,10 +107,12 @@ fn interface_vanishes_and_comes_back() {
     s.lab.ip(&s.edge, &["link", "del", "edge0"]);
     let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
     assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("no longer exists"), "{st}");
+    assert_eq!(st["interfaces"][0]["stale"], false, "{st}");
     // Back under the same name (a new device): status says so, and attach takes it over.
-    link(&s.lab, &s.edge, &s.peer);
+    s.lab.link_edge_and_peer(&s.edge, &s.peer);
     let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
     assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("deleted and created again"), "{st}");
+    assert_eq!(st["interfaces"][0]["stale"], true, "{st}");
     assert!(!s.filtered(), "the new device is not filtered yet");
     let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
     assert!(out.status.success(), "{}", stderr(&out));
@@ -142,18 +129,16 @@ fn attach_killed_at_any_step_is_completed_or_cleaned_up() {
     let ino = std::fs::metadata(format!("/run/netns/{}", s.edge)).unwrap().ino();
     let (mut whole, mut none) = (0, 0);
     for round in 0..12u64 {
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", s.edge))
-            .arg(edge_ctl_bin())
-            .args(s.attach_args())
+        let child = s
+            .lab
+            .edge_ctl_command(&s.edge, &s.attach_args())
             .env("EDGE_CTL_STEP_DELAY_MS", "25")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(60 + round * 25));
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(KillOnDrop(child));
         // Either fully attached and filtering, or not attached and not filtering.
         let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
         let attached = !st["interfaces"].as_array().unwrap().is_empty();
@@ -172,6 +157,8 @@ fn attach_killed_at_any_step_is_completed_or_cleaned_up() {
         let left: Vec<_> =
             std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}")).map(|d| d.count()).into_iter().collect();
         assert!(left.iter().all(|n| *n == 0), "round {round}: pins left behind");
+        let state = format!("/run/edge-ctl/{ino}/edge0.json");
+        assert!(!std::path::Path::new(&state).exists(), "round {round}: {state} left behind");
     }
     eprintln!("killed attaches: {whole} had finished, {none} had not");
     assert!(none > 0, "kills landed before the commit point");
@@ -180,20 +167,20 @@ fn attach_killed_at_any_step_is_completed_or_cleaned_up() {
 #[test]
 fn two_processes_racing_on_one_interface() {
     let s = setup("race");
-    let mut first = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", s.edge))
-        .arg(edge_ctl_bin())
-        .args(s.attach_args())
-        .env("EDGE_CTL_STEP_DELAY_MS", "300")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = KillOnDrop(
+        s.lab
+            .edge_ctl_command(&s.edge, &s.attach_args())
+            .env("EDGE_CTL_STEP_DELAY_MS", "300")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(150));
     let second = s.lab.edge_ctl(&s.edge, &s.attach_args());
     assert!(!second.status.success());
     assert!(stderr(&second).contains("another edge-ctl is changing edge0 right now"), "{}", stderr(&second));
-    assert!(first.wait().unwrap().success());
+    assert!(first.0.wait().unwrap().success());
     assert!(s.filtered());
 }
 
@@ -242,7 +229,9 @@ fn pins_and_state_are_root_only() {
     assert_eq!(mode(&format!("/run/edge-ctl/{ino}")), 0o700);
     assert_eq!(mode(&format!("/run/edge-ctl/{ino}/edge0.json")), 0o600);
     assert_eq!(mode(&format!("/sys/fs/bpf/edge-ctl/{ino}")), 0o700);
-    for entry in std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0")).unwrap() {
+    let pins: Vec<_> = std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0")).unwrap().collect();
+    assert!(pins.len() > 10, "the maps and the link are pinned: {pins:?}");
+    for entry in pins {
         let path = entry.unwrap().path();
         let m = mode(path.to_str().unwrap());
         assert_eq!(m & 0o077, 0, "{} is {m:o}", path.display());

@@ -63,7 +63,12 @@ fn every_inbound_row_passes_with_all_switchable_rows_on() {
 #[test]
 fn default_profile_keeps_ocs2007_rows_closed_and_xmpp_switchable() {
     // Defaults: OCS 2007 rows off (their probes must be dropped); XMPP off here to show the switch.
-    conformance(Options { ocs2007: false, xmpp: false, ..Default::default() });
+    let options = Options { ocs2007: false, xmpp: false, ..Default::default() };
+    // Rows switched off are probed and must be dropped: there are some of each kind.
+    for switch in [profile::Switch::Ocs2007, profile::Switch::Xmpp] {
+        assert!(profile::ROWS.iter().any(|r| r.switch == switch && r.direction == "inbound"), "{switch:?} rows");
+    }
+    conformance(options);
 }
 
 /// The outbound rows are compiled, counted and shown; their enforcement is the stateful issue.

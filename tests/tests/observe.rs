@@ -1,17 +1,13 @@
 //! Drop events (`tail`), audit mode and `explain`, against real traffic in namespaces. Needs root.
 
-use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use edge_tests::lab::{Lab, drop_packets, edge_ctl_bin, reason_packets, rule_packets};
+use edge_tests::lab::{EDGE, Lab, PEER, drop_packets, reason_packets, rule_packets};
 use edge_tests::net::{
-    HeldConnection, Outcome, Servers, send_frame, tcp_connect_from, tcp_probe, udp_flood, udp_probe,
+    HeldConnection, Outcome, Servers, at, send_frame, tcp_connect_from, tcp_probe, udp_flood, udp_probe,
 };
 use edge_tests::packet;
-
-const EDGE: [&str; 2] = ["192.0.2.1", "2001:db8::1"];
-const PEER: [&str; 2] = ["192.0.2.2", "2001:db8::2"];
 
 fn policy(extra: &str) -> String {
     format!(
@@ -43,40 +39,21 @@ struct Setup {
     lab: Lab,
     edge: String,
     peer: String,
-    file: std::path::PathBuf,
 }
 
 fn setup(tag: &str, extra: &str) -> Setup {
     let mut lab = Lab::new(tag);
-    let edge = lab.netns("edge");
-    let peer = lab.netns("peer");
-    lab.veth((&edge, "edge0"), (&peer, "peer0"));
-    for (ns, dev, a) in [(&edge, "edge0", EDGE), (&peer, "peer0", PEER)] {
-        lab.addr(ns, dev, &format!("{}/24", a[0]));
-        lab.addr(ns, dev, &format!("{}/64", a[1]));
-    }
-    let file = std::env::temp_dir().join(format!("edge-observe-{tag}-{}.toml", std::process::id()));
-    std::fs::write(&file, policy(extra)).unwrap();
+    let (edge, peer) = lab.edge_and_peer();
+    let file = lab.file("policy.toml", &policy(extra));
     lab.edge_ctl_ok(&edge, &["attach", "edge0", "--role", "external", "--policy", file.to_str().unwrap()]);
-    Setup { lab, edge, peer, file }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
-    }
-}
-
-fn at(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
+    Setup { lab, edge, peer }
 }
 
 /// Starts `edge-ctl tail --json` for `seconds` inside the edge namespace.
 fn tail(s: &Setup, seconds: u32) -> std::process::Child {
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", s.edge))
-        .arg(edge_ctl_bin())
-        .args(["tail", "edge0", "--json", "--seconds", &seconds.to_string()])
+    let child = s
+        .lab
+        .edge_ctl_command(&s.edge, &["tail", "edge0", "--json", "--seconds", &seconds.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

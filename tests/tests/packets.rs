@@ -305,6 +305,10 @@ fn kernel_agrees_with_reference_on_the_lync_profile() {
                                 payload: Payload::Ports { protocol, sport: 40000, dport: port, tcp_flags: packet::SYN },
                             },
                         );
+                        let before = match &want {
+                            Decision::Rule(name) => l.rule(name).packets,
+                            _ => 0,
+                        };
                         let verdict = l.run(&frame);
                         let expected = if want.passes() { XDP_PASS } else { XDP_DROP };
                         assert_eq!(
@@ -312,7 +316,7 @@ fn kernel_agrees_with_reference_on_the_lync_profile() {
                             "{role} {protocol} {remote} -> {local}:{port}: reference says {want:?}"
                         );
                         if let Decision::Rule(name) = want {
-                            assert!(l.rule(&name).packets > 0, "{name} counted");
+                            assert_eq!(l.rule(&name).packets, before + 1, "{name} counted");
                         }
                         checked += 1;
                     }

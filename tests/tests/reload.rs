@@ -1,8 +1,8 @@
 //! Hot swap: reloads and program upgrades under traffic lose nothing, never mix two policies,
 //! keep counters and the connection table, and survive being killed at any step. Needs root.
 
-use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::net::IpAddr;
+use std::process::Stdio;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -10,13 +10,11 @@ use edge_common::{DropReason, programs};
 use edge_ctl::dataplane::wait_for_running_programs;
 use edge_ctl::policy::{self, Role};
 use edge_tests::bpf::{Loaded, XDP_DROP, XDP_PASS};
-use edge_tests::lab::{Lab, drop_packets, edge_ctl_bin, reason_packets, rule_packets};
+use edge_tests::lab::{EDGE, Lab, drop_packets, reason_packets, rule_packets};
 use edge_tests::net::{
-    HeldConnection, Outcome, Servers, UdpSink, tcp_connect_from, tcp_echo, tcp_exchange, tcp_probe, udp_stream,
+    HeldConnection, Outcome, Servers, UdpSink, at, tcp_connect_from, tcp_echo, tcp_exchange, tcp_probe, udp_stream,
 };
 use edge_tests::packet;
-
-const EDGE: [&str; 2] = ["192.0.2.1", "2001:db8::1"];
 
 /// Two policies. Both allow the steady traffic (TCP 5000, UDP 6000, under the same rule names
 /// in both); A also allows TCP 7000, B TCP 7001; A has rule `only-a`, B has `only-b`.
@@ -71,27 +69,9 @@ struct Setup {
 
 fn setup(tag: &str) -> Setup {
     let mut lab = Lab::new(tag);
-    let edge = lab.netns("edge");
-    let peer = lab.netns("peer");
-    lab.veth((&edge, "edge0"), (&peer, "peer0"));
-    lab.addr(&edge, "edge0", "192.0.2.1/24");
-    lab.addr(&edge, "edge0", "2001:db8::1/64");
-    lab.addr(&peer, "peer0", "192.0.2.2/24");
-    lab.addr(&peer, "peer0", "2001:db8::2/64");
-    let files = ['a', 'b'].map(|w| {
-        let f = std::env::temp_dir().join(format!("edge-reload-{tag}-{w}-{}.toml", std::process::id()));
-        std::fs::write(&f, policy(w)).unwrap();
-        f
-    });
+    let (edge, peer) = lab.edge_and_peer();
+    let files = ['a', 'b'].map(|w| lab.file(&format!("policy-{w}.toml"), &policy(w)));
     Setup { lab, edge, peer, files }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }
 
 impl Setup {
@@ -112,10 +92,6 @@ impl Setup {
             serde_json::from_str(&self.lab.edge_ctl_ok(&self.edge, &["status", "--json"])).unwrap();
         v["interfaces"][0].clone()
     }
-}
-
-fn at(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
 }
 
 const SEQ_SPACE: u64 = 1 << 32;
@@ -332,10 +308,9 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
         let live = s.status()["policy_hash"].as_str().unwrap().to_string();
         let current = hashes.iter().position(|h| *h == live).expect("status names one of the two");
         let target = 1 - current;
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", s.edge))
-            .arg(edge_ctl_bin())
-            .args(["reload", "edge0", "--policy", s.file(target)])
+        let child = s
+            .lab
+            .edge_ctl_command(&s.edge, &["reload", "edge0", "--policy", s.file(target)])
             .env("EDGE_CTL_STEP_DELAY_MS", "15")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -343,8 +318,7 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
             .unwrap();
         // Five steps of 15 ms each, plus start-up: kills every 5 ms from 0 to 115 ms.
         std::thread::sleep(Duration::from_millis(round * 5));
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(edge_tests::lab::KillOnDrop(child));
         let st = s.status();
         let live = st["policy_hash"].as_str().unwrap();
         let now = hashes.iter().position(|h| h == live).expect("one whole policy");

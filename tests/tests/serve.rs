@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use edge_tests::lab::{Lab, drop_packets, edge_ctl_bin, rule_packets};
 use edge_tests::net::{Outcome, Servers, in_netns, udp_probe};
 
-const EDGE4: &str = "192.0.2.1";
+const EDGE4: &str = edge_tests::lab::EDGE[0];
 const PORT: u16 = 9469;
 /// Start-up (attach), a reload after the quiet period, a scrape: each well within this.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -37,33 +37,18 @@ struct Setup {
     lab: Lab,
     edge: String,
     peer: String,
+    /// The lab's directory: the policy, the configuration and the daemon's logs.
     dir: PathBuf,
 }
 
 fn setup(tag: &str) -> Setup {
     let mut lab = Lab::new(tag);
-    let edge = lab.netns("edge");
-    let peer = lab.netns("peer");
-    lab.veth((&edge, "edge0"), (&peer, "peer0"));
-    lab.addr(&edge, "edge0", "192.0.2.1/24");
-    lab.addr(&edge, "edge0", "2001:db8::1/64");
-    lab.addr(&peer, "peer0", "192.0.2.2/24");
-    lab.addr(&peer, "peer0", "2001:db8::2/64");
-    let dir = std::env::temp_dir().join(format!("edge-serve-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("policy.toml"), policy(&[6000])).unwrap();
-    std::fs::write(
-        dir.join("serve.toml"),
-        "[[interface]]\nname = \"edge0\"\nrole = \"external\"\npolicy = \"policy.toml\"\n",
-    )
-    .unwrap();
+    let (edge, peer) = lab.edge_and_peer();
+    lab.file("policy.toml", &policy(&[6000]));
+    let config =
+        lab.file("serve.toml", "[[interface]]\nname = \"edge0\"\nrole = \"external\"\npolicy = \"policy.toml\"\n");
+    let dir = config.parent().unwrap().to_path_buf();
     Setup { lab, edge, peer, dir }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Setup {
@@ -110,12 +95,8 @@ impl Daemon {
         static STARTS: AtomicU32 = AtomicU32::new(0);
         let n = STARTS.fetch_add(1, Ordering::SeqCst);
         let stderr = s.dir.join(format!("serve-{n}.log"));
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net=/run/netns/{}", s.edge))
-            .arg(edge_ctl_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(s.config_file());
+        let config = s.config_file();
+        let mut cmd = s.lab.edge_ctl_command(&s.edge, &["serve", "--config", config.to_str().unwrap()]);
         if metrics_arg {
             cmd.arg("--metrics").arg(format!("127.0.0.1:{PORT}"));
         }

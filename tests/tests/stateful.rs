@@ -4,18 +4,15 @@
 //! outside the A/V range 50000-59999 that Linux's ephemeral ports overlap. Needs root.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use edge_tests::lab::{Lab, drop_packets, reason_packets};
+use edge_tests::lab::{EDGE, Lab, PEER, drop_packets, reason_packets};
 use edge_tests::net::{
-    HeldConnection, Outcome, Servers, send_frame, tcp_connect_from, tcp_probe, tcp_probe_from, udp_delayed_echo,
+    HeldConnection, Outcome, Servers, at, send_frame, tcp_connect_from, tcp_probe, tcp_probe_from, udp_delayed_echo,
     udp_probe_from,
 };
 use edge_tests::packet::{self, ACK};
 
-const EDGE: [&str; 2] = ["192.0.2.1", "2001:db8::1"];
-const PEER: [&str; 2] = ["192.0.2.2", "2001:db8::2"];
 const ALLOW: Duration = Duration::from_secs(2);
 const DENY: Duration = Duration::from_millis(500);
 
@@ -91,15 +88,8 @@ struct Setup {
 
 fn setup(tag: &str, egress: &str) -> Setup {
     let mut lab = Lab::new(tag);
-    let edge = lab.netns("edge");
-    let peer = lab.netns("peer");
-    lab.veth((&edge, "edge0"), (&peer, "peer0"));
-    for (ns, dev, a) in [(&edge, "edge0", EDGE), (&peer, "peer0", PEER)] {
-        lab.addr(ns, dev, &format!("{}/24", a[0]));
-        lab.addr(ns, dev, &format!("{}/64", a[1]));
-    }
-    let file = std::env::temp_dir().join(format!("edge-stateful-{tag}-{}.toml", std::process::id()));
-    std::fs::write(&file, policy(egress)).unwrap();
+    let (edge, peer) = lab.edge_and_peer();
+    let file = lab.file("policy.toml", &policy(egress));
     Setup { lab, edge, peer, file }
 }
 
@@ -113,16 +103,6 @@ impl Setup {
     fn stats(&self) -> serde_json::Value {
         self.lab.stats(&self.edge, "edge0")
     }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.file);
-    }
-}
-
-fn at(ip: &str, port: u16) -> SocketAddr {
-    SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port)
 }
 
 #[test]
@@ -295,10 +275,9 @@ fn failsafe_ssh_and_the_session_guard() {
     let s = setup("ssh", "enforce");
     let policy = s.file.to_str().unwrap();
     // edge-ctl run over SSH whose session arrives on edge0: the external role has no SSH rule.
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", s.edge))
-        .arg(edge_tests::lab::edge_ctl_bin())
-        .args(["attach", "edge0", "--role", "external", "--policy", policy])
+    let out = s
+        .lab
+        .edge_ctl_command(&s.edge, &["attach", "edge0", "--role", "external", "--policy", policy])
         .env("SSH_CONNECTION", "192.0.2.2 40022 192.0.2.1 22")
         .output()
         .unwrap();
@@ -310,10 +289,9 @@ fn failsafe_ssh_and_the_session_guard() {
     );
     assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
     // The internal role has the failsafe: SSH passes there.
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", s.edge))
-        .arg(edge_tests::lab::edge_ctl_bin())
-        .args(["attach", "edge0", "--role", "internal", "--policy", policy])
+    let out = s
+        .lab
+        .edge_ctl_command(&s.edge, &["attach", "edge0", "--role", "internal", "--policy", policy])
         .env("SSH_CONNECTION", "192.0.2.2 40022 192.0.2.1 22")
         .output()
         .unwrap();
@@ -330,10 +308,9 @@ fn failsafe_ssh_and_the_session_guard() {
 #[test]
 fn clsact_fallback_enforces_and_detaches() {
     let s = setup("cls", "enforce");
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", s.edge))
-        .arg(edge_tests::lab::edge_ctl_bin())
-        .args(["attach", "edge0", "--role", "external", "--policy", s.file.to_str().unwrap()])
+    let out = s
+        .lab
+        .edge_ctl_command(&s.edge, &["attach", "edge0", "--role", "external", "--policy", s.file.to_str().unwrap()])
         .env("EDGE_CTL_TC", "clsact")
         .output()
         .unwrap();
@@ -350,7 +327,50 @@ fn clsact_fallback_enforces_and_detaches() {
     let _servers = Servers::start(&s.peer, &[8080, 5061], &[]);
     assert_eq!(tcp_probe_from(&s.edge, 41950, at(PEER[0], 8080), DENY), Outcome::Silent);
     assert_eq!(tcp_probe_from(&s.edge, 41951, at(PEER[0], 5061), ALLOW), Outcome::Answered);
+    // An upgrade replaces the filter's program in place: still one filter, still enforcing.
+    let out = s.lab.edge_ctl_ok(&s.edge, &["upgrade", "edge0"]);
+    let new_id = out.split("egress program (clsact filter) replaced by ").nth(1).unwrap_or_else(|| panic!("{out}"));
+    let f = filters();
+    assert_eq!(f.matches("handle 0xed").count(), 1, "{f}");
+    assert!(f.contains(&format!(" id {} ", new_id.trim())), "the filter runs the new program {new_id}: {f}");
+    assert_eq!(tcp_probe_from(&s.edge, 41953, at(PEER[0], 8080), DENY), Outcome::Silent);
+    assert_eq!(tcp_probe_from(&s.edge, 41954, at(PEER[0], 5061), ALLOW), Outcome::Answered);
     s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
     assert!(!filters().contains("edge_tc_egress"), "detach removes the filter: {}", filters());
     assert_eq!(tcp_probe_from(&s.edge, 41952, at(PEER[0], 8080), ALLOW), Outcome::Answered);
+
+    // An attach killed after the filter went on: the next command takes the filter off.
+    let child = s
+        .lab
+        .edge_ctl_command(&s.edge, &["attach", "edge0", "--role", "external", "--policy", s.file.to_str().unwrap()])
+        .env("EDGE_CTL_TC", "clsact")
+        .env("EDGE_CTL_STEP_DELAY_MS", "3000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = edge_tests::lab::KillOnDrop(child);
+    let start = std::time::Instant::now();
+    while !filters().contains("edge_tc_egress") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the staged attach never put its filter on (edge-ctl: {:?} {}): {}",
+            guard.0.try_wait(),
+            guard
+                .0
+                .stderr
+                .take()
+                .map(|mut e| {
+                    let mut t = String::new();
+                    let _ = std::io::Read::read_to_string(&mut e, &mut t);
+                    t
+                })
+                .unwrap_or_default(),
+            filters()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(guard);
+    assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
+    assert!(!filters().contains("edge_tc_egress"), "status removed the orphan filter: {}", filters());
 }

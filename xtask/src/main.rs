@@ -2,6 +2,7 @@
 //! are missing, so a fresh clone needs nothing else.
 
 mod bench;
+mod leftovers;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -104,6 +105,7 @@ fn main() -> Result<()> {
 fn test(root: &Path, args: &[String]) -> Result<()> {
     // The integration tests drive the real binary, so build it first.
     cargo(root, &["build", "-p", "edge-ctl"])?;
+    leftovers::clean();
     let mut cmd = vec!["test", "--workspace", "--"];
     cmd.extend(args.iter().map(String::as_str));
     let mut c = cargo_cmd(root, &cmd);

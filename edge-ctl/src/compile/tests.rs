@@ -18,29 +18,52 @@ fn table_lookup(
         return None;
     }
     let entry = &t.classes[class as usize];
-    let local_sets = match local {
-        IpAddr::V4(a) => {
-            let w = u32::from_ne_bytes(a.octets());
-            t.local_v4.iter().filter(|e| w & e.mask == e.addr).fold(0, |acc, e| acc | e.sets)
-        }
-        IpAddr::V6(a) => {
-            let w = words_v6(a);
-            t.local_v6.iter().filter(|e| (0..4).all(|i| w[i] & e.mask[i] == e.addr[i])).fold(0, |acc, e| acc | e.sets)
+    let words = |a: IpAddr| match a {
+        IpAddr::V4(a) => [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+        IpAddr::V6(a) => words_v6(a),
+    };
+    let v6 = local.is_ipv6();
+    let family = v6 as usize;
+    let hashed = |v4_flag: u32, v6_flag: u32| t.flags & if v6 { v6_flag } else { v4_flag } != 0;
+    // The host tables, when the compiler built them (one probe, as the kernel does).
+    let local_sets = if hashed(flags::LOCAL_HASH_V4, flags::LOCAL_HASH_V6) {
+        let w = words(local);
+        let e = &t.hosts.local[family][host_slot(&w, v6, t.hosts.mul[family])];
+        if e.addr == w { e.sets } else { 0 }
+    } else {
+        match local {
+            IpAddr::V4(a) => {
+                let w = u32::from_ne_bytes(a.octets());
+                t.local_v4.iter().filter(|e| w & e.mask == e.addr).fold(0, |acc, e| acc | e.sets)
+            }
+            IpAddr::V6(a) => {
+                let w = words_v6(a);
+                t.local_v6
+                    .iter()
+                    .filter(|e| (0..4).all(|i| w[i] & e.mask[i] == e.addr[i]))
+                    .fold(0, |acc, e| acc | e.sets)
+            }
         }
     };
-    let remote_sets = match remote {
-        IpAddr::V4(a) => t
-            .remote_v4
-            .iter()
-            .filter(|(n, _)| n.contains(&a))
-            .max_by_key(|(n, _)| n.prefix_len())
-            .map_or(0, |(_, b)| *b),
-        IpAddr::V6(a) => t
-            .remote_v6
-            .iter()
-            .filter(|(n, _)| n.contains(&a))
-            .max_by_key(|(n, _)| n.prefix_len())
-            .map_or(0, |(_, b)| *b),
+    let remote_sets = if entry.remote_mode == REMOTE_HOSTS && hashed(flags::REMOTE_HASH_V4, flags::REMOTE_HASH_V6) {
+        let w = words(remote);
+        let e = &t.hosts.remote[family][host_slot(&w, v6, t.hosts.mul[2 + family])];
+        if e.addr == w { e.sets } else { 0 }
+    } else {
+        match remote {
+            IpAddr::V4(a) => t
+                .remote_v4
+                .iter()
+                .filter(|(n, _)| n.contains(&a))
+                .max_by_key(|(n, _)| n.prefix_len())
+                .map_or(0, |(_, b)| *b),
+            IpAddr::V6(a) => t
+                .remote_v6
+                .iter()
+                .filter(|(n, _)| n.contains(&a))
+                .max_by_key(|(n, _)| n.prefix_len())
+                .map_or(0, |(_, b)| *b),
+        }
     };
     entry.candidates[..entry.len as usize]
         .iter()
@@ -55,6 +78,7 @@ av = ["203.0.113.12", "2001:db8:1::12"]
 both = ["203.0.113.10", "203.0.113.12"]
 fe = ["198.51.100.0/28", "2001:db8:2::/64"]
 fe_wide = ["198.51.100.0/24"]
+vips = ["198.51.100.50", "2001:db8:2::50"]
 me = ["@interface"]
 
 [[rule]]
@@ -90,6 +114,15 @@ protocol = "tcp"
 ports = "5000-5100"
 local = "both"
 remote = "fe_wide"
+
+[[rule]]
+name = "from-vips"
+role = "external"
+direction = "inbound"
+protocol = "tcp"
+ports = 5062
+local = "access"
+remote = "vips"
 
 [[rule]]
 name = "stun"
@@ -134,9 +167,23 @@ fn tables_agree_with_the_reference_model() {
         "2001:db8:1::20",
         "2001:db8:1::99",
     ];
-    let remotes = ["198.51.100.1", "198.51.100.20", "192.0.2.1", "2001:db8:2::5", "2001:db8:3::5"];
-    let ports =
-        [1u16, 53, 442, 443, 444, 3478, 4443, 4999, 5000, 5061, 5100, 5101, 49999, 50000, 55555, 59999, 60000, 65535];
+    let remotes = [
+        "198.51.100.1",
+        "198.51.100.20",
+        "198.51.100.50",
+        "192.0.2.1",
+        "2001:db8:2::5",
+        "2001:db8:2::50",
+        "2001:db8:3::5",
+    ];
+    let ports = [
+        1u16, 53, 442, 443, 444, 3478, 4443, 4999, 5000, 5061, 5062, 5100, 5101, 49999, 50000, 55555, 59999, 60000,
+        65535,
+    ];
+    // Both kinds of lookup are exercised: the host tables (local addresses, the VIP list) and
+    // the scan and trie (the networks of `fe`).
+    let all = flags::LOCAL_HASH_V4 | flags::LOCAL_HASH_V6 | flags::REMOTE_HASH_V4 | flags::REMOTE_HASH_V6;
+    assert_eq!(t.flags & all, all);
     let mut checked = 0;
     for direction in Direction::ALL {
         for protocol in Protocol::ALL {

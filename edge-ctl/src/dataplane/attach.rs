@@ -4,8 +4,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use aya::programs::links::{FdLink, Link, LinkOrder};
-use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
-use aya::programs::{ProgramError, SchedClassifier, TcAttachType, XdpMode};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle};
+use aya::programs::{TcAttachType, XdpMode};
 use aya::util::KernelVersion;
 use edge_common::programs;
 use serde::{Deserialize, Serialize};
@@ -171,12 +171,7 @@ impl Drop for Egress {
 /// TCX when the kernel has it, clsact otherwise. `EDGE_CTL_TC=clsact` forces clsact (tests).
 fn attach_egress(ebpf: &mut aya::Ebpf, ifname: &str, pins: &Path) -> Result<Egress, DataplaneError> {
     let err = |e: &dyn std::fmt::Display| DataplaneError::AttachEgress { ifname: ifname.into(), reason: e.to_string() };
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(programs::TC_EGRESS)
-        .ok_or_else(|| DataplaneError::Load(format!("program {} missing", programs::TC_EGRESS)))?
-        .try_into()
-        .map_err(|e: ProgramError| DataplaneError::Load(e.to_string()))?;
-    prog.load().map_err(|e| object::verifier_error(programs::TC_EGRESS, e))?;
+    let prog = object::load_tc(ebpf)?;
     let force_clsact = std::env::var("EDGE_CTL_TC").is_ok_and(|v| v == "clsact");
     // TCX arrived in Linux 6.6 (the same test aya makes).
     let tcx = !force_clsact && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
@@ -189,10 +184,17 @@ fn attach_egress(ebpf: &mut aya::Ebpf, ifname: &str, pins: &Path) -> Result<Egre
         link.pin(pins.join(TC_LINK)).map_err(|e| err(&e))?;
         return Ok(Egress { ifname: ifname.into(), attachment: EgressAttachment::Tcx, armed: true });
     }
-    if let Err(e) = aya::programs::tc::qdisc_add_clsact(ifname)
-        && !matches!(&e, aya::programs::tc::TcError::IoError(io) if io.kind() == std::io::ErrorKind::AlreadyExists)
-    {
-        return Err(err(&e));
+    // The qdisc stays after a detach (other filters may use it): EEXIST is expected.
+    if let Err(e) = aya::programs::tc::qdisc_add_clsact(ifname) {
+        let exists = match &e {
+            TcError::NetlinkError(n) => n.raw_os_error() == Some(libc::EEXIST),
+            TcError::IoError(io) => io.kind() == std::io::ErrorKind::AlreadyExists,
+            TcError::AlreadyAttached => true,
+            _ => false,
+        };
+        if !exists {
+            return Err(err(&e));
+        }
     }
     let options = NlOptions { priority: CLSACT_PRIORITY, handle: TcHandle::from(CLSACT_HANDLE), classid: None };
     let id = prog
@@ -201,11 +203,14 @@ fn attach_egress(ebpf: &mut aya::Ebpf, ifname: &str, pins: &Path) -> Result<Egre
     let link = prog.take_link(id).map_err(|e| err(&e))?;
     // The filter lives in the qdisc; dropping the link would remove it.
     std::mem::forget(link);
-    Ok(Egress {
-        ifname: ifname.into(),
-        attachment: EgressAttachment::Clsact { priority: CLSACT_PRIORITY, handle: CLSACT_HANDLE },
-        armed: true,
-    })
+    Ok(Egress { ifname: ifname.into(), attachment: EgressAttachment::default_clsact(), armed: true })
+}
+
+impl EgressAttachment {
+    /// The clsact filter attach creates.
+    pub(super) fn default_clsact() -> Self {
+        EgressAttachment::Clsact { priority: CLSACT_PRIORITY, handle: CLSACT_HANDLE }
+    }
 }
 
 /// Removes a clsact egress filter (a TCX link goes with its pin).
@@ -259,9 +264,7 @@ fn attach_xdp(
 pub fn detach(ifname: &str) -> Result<(), DataplaneError> {
     let (ns, locked) = prepare(ifname)?;
     let p = &locked.paths;
-    if !p.pins.exists() {
-        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
-    }
+    ns.attached(ifname)?;
     let st = InterfaceState::load(&p.state).ok().flatten();
     std::fs::rename(&p.pins, &p.retiring).map_err(|e| DataplaneError::io("retire pins", e))?;
     if let Some(st) = &st {

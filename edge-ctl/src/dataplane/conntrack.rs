@@ -168,10 +168,7 @@ pub fn seeded_entry(tcp: bool, slot: u16) -> CtEntry {
 pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
     system::require_privileges()?;
     let ns = NamespacePaths::new(system::netns_id()?);
-    let p = ns.interface(ifname);
-    if !p.pins.exists() {
-        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
-    }
+    let p = ns.attached(ifname)?;
     let maps = MapSet::open(&p.pins)?;
     let st = InterfaceState::load(&p.state)?;
     let generation = maps.active_generation()?;
@@ -211,9 +208,6 @@ pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
 pub fn flush(ifname: &str) -> Result<usize, DataplaneError> {
     system::require_privileges()?;
     let ns = NamespacePaths::new(system::netns_id()?);
-    let p = ns.interface(ifname);
-    if !p.pins.exists() {
-        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
-    }
+    let p = ns.attached(ifname)?;
     MapSet::open(&p.pins)?.ct_flush()
 }

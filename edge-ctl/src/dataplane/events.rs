@@ -80,17 +80,12 @@ impl Tail {
         system::require_privileges()?;
         let ns = NamespacePaths::new(system::netns_id()?);
         let names = match ifname {
-            Some(n) if ns.interface(n).pins.exists() => vec![n.to_string()],
-            Some(n) => {
-                return Err(DataplaneError::NotAttached { ifname: n.into(), attached: ns.attached_names() });
-            }
+            Some(n) => vec![ns.attached(n)?.ifname],
             None => ns.attached_names(),
         };
         let mut readers = Vec::new();
         for name in names {
-            let path = ns.interface(&name).pins.join(names::EVENTS);
-            let data =
-                MapData::from_pin(&path).map_err(|e| DataplaneError::map(names::EVENTS, "open pinned map", e))?;
+            let data = super::maps::pinned(&ns.interface(&name).pins, names::EVENTS)?;
             let map = Map::from_map_data(data).map_err(|e| DataplaneError::map(names::EVENTS, "open", e))?;
             let ring = RingBuf::try_from(map).map_err(|e| DataplaneError::map(names::EVENTS, "open", e))?;
             readers.push((name, ring));

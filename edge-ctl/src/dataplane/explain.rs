@@ -58,15 +58,11 @@ pub struct ExplainAnswer {
 pub fn explain(req: &ExplainRequest) -> Result<ExplainAnswer, DataplaneError> {
     system::require_privileges()?;
     let ns = NamespacePaths::new(system::netns_id()?);
-    let p = ns.interface(req.ifname);
-    if !p.pins.exists() {
-        return Err(DataplaneError::NotAttached { ifname: req.ifname.into(), attached: ns.attached_names() });
-    }
+    let p = ns.attached(req.ifname)?;
     if req.src.is_ipv4() != req.dst.is_ipv4() {
         return Err(DataplaneError::Explain("source and destination must be of the same address family".into()));
     }
-    let st = InterfaceState::load(&p.state)?
-        .ok_or_else(|| DataplaneError::State { path: p.state.display().to_string(), reason: "missing".into() })?;
+    let st = InterfaceState::load_required(&p.state)?;
     let local = system::interface_addresses(req.ifname);
     let direction = match req.direction {
         Some(d) => d,

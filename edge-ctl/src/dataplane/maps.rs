@@ -14,10 +14,21 @@ use edge_common::{
 use super::DataplaneError;
 use crate::compile::Tables;
 
+/// A pinned map of the interface, untyped.
+pub fn pinned(dir: &Path, name: &str) -> Result<MapData, DataplaneError> {
+    MapData::from_pin(dir.join(name)).map_err(|e| DataplaneError::map(name, "open pinned map", e))
+}
+
 fn open(dir: &Path, name: &str) -> Result<Map, DataplaneError> {
-    let path = dir.join(name);
-    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::map(name, "open pinned map", e))?;
-    Map::from_map_data(data).map_err(|e| DataplaneError::map(name, "open pinned map", e))
+    Map::from_map_data(pinned(dir, name)?).map_err(|e| DataplaneError::map(name, "open pinned map", e))
+}
+
+/// Size of the connection tables pinned in `dir` (set at attach; a reload cannot change it).
+pub fn pinned_ct_max(dir: &Path) -> Result<u32, DataplaneError> {
+    pinned(dir, names::CT_V4)?
+        .info()
+        .map(|i| i.max_entries())
+        .map_err(|e| DataplaneError::map(names::CT_V4, "read size", e))
 }
 
 macro_rules! typed {
@@ -39,8 +50,8 @@ pub struct MapSet {
     pub drops: PerCpuArray<MapData, Counter>,
     pub passes: PerCpuArray<MapData, Counter>,
     pub ct_v4: HashMap<MapData, CtKeyV4, CtEntry>,
-    /// A second handle on the IPv4 table, for its size.
-    ct_v4_data: MapData,
+    /// Size of each connection table.
+    ct_max: u32,
     pub ct_v6: HashMap<MapData, CtKeyV6, CtEntry>,
     pub ct_events: PerCpuArray<MapData, u64>,
     pub ct_live: Array<MapData, u64>,
@@ -54,8 +65,7 @@ impl MapSet {
         Ok(MapSet {
             active: typed!(dir, names::ACTIVE),
             gen_config: typed!(dir, names::GEN_CONFIG),
-            ports: MapData::from_pin(dir.join(names::PORTS))
-                .map_err(|e| DataplaneError::map(names::PORTS, "open pinned map", e))?,
+            ports: pinned(dir, names::PORTS)?,
             classes: typed!(dir, names::CLASSES),
             remote_v4: typed!(dir, names::REMOTE_V4),
             remote_v6: typed!(dir, names::REMOTE_V6),
@@ -63,14 +73,12 @@ impl MapSet {
             drops: typed!(dir, names::DROP_COUNTERS),
             passes: typed!(dir, names::PASS_COUNTERS),
             ct_v4: typed!(dir, names::CT_V4),
-            ct_v4_data: MapData::from_pin(dir.join(names::CT_V4))
-                .map_err(|e| DataplaneError::map(names::CT_V4, "open pinned map", e))?,
+            ct_max: pinned_ct_max(dir)?,
             ct_v6: typed!(dir, names::CT_V6),
             ct_events: typed!(dir, names::CT_EVENTS),
             ct_live: typed!(dir, names::CT_LIVE),
             event_budget: typed!(dir, names::EVENT_BUDGET),
-            ct_ports: MapData::from_pin(dir.join(names::CT_PORTS))
-                .map_err(|e| DataplaneError::map(names::CT_PORTS, "open pinned map", e))?,
+            ct_ports: pinned(dir, names::CT_PORTS)?,
         })
     }
 
@@ -94,7 +102,7 @@ impl MapSet {
                 .map_err(|e| DataplaneError::map(names::CLASSES, "write", e))?;
         }
         self.write_remotes(generation, tables)?;
-        let cfg = gen_config(tables);
+        let cfg = gen_config(tables, self.ct_max);
         self.gen_config.set(generation, cfg, 0).map_err(|e| DataplaneError::map(names::GEN_CONFIG, "write", e))
     }
 
@@ -172,8 +180,7 @@ impl MapSet {
 
     /// Size of each connection table.
     pub fn ct_v4_max(&self) -> u32 {
-        let data: &MapData = std::borrow::Borrow::borrow(&self.ct_v4_data);
-        data.info().map(|i| i.max_entries()).unwrap_or(0)
+        self.ct_max
     }
 
     /// Live connection-table entries `[IPv4, IPv6]` as the kernel counts them.
@@ -201,11 +208,13 @@ fn per_cpu_zeros() -> Result<PerCpuValues<Counter>, DataplaneError> {
         .map_err(|e| DataplaneError::Io { what: "per-CPU values".into(), source: e })
 }
 
-fn gen_config(tables: &Tables) -> GenConfig {
+/// `ct_max` is the size of the live tables, which only a new attach changes (the policy's
+/// value may differ after a reload).
+fn gen_config(tables: &Tables, ct_max: u32) -> GenConfig {
     let mut cfg = GenConfig::zeroed();
     cfg.flags = tables.flags;
     cfg.hosts = *tables.hosts;
-    cfg.ct_max = tables.ct_max;
+    cfg.ct_max = ct_max;
     let hz = super::system::kernel_hz();
     cfg.hz = hz;
     cfg.ct_timeout_jiffies = tables.ct_timeout_ns.map(|ns| ns.saturating_mul(hz) / 1_000_000_000);

@@ -156,6 +156,11 @@ fn sweep(p: &InterfacePaths) -> Result<(), DataplaneError> {
     for dir in [&p.staging, &p.retiring] {
         if dir.exists() {
             std::fs::remove_dir_all(dir).map_err(|e| DataplaneError::io(format!("remove {}", dir.display()), e))?;
+            // A clsact egress filter lives in the qdisc, not in a pin: take it off too, unless a
+            // live attachment owns it.
+            if !p.pins.exists() {
+                attach::detach_clsact(&p.ifname, &attach::EgressAttachment::default_clsact());
+            }
         }
     }
     // A state file without live pins is what an attach killed before its final rename leaves.

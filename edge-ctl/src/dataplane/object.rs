@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use aya::programs::{ProgramError, Xdp};
+use aya::programs::{Program, ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::DataplaneError;
@@ -14,28 +14,45 @@ pub fn bytes() -> &'static [u8] {
 
 /// SHA-256 of the embedded object, hex: tells whether live programs came from this build.
 pub fn hash() -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::sha256_hex(bytes())
 }
+
+/// The maps sized by `conntrack.max_entries` (at load; the object's size is a placeholder).
+pub const CT_TABLES: [&str; 2] = [edge_common::maps::CT_V4, edge_common::maps::CT_V6];
 
 /// Loads the object; its maps are created (or, when already pinned there, reused) in `pin_dir`.
 /// `ct_max` sizes each connection table.
 pub fn load(pin_dir: &Path, ct_max: u32) -> Result<Ebpf, DataplaneError> {
-    EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .map_max_entries(edge_common::maps::CT_V4, ct_max)
-        .map_max_entries(edge_common::maps::CT_V6, ct_max)
-        .load(bytes())
-        .map_err(|e| DataplaneError::Load(format!("{e:#}")))
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pin_dir);
+    for name in CT_TABLES {
+        loader.map_max_entries(name, ct_max);
+    }
+    loader.load(bytes()).map_err(|e| DataplaneError::Load(format!("{e:#}")))
+}
+
+/// A program of the object, as its type.
+pub fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| DataplaneError::Load(format!("program {name} missing from the eBPF object")))?
+        .try_into()
+        .map_err(|e: ProgramError| DataplaneError::Load(e.to_string()))
 }
 
 /// Loads (verifies) an XDP program of the object.
 pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, DataplaneError> {
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| DataplaneError::Load(format!("program {name} missing from the eBPF object")))?
-        .try_into()
-        .map_err(|e: ProgramError| DataplaneError::Load(e.to_string()))?;
+    let prog: &mut Xdp = program(ebpf, name)?;
+    prog.load().map_err(|e| verifier_error(name, e))?;
+    Ok(prog)
+}
+
+/// Loads (verifies) the egress program.
+pub fn load_tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
+    let name = edge_common::programs::TC_EGRESS;
+    let prog: &mut SchedClassifier = program(ebpf, name)?;
     prog.load().map_err(|e| verifier_error(name, e))?;
     Ok(prog)
 }

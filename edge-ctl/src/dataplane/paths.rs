@@ -60,6 +60,16 @@ impl NamespacePaths {
         }
     }
 
+    /// The paths of an interface that has a pin directory, or the error naming those that do.
+    pub fn attached(&self, ifname: &str) -> Result<InterfacePaths, super::DataplaneError> {
+        let p = self.interface(ifname);
+        if p.pins.exists() {
+            Ok(p)
+        } else {
+            Err(super::DataplaneError::NotAttached { ifname: ifname.into(), attached: self.attached_names() })
+        }
+    }
+
     /// Interfaces with a pin directory in this namespace.
     pub fn attached_names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.pin_root)

@@ -7,13 +7,13 @@
 //! force (the half-written generation is never read); killed after it, the new one. Nothing is
 //! created or pinned, so nothing can leak.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use aya::maps::MapData;
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::{SchedClassifier, Xdp};
+use aya::programs::tc::{SchedClassifierLink, TcHandle};
+use aya::programs::{SchedClassifier, TcAttachType, Xdp};
 use edge_common::programs;
 use serde::Serialize;
 
@@ -50,18 +50,12 @@ pub struct ReloadReport {
 pub fn reload(ifname: &str, policy: &Policy) -> Result<ReloadReport, DataplaneError> {
     let (ns, locked) = prepare(ifname)?;
     let p = &locked.paths;
-    if !p.pins.join(XDP_LINK).exists() {
-        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
-    }
-    let mut st = InterfaceState::load(&p.state)?
-        .ok_or_else(|| DataplaneError::State { path: p.state.display().to_string(), reason: "missing".into() })?;
+    ns.attached(ifname)?;
+    let mut st = InterfaceState::load_required(&p.state)?;
     let mut maps = MapSet::open(&p.pins)?;
     let live_gen = maps.active_generation()?;
     let next_gen = live_gen ^ 1;
-    let live = st.live(live_gen).cloned().ok_or_else(|| DataplaneError::State {
-        path: p.state.display().to_string(),
-        reason: format!("no policy recorded for live generation {live_gen}"),
-    })?;
+    let live = st.live_required(live_gen, &p.state)?.clone();
 
     // Compile first: a bad policy changes nothing.
     let addrs = super::system::interface_addresses(ifname);
@@ -92,10 +86,7 @@ pub fn reload(ifname: &str, policy: &Policy) -> Result<ReloadReport, DataplaneEr
     st.save(&p.state)?;
     step();
 
-    // The switch: one map write.
-    maps.set_active_generation(next_gen)?;
-    step();
-
+    // Read before the switch: once it is made, the reload must not report a failure.
     let (added, removed, changed, unchanged) = diff(&live.rules, &tables.rules);
     let removed = removed
         .into_iter()
@@ -103,6 +94,11 @@ pub fn reload(ifname: &str, policy: &Policy) -> Result<ReloadReport, DataplaneEr
             maps.rule_counter(r.slot).map(|c| RemovedRule { name: r.name.clone(), packets: c.packets, bytes: c.bytes })
         })
         .collect::<Result<_, _>>()?;
+
+    // The switch: one map write.
+    maps.set_active_generation(next_gen)?;
+    step();
+
     Ok(ReloadReport {
         interface: ifname.into(),
         generation: next_gen,
@@ -123,19 +119,17 @@ fn diff<'a>(old: &'a [CompiledRule], new: &[CompiledRule]) -> Diff<'a> {
         (a.direction, a.protocol, &a.ports, &a.local, &a.remote)
             == (b.direction, b.protocol, &b.ports, &b.local, &b.remote)
     };
-    let added = new.iter().filter(|n| !old.iter().any(|o| o.name == n.name)).map(|n| n.name.clone()).collect();
-    let removed = old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)).collect();
-    let mut changed = Vec::new();
-    let mut unchanged = 0;
+    let old_by_name: HashMap<&str, &CompiledRule> = old.iter().map(|r| (r.name.as_str(), r)).collect();
+    let new_names: HashSet<&str> = new.iter().map(|r| r.name.as_str()).collect();
+    let (mut added, mut changed, mut unchanged) = (Vec::new(), Vec::new(), 0);
     for n in new {
-        if let Some(o) = old.iter().find(|o| o.name == n.name) {
-            if same(o, n) {
-                unchanged += 1;
-            } else {
-                changed.push(n.name.clone());
-            }
+        match old_by_name.get(n.name.as_str()) {
+            None => added.push(n.name.clone()),
+            Some(o) if same(o, n) => unchanged += 1,
+            Some(_) => changed.push(n.name.clone()),
         }
     }
+    let removed = old.iter().filter(|o| !new_names.contains(o.name.as_str())).collect();
     (added, removed, changed, unchanged)
 }
 
@@ -183,7 +177,8 @@ fn bpf(cmd: i64, attr: *mut libc::c_void, size: usize) -> Result<i64, DataplaneE
 pub struct UpgradeReport {
     pub interface: String,
     pub xdp_program: (u32, u32),
-    pub tc_program: Option<(u32, u32)>,
+    /// The old egress program's id when known (TCX), and the new one's.
+    pub tc_program: (Option<u32>, u32),
 }
 
 /// Replaces the live programs with this build's, on the same links (bpf_link_update: atomic,
@@ -191,52 +186,47 @@ pub struct UpgradeReport {
 pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
     let (ns, locked) = prepare(ifname)?;
     let p = &locked.paths;
-    if !p.pins.join(XDP_LINK).exists() {
-        return Err(DataplaneError::NotAttached { ifname: ifname.into(), attached: ns.attached_names() });
-    }
-    let mut st = InterfaceState::load(&p.state)?
-        .ok_or_else(|| DataplaneError::State { path: p.state.display().to_string(), reason: "missing".into() })?;
-    let ct_max = MapData::from_pin(p.pins.join(edge_common::maps::CT_V4))
-        .and_then(|m| m.info())
-        .map(|i| i.max_entries())
-        .map_err(|e| DataplaneError::map(edge_common::maps::CT_V4, "open pinned map", e))?;
+    ns.attached(ifname)?;
+    let mut st = InterfaceState::load_required(&p.state)?;
+    let ct_max = super::maps::pinned_ct_max(&p.pins)?;
     check_layouts(&p.pins, ct_max)?;
     let mut ebpf = object::load(&p.pins, ct_max)?;
+    // Both programs pass the verifier before either link changes: a failure changes nothing.
+    object::load_xdp(&mut ebpf, programs::XDP_FILTER)?;
+    object::load_tc(&mut ebpf)?;
+    let load_err = |what: &str, e: &dyn std::fmt::Display| DataplaneError::Load(format!("{what}: {e}"));
 
-    let xdp_link = PinnedLink::from_pin(p.pins.join(XDP_LINK)).map_err(|e| DataplaneError::Load(e.to_string()))?;
-    let xdp_link = FdLink::from(xdp_link);
+    let xdp_link = FdLink::from(PinnedLink::from_pin(p.pins.join(XDP_LINK)).map_err(|e| load_err("XDP link", &e))?);
     let old_xdp = xdp_link.info().map(|i| i.program_id()).unwrap_or(0);
-    let prog: &mut Xdp = object::load_xdp(&mut ebpf, programs::XDP_FILTER)?;
-    let link = aya::programs::xdp::XdpLink::try_from(xdp_link).map_err(|e| DataplaneError::Load(e.to_string()))?;
-    let id = prog.attach_to_link(link).map_err(|e| DataplaneError::Load(format!("bpf_link_update (XDP): {e}")))?;
-    let link = FdLink::try_from(prog.take_link(id).map_err(|e| DataplaneError::Load(e.to_string()))?)
-        .map_err(|e| DataplaneError::Load(e.to_string()))?;
+    let prog: &mut Xdp = object::program(&mut ebpf, programs::XDP_FILTER)?;
+    let link = aya::programs::xdp::XdpLink::try_from(xdp_link).map_err(|e| load_err("XDP link", &e))?;
+    let id = prog.attach_to_link(link).map_err(|e| load_err("bpf_link_update (XDP)", &e))?;
+    let link = FdLink::try_from(prog.take_link(id).map_err(|e| load_err("XDP link", &e))?)
+        .map_err(|e| load_err("XDP link", &e))?;
     let new_xdp = link.info().map(|i| i.program_id()).unwrap_or(0);
     // The link stays pinned; dropping our handle leaves it attached.
 
-    let tc_program = match st.egress {
+    let prog: &mut SchedClassifier = object::program(&mut ebpf, programs::TC_EGRESS)?;
+    let (old_tc, link) = match st.egress {
         EgressAttachment::Tcx => {
-            let tc_link = FdLink::from(
-                PinnedLink::from_pin(p.pins.join(TC_LINK)).map_err(|e| DataplaneError::Load(e.to_string()))?,
-            );
-            let old = tc_link.info().map(|i| i.program_id()).unwrap_or(0);
-            let prog: &mut SchedClassifier = ebpf
-                .program_mut(programs::TC_EGRESS)
-                .ok_or_else(|| DataplaneError::Load("egress program missing".into()))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| DataplaneError::Load(e.to_string()))?;
-            prog.load().map_err(|e| object::verifier_error(programs::TC_EGRESS, e))?;
-            let link = aya::programs::tc::SchedClassifierLink::try_from(tc_link)
-                .map_err(|e| DataplaneError::Load(e.to_string()))?;
-            let id =
-                prog.attach_to_link(link).map_err(|e| DataplaneError::Load(format!("bpf_link_update (TCX): {e}")))?;
-            let link = FdLink::try_from(prog.take_link(id).map_err(|e| DataplaneError::Load(e.to_string()))?)
-                .map_err(|e| DataplaneError::Load(e.to_string()))?;
-            Some((old, link.info().map(|i| i.program_id()).unwrap_or(0)))
+            let fd = FdLink::from(PinnedLink::from_pin(p.pins.join(TC_LINK)).map_err(|e| load_err("TCX link", &e))?);
+            let old = fd.info().map(|i| i.program_id()).ok();
+            (old, SchedClassifierLink::try_from(fd).map_err(|e| load_err("TCX link", &e))?)
         }
-        // A clsact filter is replaced in place by netlink with the same priority and handle.
-        EgressAttachment::Clsact { .. } => None,
+        // Netlink replaces a filter of the same priority and handle in place.
+        // (The filter's program id is not at hand: netlink would have to be asked.)
+        EgressAttachment::Clsact { priority, handle } => (
+            None,
+            SchedClassifierLink::attached(ifname, TcAttachType::Egress, priority, TcHandle::from(handle), None)
+                .map_err(|e| load_err("clsact filter", &e))?,
+        ),
     };
+    let id = prog.attach_to_link(link).map_err(|e| load_err("replace the egress program", &e))?;
+    let link = prog.take_link(id).map_err(|e| load_err("egress link", &e))?;
+    // Dropping the link would detach it: the TCX link stays pinned, the filter stays in the qdisc.
+    std::mem::forget(link);
+    let new_tc = prog.info().map(|i| i.id()).unwrap_or(0);
+    let tc_program = (old_tc, new_tc);
     st.object_hash = object::hash();
     st.save(&p.state)?;
     Ok(UpgradeReport { interface: ifname.into(), xdp_program: (old_xdp, new_xdp), tc_program })
@@ -251,13 +241,8 @@ fn check_layouts(pins: &Path, ct_max: u32) -> Result<(), DataplaneError> {
         if !path.exists() {
             continue; // A new map: created at load.
         }
-        let live = MapData::from_pin(&path).map_err(|e| DataplaneError::map(name, "open pinned map", e))?;
-        let info = live.info().map_err(|e| DataplaneError::map(name, "read info", e))?;
-        let want_entries = if name.starts_with("EDGE_CT") && (name.ends_with('4') || name.ends_with('6')) {
-            ct_max
-        } else {
-            map.max_entries()
-        };
+        let info = super::maps::pinned(pins, name)?.info().map_err(|e| DataplaneError::map(name, "read info", e))?;
+        let want_entries = if object::CT_TABLES.contains(&name.as_str()) { ct_max } else { map.max_entries() };
         // MapType's discriminants are the kernel's map type numbers.
         let live_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
         let want_type = map.map_type();

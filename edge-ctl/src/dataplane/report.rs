@@ -29,6 +29,9 @@ pub struct InterfaceStatus {
     /// When the live policy was loaded (attach or reload), Unix seconds.
     pub policy_loaded_at: Option<u64>,
     pub interface_present: bool,
+    /// The interface was deleted and created again: the attachment went with the old device,
+    /// and the new one is not filtered (`attach` replaces what is left).
+    pub stale: bool,
     /// What is wrong, when something is.
     pub problem: Option<String>,
 }
@@ -46,6 +49,8 @@ pub fn status() -> Result<Vec<InterfaceStatus>, DataplaneError> {
 }
 
 fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
+    let ifindex = system::if_index(&p.ifname).ok();
+    let state = InterfaceState::load(&p.state);
     let mut s = InterfaceStatus {
         interface: p.ifname.clone(),
         role: None,
@@ -59,7 +64,8 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
         rules: 0,
         attached_at: None,
         policy_loaded_at: None,
-        interface_present: system::if_index(&p.ifname).is_ok(),
+        interface_present: ifindex.is_some(),
+        stale: false,
         problem: None,
     };
     match PinnedLink::from_pin(p.pins.join(XDP_LINK)) {
@@ -72,9 +78,9 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
         Err(_) => s.problem = Some("no pinned XDP link: run `edge-ctl detach` to clean up".into()),
     }
     let generation = MapSet::open(&p.pins).and_then(|m| m.active_generation());
-    match (InterfaceState::load(&p.state), generation) {
+    match (&state, generation) {
         (Ok(Some(st)), Ok(g)) => {
-            if super::needs_upgrade(&st) {
+            if super::needs_upgrade(st) {
                 s.problem = Some(format!(
                     "the live programs come from another edge-ctl build: run `edge-ctl upgrade {}`",
                     p.ifname
@@ -93,15 +99,17 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
             }
         }
         (Ok(None), _) => s.problem = Some("state file missing: run `edge-ctl detach` and attach again".into()),
-        (Err(e), _) | (_, Err(e)) => s.problem = Some(e.to_string()),
+        (Err(e), _) => s.problem = Some(e.to_string()),
+        (_, Err(e)) => s.problem = Some(e.to_string()),
     }
     if !s.interface_present && s.problem.is_none() {
         s.problem =
             Some("the interface no longer exists; the filter went with it (`edge-ctl detach` cleans up)".into());
     }
-    if let (Ok(now), Ok(Some(st))) = (system::if_index(&p.ifname), InterfaceState::load(&p.state))
+    if let (Some(now), Ok(Some(st))) = (ifindex, &state)
         && now != st.ifindex
     {
+        s.stale = true;
         s.problem = Some(format!(
             "the interface was deleted and created again (index {} is now {now}): it is not filtered; \
              run `edge-ctl attach` again",
@@ -178,12 +186,7 @@ pub fn stats(ifname: Option<&str>) -> Result<Vec<InterfaceStats>, DataplaneError
     system::require_privileges()?;
     let ns = NamespacePaths::new(system::netns_id()?);
     let names = match ifname {
-        Some(n) => {
-            if !ns.interface(n).pins.exists() {
-                return Err(DataplaneError::NotAttached { ifname: n.into(), attached: ns.attached_names() });
-            }
-            vec![n.to_string()]
-        }
+        Some(n) => vec![ns.attached(n)?.ifname],
         None => ns.attached_names(),
     };
     names.iter().map(|n| interface_stats(&ns.interface(n))).collect()
@@ -191,13 +194,9 @@ pub fn stats(ifname: Option<&str>) -> Result<Vec<InterfaceStats>, DataplaneError
 
 fn interface_stats(p: &InterfacePaths) -> Result<InterfaceStats, DataplaneError> {
     let maps = MapSet::open(&p.pins)?;
-    let st = InterfaceState::load(&p.state)?
-        .ok_or_else(|| DataplaneError::State { path: p.state.display().to_string(), reason: "missing".into() })?;
+    let st = InterfaceState::load_required(&p.state)?;
     let generation = maps.active_generation()?;
-    let live = st.live(generation).ok_or_else(|| DataplaneError::State {
-        path: p.state.display().to_string(),
-        reason: format!("no policy recorded for live generation {generation}"),
-    })?;
+    let live = st.live_required(generation, &p.state)?;
     let rule = |r: &CompiledRule| -> Result<RuleStats, DataplaneError> {
         let c = maps.rule_counter(r.slot)?;
         Ok(RuleStats {
@@ -233,7 +232,7 @@ fn interface_stats(p: &InterfacePaths) -> Result<InterfaceStats, DataplaneError>
         entries_v4,
         entries_v6,
         max_entries: maps.ct_v4_max(),
-        hits: maps.ct_event(CtEvent::Hit)?,
+        hits: maps.pass_counter(Direction::Inbound as u32, PassReason::Conntrack)?.packets,
         created: maps.ct_event(CtEvent::Created)?,
         expired: maps.ct_event(CtEvent::Expired)?,
         table_full: maps.ct_event(CtEvent::TableFull)?,

@@ -85,7 +85,21 @@ impl InterfaceState {
         std::fs::rename(&tmp, path).map_err(|e| io("rename", e))
     }
 
+    /// The state of an attached interface: a missing file is an error.
+    pub fn load_required(path: &Path) -> Result<InterfaceState, DataplaneError> {
+        Self::load(path)?
+            .ok_or_else(|| DataplaneError::State { path: path.display().to_string(), reason: "missing".into() })
+    }
+
     pub fn live(&self, generation: u32) -> Option<&GenerationState> {
         self.generations[(generation & 1) as usize].as_ref()
+    }
+
+    /// The policy of the live generation, which the state must record (`path`: for the error).
+    pub fn live_required(&self, generation: u32, path: &Path) -> Result<&GenerationState, DataplaneError> {
+        self.live(generation).ok_or_else(|| DataplaneError::State {
+            path: path.display().to_string(),
+            reason: format!("no policy recorded for live generation {generation}"),
+        })
     }
 }

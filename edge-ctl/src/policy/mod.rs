@@ -341,9 +341,7 @@ impl Policy {
 
     /// SHA-256 of the text, hex: identifies the policy in `status`.
     pub fn hash(&self) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(self.text.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        crate::sha256_hex(self.text.as_bytes())
     }
 
     /// The policy's diagnostic for a location (used by later stages, e.g. compile limits).

@@ -24,7 +24,8 @@ pub fn apply(iface: &InterfaceConfig) -> Result<Applied> {
     for w in &policy.warnings {
         log::warn!("{w}");
     }
-    let live = dataplane::status()?.into_iter().find(|s| s.interface == iface.name);
+    // A stale attachment (the interface was created again) filters nothing: attach replaces it.
+    let live = dataplane::status()?.into_iter().find(|s| s.interface == iface.name && !s.stale);
     let Some(live) = live else {
         let report = dataplane::attach(&AttachRequest {
             ifname: &iface.name,

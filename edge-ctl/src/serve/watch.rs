@@ -9,8 +9,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use sha2::Digest;
-
 /// How often policy files are looked at.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a changed file must stay unchanged before it is applied.
@@ -23,11 +21,6 @@ pub enum Observation {
     Content(String),
     /// The file could not be read (the error, e.g. "No such file or directory").
     Unreadable(String),
-}
-
-/// SHA-256 of policy text, hex, as `Policy::hash` computes it.
-pub fn content_hash(bytes: &[u8]) -> String {
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The stat fields that change when a file is written or replaced.
@@ -75,7 +68,7 @@ impl FileWatch {
             return last.clone();
         }
         let observation = match std::fs::read(&self.path) {
-            Ok(bytes) => Observation::Content(content_hash(&bytes)),
+            Ok(bytes) => Observation::Content(crate::sha256_hex(&bytes)),
             Err(e) => Observation::Unreadable(e.to_string()),
         };
         self.stat = stat.ok();
@@ -135,7 +128,7 @@ mod tests {
     use super::*;
 
     fn content(s: &str) -> Observation {
-        Observation::Content(content_hash(s.as_bytes()))
+        Observation::Content(crate::sha256_hex(s.as_bytes()))
     }
 
     #[test]

@@ -469,7 +469,7 @@ fn main() -> ExitCode {
             }
             match measure(s.config, &b, &load, &warmup, &cases, irq_time == Some(true)) {
                 Ok(r) => s.rounds.push(r),
-                Err(e) => s.skipped = Some(format!("failed: {e}")),
+                Err(e) => s.skipped = Some(format!("{FAILED}{e}")),
             }
         }
         background.measure(Duration::from_millis(if quick { 50 } else { 300 }));
@@ -485,6 +485,17 @@ fn main() -> ExitCode {
         .collect();
     if !mismatches.is_empty() {
         eprintln!("MISMATCH: received differs from expected for {}", mismatches.join(", "));
+    }
+    // A filter that is installed but could not be set up or measured fails the run (a missing
+    // tool is only skipped).
+    let failures: Vec<String> = summaries
+        .iter()
+        .filter_map(|s| {
+            s.skipped.as_ref().filter(|why| why.starts_with(FAILED)).map(|why| format!("{}: {why}", s.config.name()))
+        })
+        .collect();
+    for f in &failures {
+        eprintln!("FAILED {f}");
     }
 
     if let Some(path) = json_path {
@@ -505,13 +516,17 @@ fn main() -> ExitCode {
             "xdp_filter_limits": XDP_FILTER_LIMITS,
             "nft_ruleset": rulesets::nft_ruleset(&b.policy, Role::External),
             "mismatches": mismatches,
+            "failures": failures,
         });
         std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("JSON")).expect("write JSON");
         println!("JSON: {path}");
     }
     drop(b);
-    if mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if mismatches.is_empty() && failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
+
+/// How a configuration that failed (rather than was not installed) is marked.
+const FAILED: &str = "failed: ";
 
 fn frames_len(cases: &[Case]) -> u64 {
     cases.len() as u64 * u64::from(mix::SOURCE_PORTS)
