@@ -51,13 +51,18 @@ fn key_port(f: &Flow) -> (u8, u16) {
     }
 }
 
-/// Whether any tracked flow may use the flow's local port: one array read instead of a hash
-/// lookup for packets to ports the edge never opened flows from.
+/// Whether any tracked flow may use this local port: one array read instead of a hash lookup
+/// for packets to ports the edge never opened flows from.
+#[inline(always)]
+pub fn may_be_tracked(proto: u8, local_port: u16) -> bool {
+    let (entry, byte) = ct_port_slot(proto, local_port);
+    EDGE_CTPORTS.get(entry).is_some_and(|e| e[byte & 7] != 0)
+}
+
 #[inline(always)]
 fn port_may_be_tracked(f: &Flow) -> bool {
     let (proto, port) = key_port(f);
-    let (entry, byte) = ct_port_slot(proto, port);
-    EDGE_CTPORTS.get(entry).is_some_and(|e| e[byte & 7] != 0)
+    may_be_tracked(proto, port)
 }
 
 #[inline(always)]
