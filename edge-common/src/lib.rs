@@ -51,6 +51,9 @@ pub mod maps {
     pub const CT_LIVE: &str = "EDGE_CTLIVE";
     /// Local ports that may have a tracked flow (see [`super::ct_port_slot`]).
     pub const CT_PORTS: &str = "EDGE_CTPORTS";
+    /// Direct-mapped flow slots in front of [`CT_V4`] and [`CT_V6`] ([`super::CtSlotV4`]).
+    pub const CT_SLOTS_V4: &str = "EDGE_CTS4";
+    pub const CT_SLOTS_V6: &str = "EDGE_CTS6";
     /// Drop events ([`super::DropEvent`]), a ring buffer.
     pub const EVENTS: &str = "EDGE_EVENTS";
     /// Per-CPU event budget of the current second ([`super::EventBudget`]).
@@ -264,7 +267,8 @@ pub struct GenConfig {
     pub hz: u64,
     /// Drop events each CPU may emit per second (0: none).
     pub events_per_cpu: u32,
-    pub _pad: u32,
+    /// Slots of each flow-slot array minus one (a power of two minus one, see [`ct_slots`]).
+    pub ct_slot_mask: u32,
     pub local_v4: [LocalV4; MAX_LOCAL_V4],
     pub local_v6: [LocalV6; MAX_LOCAL_V6],
     /// In the same value as the rest, so the packet path needs no extra lookup for them.
@@ -281,7 +285,7 @@ impl GenConfig {
             ct_timeout_jiffies: [0; CT_STATES],
             hz: 0,
             events_per_cpu: 0,
-            _pad: 0,
+            ct_slot_mask: 0,
             local_v4: [LocalV4 { addr: 0, mask: 0, sets: 0, _pad: 0 }; MAX_LOCAL_V4],
             local_v6: [LocalV6 { addr: [0; 4], mask: [0; 4], sets: 0, _pad: 0 }; MAX_LOCAL_V6],
             hosts: HostTables::zeroed(),
@@ -313,7 +317,8 @@ pub const fn ct_port_slot(proto: u8, port: u16) -> (u32, usize) {
 
 /// Connection table key, IPv4. Always written from the edge's side (local, remote), so the
 /// egress program and the ingress program build the same key for the two directions of a flow.
-#[repr(C)]
+/// 8-byte aligned, so the kernel compares keys as 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKeyV4 {
     pub local: u32,
@@ -325,7 +330,7 @@ pub struct CtKeyV4 {
 }
 
 /// Connection table key, IPv6.
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKeyV6 {
     pub local: [u32; 4],
@@ -334,6 +339,67 @@ pub struct CtKeyV6 {
     pub rport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
+}
+
+/// A flow slot: a direct-mapped copy of a connection-table entry, so the reply of a tracked flow
+/// costs one array read and a key comparison instead of a hash-table lookup. The connection
+/// tables stay the record (their size, eviction, gauges); a flow also has a slot when its slot
+/// ([`ct_slot_v4`]) was free or held an expired flow when it was created. While it holds the slot
+/// the flow's timestamps and state are kept there, and the table's copy may be older
+/// (`edge-ctl conntrack` shows the newer one). A flow leaves its slot only when it is removed
+/// (reset, expiry, flush), never for another flow.
+///
+/// `seq` is a sequence lock: odd while a writer (who set it with a compare-and-exchange)
+/// rewrites the key; readers take the entry only if `seq` was even and unchanged around
+/// their key comparison. A slot whose key has protocol 0 is free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtSlotV4 {
+    pub seq: u64,
+    pub key: CtKeyV4,
+    pub entry: CtEntry,
+}
+
+/// A flow slot, IPv6 (see [`CtSlotV4`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtSlotV6 {
+    pub seq: u64,
+    pub key: CtKeyV6,
+    pub entry: CtEntry,
+}
+
+/// Most slots per family: 262,144 (12 MiB for IPv4, 18 MiB for IPv6).
+pub const CT_SLOTS_MAX: u32 = 1 << 18;
+
+/// Slots per family for connection tables of `ct_max` entries: the next power of two, at most
+/// [`CT_SLOTS_MAX`].
+pub const fn ct_slots(ct_max: u32) -> u32 {
+    let n = if ct_max <= 1 { 1 } else { ct_max.next_power_of_two() };
+    if n > CT_SLOTS_MAX { CT_SLOTS_MAX } else { n }
+}
+
+/// Mixes an address word, the ports and the protocol into a slot hash (two multiplications:
+/// cheaper than the table's jhash, and the low bits depend on every input bit).
+#[inline(always)]
+const fn ct_mix(addrs: u32, lport: u16, rport: u16, proto: u8) -> u32 {
+    let h = (addrs ^ proto as u32).wrapping_mul(0x9e37_79b1) ^ ((lport as u32) << 16 | rport as u32);
+    let h = h.wrapping_mul(0x85eb_ca77);
+    h ^ (h >> 15)
+}
+
+/// The slot hash of an IPv4 flow (mask it with [`GenConfig::ct_slot_mask`]).
+#[inline(always)]
+pub const fn ct_slot_v4(k: &CtKeyV4) -> u32 {
+    ct_mix(k.remote ^ k.local.rotate_left(16), k.lport, k.rport, k.proto)
+}
+
+/// The slot hash of an IPv6 flow.
+#[inline(always)]
+pub const fn ct_slot_v6(k: &CtKeyV6) -> u32 {
+    let r = k.remote[0] ^ k.remote[1] ^ k.remote[2] ^ k.remote[3];
+    let l = k.local[0] ^ k.local[1] ^ k.local[2] ^ k.local[3];
+    ct_mix(r ^ l.rotate_left(16), k.lport, k.rport, k.proto)
 }
 
 /// States of a tracked flow; each has its own idle timeout.
@@ -594,6 +660,8 @@ mod pod {
     unsafe impl aya::Pod for CtKeyV4 {}
     unsafe impl aya::Pod for CtKeyV6 {}
     unsafe impl aya::Pod for CtEntry {}
+    unsafe impl aya::Pod for CtSlotV4 {}
+    unsafe impl aya::Pod for CtSlotV6 {}
     unsafe impl aya::Pod for DropEvent {}
     unsafe impl aya::Pod for EventBudget {}
     unsafe impl aya::Pod for Explanation {}
@@ -601,6 +669,7 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -622,6 +691,29 @@ mod tests {
     }
 
     #[test]
+    fn flow_slots_spread() {
+        assert_eq!(
+            (ct_slots(64), ct_slots(65_536), ct_slots(65_537), ct_slots(16_777_216)),
+            (64, 65_536, 131_072, CT_SLOTS_MAX)
+        );
+        // 4,096 flows of one local address and port range to one remote: few share a slot.
+        let mask = ct_slots(65_536) - 1;
+        let mut used = std::collections::HashSet::new();
+        for p in 0..4096u16 {
+            let k = CtKeyV4 {
+                local: 0x0a00_0001,
+                remote: 0xc633_6435,
+                lport: 30_000 + p,
+                rport: 53,
+                proto: 17,
+                _pad: [0; 3],
+            };
+            used.insert(ct_slot_v4(&k) & mask);
+        }
+        assert!(used.len() > 3900, "{} distinct slots of 4096", used.len());
+    }
+
+    #[test]
     fn enums_round_trip_by_value() {
         for r in DropReason::ALL {
             assert_eq!(DropReason::from_u32(*r as u32), Some(*r));
@@ -640,6 +732,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<CtKeyV4>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV6>(), 40);
         assert_eq!(core::mem::size_of::<CtEntry>(), 24);
+        assert_eq!(core::mem::size_of::<CtSlotV4>(), 48);
+        assert_eq!(core::mem::size_of::<CtSlotV6>(), 72);
         assert_eq!(core::mem::size_of::<DropEvent>(), 56);
         assert_eq!(
             drop_index(1, DropKind::WouldDrop, DropReason::EgressPolicy),

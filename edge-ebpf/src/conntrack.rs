@@ -1,12 +1,21 @@
 //! The connection table: flows the edge opened (allowed by an outbound rule at egress) so their
 //! answers pass at ingress without opening any port. Keys are written from the edge's side
 //! (local, remote), so both programs build the same key for the two directions of a flow.
+//!
+//! Two stores: the LRU hash tables are the record (size, eviction, the live gauge), and in
+//! front of them a direct-mapped array of flow slots (`edge_common::CtSlotV4`) holds most flows
+//! too, so the reply of a tracked flow usually costs an array read and a key comparison instead
+//! of a hash-table lookup. Lookups try the slot first, then the table.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
-use edge_common::{CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtState, GenConfig, ct_origin, ct_port_slot};
+use edge_common::{
+    CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtState, GenConfig, ct_origin, ct_port_slot, ct_slot_v4, ct_slot_v6,
+};
 
 use crate::counters;
-use crate::maps::{EDGE_CT4, EDGE_CT6, EDGE_CTLIVE, EDGE_CTPORTS};
+use crate::maps::{EDGE_CT4, EDGE_CT6, EDGE_CTLIVE, EDGE_CTPORTS, EDGE_CTS4, EDGE_CTS6};
 use crate::parse::{PROTO_TCP, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 pub enum Flow {
@@ -75,15 +84,135 @@ fn mark_port(f: &Flow) {
     }
 }
 
+/// Where a flow's entry was found: its slot (with the slot's lock word and the even value it
+/// had when the key matched) or the table.
+#[derive(Clone, Copy)]
+pub struct Hit {
+    entry: *mut CtEntry,
+    slot: Option<(*mut u64, u64)>,
+}
+
+/// A slot's lock word, its key and its entry (see `edge_common::CtSlotV4`).
 #[inline(always)]
-fn lookup(f: &Flow) -> Option<*mut CtEntry> {
+fn slot_of(cfg: &GenConfig, f: &Flow) -> Option<(*mut u64, *const u64, *mut CtEntry)> {
+    match f {
+        Flow::V4(k) => {
+            let s = EDGE_CTS4.get_ptr_mut(ct_slot_v4(k) & cfg.ct_slot_mask)?;
+            Some(unsafe { (&raw mut (*s).seq, (&raw const (*s).key).cast(), &raw mut (*s).entry) })
+        }
+        Flow::V6(k) => {
+            let s = EDGE_CTS6.get_ptr_mut(ct_slot_v6(k) & cfg.ct_slot_mask)?;
+            Some(unsafe { (&raw mut (*s).seq, (&raw const (*s).key).cast(), &raw mut (*s).entry) })
+        }
+    }
+}
+
+/// Whether the key at `stored` equals the flow's, compared as 64-bit words without a branch
+/// (keys are 8-byte aligned: 2 words for IPv4, 5 for IPv6).
+#[inline(always)]
+fn same_key(f: &Flow, stored: *const u64) -> bool {
+    #[inline(always)]
+    fn diff<const N: usize>(a: *const u64, b: *const u64) -> u64 {
+        let mut d = 0;
+        for i in 0..N {
+            d |= unsafe { core::ptr::read_volatile(a.add(i)) ^ *b.add(i) };
+        }
+        d
+    }
+    match f {
+        Flow::V4(k) => diff::<2>(stored, (k as *const CtKeyV4).cast()) == 0,
+        Flow::V6(k) => diff::<5>(stored, (k as *const CtKeyV6).cast()) == 0,
+    }
+}
+
+/// The flow's slot, if it holds the flow: the lock word was even and unchanged around the key
+/// comparison, so the key was not being rewritten.
+#[inline(always)]
+fn slot_lookup(cfg: &GenConfig, f: &Flow) -> Option<Hit> {
+    let (seq, key, entry) = slot_of(cfg, f)?;
+    let seen = unsafe { core::ptr::read_volatile(seq) };
+    if seen & 1 != 0 || !same_key(f, key) || unsafe { core::ptr::read_volatile(seq) } != seen {
+        return None;
+    }
+    Some(Hit { entry, slot: Some((seq, seen)) })
+}
+
+#[inline(always)]
+fn lookup(cfg: &GenConfig, f: &Flow) -> Option<Hit> {
     if !port_may_be_tracked(f) {
         return None;
     }
-    match f {
+    if let Some(hit) = slot_lookup(cfg, f) {
+        return Some(hit);
+    }
+    let entry = match f {
         Flow::V4(k) => EDGE_CT4.get_ptr_mut(k),
         Flow::V6(k) => EDGE_CT6.get_ptr_mut(k),
+    }?;
+    Some(Hit { entry, slot: None })
+}
+
+/// Takes a slot's lock (even `seen` to odd): fails when another CPU got there first.
+#[inline(always)]
+fn lock_slot(seq: *mut u64, seen: u64) -> bool {
+    unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(seq, seen, seen + 1).1 }
+}
+
+/// Releases a slot's lock (odd to even).
+#[inline(always)]
+fn unlock_slot(seq: *mut u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(seq, 1) };
+}
+
+/// The key word that holds the protocol (0 in a free slot): after the addresses and ports.
+#[inline(always)]
+fn proto_word(f: &Flow) -> usize {
+    if let Flow::V4(_) = f { 1 } else { 4 }
+}
+
+/// Frees the slot of a removed flow, unless another CPU changed it meanwhile.
+#[inline(always)]
+fn free_slot(f: &Flow, hit: &Hit) {
+    if let Some((seq, seen)) = hit.slot
+        && lock_slot(seq, seen)
+    {
+        // The key follows the lock word.
+        let key = unsafe { seq.add(1) };
+        unsafe { core::ptr::write_volatile(key.add(proto_word(f)), 0) };
+        unlock_slot(seq);
     }
+}
+
+/// Copies a new flow into its slot when the slot is free or its flow has expired.
+#[inline(always)]
+fn fill_slot(cfg: &GenConfig, f: &Flow, entry: &CtEntry, now: u64) {
+    let Some((seq, key, stored)) = slot_of(cfg, f) else { return };
+    let seen = unsafe { core::ptr::read_volatile(seq) };
+    if seen & 1 != 0 {
+        return;
+    }
+    // Protocol 0: free. A flow that still lives keeps its slot.
+    let (taken, last, state) =
+        unsafe { (core::ptr::read_volatile(key.add(proto_word(f))), (*stored).last_seen, (*stored).state) };
+    if taken != 0 && now.wrapping_sub(last) <= timeout(cfg, state) {
+        return;
+    }
+    if !lock_slot(seq, seen) {
+        return;
+    }
+    let words: *const u64 = match f {
+        Flow::V4(k) => (k as *const CtKeyV4).cast(),
+        Flow::V6(k) => (k as *const CtKeyV6).cast(),
+    };
+    let n = if let Flow::V4(_) = f { 2 } else { 5 };
+    let key = key as *mut u64;
+    for i in 0..5 {
+        if i < n {
+            unsafe { core::ptr::write_volatile(key.add(i), *words.add(i)) };
+        }
+    }
+    unsafe { *stored = *entry };
+    unlock_slot(seq);
 }
 
 #[inline(always)]
@@ -94,8 +223,10 @@ fn family(f: &Flow) -> u32 {
     }
 }
 
+/// Removes a flow from both stores.
 #[inline(always)]
-fn remove(f: &Flow) {
+fn remove(f: &Flow, hit: &Hit) {
+    free_slot(f, hit);
     let removed = match f {
         Flow::V4(k) => EDGE_CT4.remove(k),
         Flow::V6(k) => EDGE_CT6.remove(k),
@@ -116,7 +247,7 @@ fn live_add(family: u32, delta: u64) {
 /// BPF target; the intrinsic lowers to the instruction directly.
 #[inline(always)]
 fn atomic_add(p: *mut u64, delta: u64) {
-    unsafe { core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, delta) };
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
 }
 
 #[inline(always)]
@@ -128,26 +259,28 @@ fn timeout(cfg: &GenConfig, state: u8) -> u64 {
 /// is past its timeout. The clock is read only when there is an entry. `DRY` (explain) leaves
 /// the table and the counters as they are.
 #[inline(always)]
-pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Option<(*mut CtEntry, u64)> {
-    let e = lookup(f)?;
+pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Option<(Hit, u64)> {
+    let hit = lookup(cfg, f)?;
+    let e = hit.entry;
     let now = jiffies();
     let (last, state) = unsafe { ((*e).last_seen, (*e).state) };
     if now.wrapping_sub(last) > timeout(cfg, state) {
         if !DRY {
-            remove(f);
+            remove(f, &hit);
             counters::ct_event(CtEvent::Expired);
         }
         return None;
     }
-    Some((e, now))
+    Some((hit, now))
 }
 
 /// Refreshes a flow and moves a TCP flow's state on a segment; a RST removes the flow.
 #[inline(always)]
-pub fn advance<const DRY: bool>(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound: bool, now: u64) {
+pub fn advance<const DRY: bool>(f: &Flow, hit: Hit, pkt: &Packet, inbound: bool, now: u64) {
     if DRY {
         return;
     }
+    let e = hit.entry;
     // Only when the tick moved: the value is shared with the other direction's CPU.
     if unsafe { (*e).last_seen } != now {
         unsafe { (*e).last_seen = now };
@@ -157,7 +290,7 @@ pub fn advance<const DRY: bool>(f: &Flow, e: *mut CtEntry, pkt: &Packet, inbound
     }
     let flags = pkt.tcp_flags;
     if flags & TCP_RST != 0 {
-        remove(f);
+        remove(f, &hit);
         counters::ct_event(CtEvent::Reset);
         return;
     }
@@ -209,6 +342,7 @@ pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u1
     };
     if inserted.is_ok() {
         mark_port(f);
+        fill_slot(cfg, f, &entry, now);
         counters::ct_event(CtEvent::Created);
         let Some(live) = EDGE_CTLIVE.get_ptr_mut(family(f)) else { return };
         // An LRU table at capacity evicts on insert: count it instead of growing the gauge.

@@ -5,9 +5,9 @@ use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use edge_common::{
-    CT_DEFAULT_MAX, CT_PORTS_LEN, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DROP_COUNTERS_LEN,
-    EVENTS_RING_BYTES, EventBudget, Explanation, GENERATIONS, GenConfig, MAX_CLASSES, MAX_REMOTE_PREFIXES, MAX_RULES,
-    PASS_COUNTERS_LEN, PORT_TABLE_LEN, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
+    CT_DEFAULT_MAX, CT_PORTS_LEN, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtSlotV4, CtSlotV6,
+    DROP_COUNTERS_LEN, EVENTS_RING_BYTES, EventBudget, Explanation, GENERATIONS, GenConfig, MAX_CLASSES,
+    MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PORT_TABLE_LEN, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
 };
 
 /// The live generation (0 or 1).
@@ -46,6 +46,14 @@ pub static EDGE_CT4: LruHashMap<CtKeyV4, CtEntry> = LruHashMap::pinned(CT_DEFAUL
 
 #[map]
 pub static EDGE_CT6: LruHashMap<CtKeyV6, CtEntry> = LruHashMap::pinned(CT_DEFAULT_MAX, 0);
+
+/// Flow slots in front of the tables (see `conntrack`); sized at attach like the tables, and
+/// memory-mapped so the controller can list and flush them with plain memory access.
+#[map]
+pub static EDGE_CTS4: Array<CtSlotV4> = Array::pinned(CT_DEFAULT_MAX, BPF_F_MMAPABLE);
+
+#[map]
+pub static EDGE_CTS6: Array<CtSlotV6> = Array::pinned(CT_DEFAULT_MAX, BPF_F_MMAPABLE);
 
 #[map]
 pub static EDGE_CTEV: PerCpuArray<u64> = PerCpuArray::pinned(CtEvent::COUNT, 0);

@@ -226,8 +226,8 @@ fn tracked_inbound<const DRY: bool>(cfg: &GenConfig, pkt: &Packet) -> Decision {
         return untracked(pkt);
     }
     let flow = conntrack::flow_of(pkt, false);
-    if let Some((e, now)) = conntrack::live::<DRY>(cfg, &flow) {
-        conntrack::advance::<DRY>(&flow, e, pkt, true, now);
+    if let Some((hit, now)) = conntrack::live::<DRY>(cfg, &flow) {
+        conntrack::advance::<DRY>(&flow, hit, pkt, true, now);
         return Decision::Pass(PassReason::Conntrack);
     }
     untracked(pkt)
@@ -325,14 +325,14 @@ fn tcp_udp_out<const DRY: bool>(generation: u32, cfg: &GenConfig, pkt: &Packet) 
     let tracked = conntrack::live::<DRY>(cfg, &flow);
     if let Some(slot) = policy::match_rule(generation, cfg, pkt, OUTBOUND) {
         match tracked {
-            Some((e, now)) => conntrack::advance::<DRY>(&flow, e, pkt, false, now),
+            Some((hit, now)) => conntrack::advance::<DRY>(&flow, hit, pkt, false, now),
             None => conntrack::create::<DRY>(cfg, &flow, pkt, slot),
         }
         return Decision::Rule(slot);
     }
-    if let Some((e, now)) = tracked {
+    if let Some((hit, now)) = tracked {
         // A flow opened under an earlier policy, seeded at attach, or passed by monitor/off.
-        conntrack::advance::<DRY>(&flow, e, pkt, false, now);
+        conntrack::advance::<DRY>(&flow, hit, pkt, false, now);
         return Decision::Pass(PassReason::Conntrack);
     }
     if is_reply(generation, cfg, pkt) {

@@ -1,6 +1,7 @@
 //! Connection tracking and egress enforcement through the real verifier and BPF_PROG_TEST_RUN:
 //! the TC egress program records flows, the XDP program lets their answers in. Needs root.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -127,8 +128,15 @@ fn rst_ends_a_flow_and_fin_moves_it_to_closing() {
         l.run_egress(&packet::tcp(edge, peer, 41001, 5061, SYN));
         l.run(&packet::tcp(peer, edge, 5061, 41001, SYN | ACK));
         l.run_egress(&packet::tcp(edge, peer, 41001, 5061, FIN | ACK));
-        let state =
-            l.maps.ct_entries().into_iter().find(|(f, _)| f.local_port == 41001 && f.local == edge).unwrap().1.state;
+        let state = l
+            .maps
+            .ct_entries()
+            .unwrap()
+            .into_iter()
+            .find(|(f, _)| f.local_port == 41001 && f.local == edge)
+            .unwrap()
+            .1
+            .state;
         assert_eq!(state, edge_common::CtState::Closing as u8);
         assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41001, FIN | ACK)), XDP_PASS, "closing flows still pass");
     }
@@ -237,7 +245,66 @@ fn a_full_table_evicts_and_counts() {
     assert_eq!(l.ct_event(CtEvent::Created), 100);
     assert_eq!(l.ct_event(CtEvent::TableFull), 100 - 64, "max_entries = 64");
     assert_eq!(l.maps.ct_live().unwrap(), [64, 0]);
-    // The newest flows are there; the table never holds more than its size.
-    assert!(l.maps.ct_entries().len() <= 64);
-    assert_eq!(l.run(&packet::udp(peer, edge, 53, 30099)), XDP_PASS);
+    // The table never holds more than its size (its LRU may evict a little early), and the
+    // newest flow is there.
+    let table: Vec<u16> = l.maps.ct_v4.keys().map(|k| k.unwrap().lport).collect();
+    assert!(table.len() <= 64);
+    assert!(table.contains(&30099));
+    // 64 slots for 100 flows: some flows found their slot taken and live in the table only.
+    let slotted: Vec<u16> = l.maps.ct_slotted().unwrap().iter().map(|f| f.local_port).collect();
+    assert!(!slotted.is_empty() && slotted.len() <= 64);
+    assert!(table.iter().any(|p| !slotted.contains(p)), "no flow without a slot: the fallback is untested");
+    // Every flow of the table passes, slotted or not; a flow the table evicted passes while it
+    // holds its slot; the others are gone.
+    for port in 30000..30100u16 {
+        let want = if table.contains(&port) || slotted.contains(&port) { XDP_PASS } else { XDP_DROP };
+        assert_eq!(l.run(&packet::udp(peer, edge, 53, port)), want, "answer to port {port}");
+    }
+    assert_eq!(l.maps.ct_entries().unwrap().len(), table.iter().chain(&slotted).collect::<HashSet<_>>().len());
+}
+
+#[test]
+fn a_flow_without_a_slot_lives_in_the_table() {
+    let l = load("");
+    for (edge, peer) in families() {
+        // 64 slots: of 60 flows, some share a slot (and the table, of 64, evicts none).
+        for port in 0..60u16 {
+            assert_eq!(l.run_egress(&packet::tcp(edge, peer, 40000 + port, 5061, SYN)), TC_PASS);
+        }
+        let slotted: Vec<u16> =
+            l.maps.ct_slotted().unwrap().iter().filter(|f| f.local == edge).map(|f| f.local_port).collect();
+        let unslotted: Vec<u16> = (40000..40060).filter(|p| !slotted.contains(p)).collect();
+        assert!(!unslotted.is_empty());
+        for &port in &unslotted {
+            // Answers pass, state moves in the table's entry, a reset removes it.
+            assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, SYN | ACK)), XDP_PASS);
+            assert_eq!(l.run_egress(&packet::tcp(edge, peer, port, 5061, FIN | ACK)), TC_PASS);
+            let entry = l.maps.ct_entries().unwrap().into_iter().find(|(f, _)| f.local_port == port && f.local == edge);
+            assert_eq!(entry.unwrap().1.state, edge_common::CtState::Closing as u8);
+            assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, RST)), XDP_PASS);
+            assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, ACK)), XDP_DROP, "nothing after the RST");
+        }
+        // A reset frees a slot, and the next new flow for it takes it.
+        let port = slotted[0];
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, RST)), XDP_PASS);
+        assert!(!l.maps.ct_slotted().unwrap().iter().any(|f| f.local_port == port && f.local == edge));
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, ACK)), XDP_DROP);
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, port, 5061, SYN)), TC_PASS);
+        assert!(l.maps.ct_slotted().unwrap().iter().any(|f| f.local_port == port && f.local == edge));
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, SYN | ACK)), XDP_PASS);
+    }
+}
+
+#[test]
+fn flush_empties_slots_and_table() {
+    let mut l = load("");
+    for (edge, peer) in families() {
+        l.run_egress(&packet::udp(edge, peer, 42000, 53));
+    }
+    assert_eq!(l.maps.ct_slotted().unwrap().len(), 2);
+    assert_eq!(l.maps.ct_flush().unwrap(), 2);
+    assert!(l.maps.ct_slotted().unwrap().is_empty() && l.maps.ct_entries().unwrap().is_empty());
+    for (edge, peer) in families() {
+        assert_eq!(l.run(&packet::udp(peer, edge, 53, 42000)), XDP_DROP);
+    }
 }

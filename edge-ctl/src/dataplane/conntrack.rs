@@ -2,7 +2,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use edge_common::{CT_PORTS_LEN, CtEntry, CtKeyV4, CtKeyV6, CtState, ct_origin, ct_port_slot};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::AsFd;
+
+use aya::maps::MapData;
+use edge_common::{CT_PORTS_LEN, CtEntry, CtKeyV4, CtKeyV6, CtSlotV4, CtSlotV6, CtState, ct_origin, ct_port_slot};
 use serde::Serialize;
 
 use super::DataplaneError;
@@ -12,7 +16,7 @@ use super::state::InterfaceState;
 use super::system;
 
 /// A flow from the edge's side.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct FlowKey {
     pub protocol: &'static str,
     pub local: IpAddr,
@@ -64,31 +68,71 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
+fn flow_v4(k: &CtKeyV4) -> FlowKey {
+    FlowKey {
+        protocol: proto_name(k.proto),
+        local: IpAddr::V4(Ipv4Addr::from(k.local.to_ne_bytes())),
+        local_port: k.lport,
+        remote: IpAddr::V4(Ipv4Addr::from(k.remote.to_ne_bytes())),
+        remote_port: k.rport,
+    }
+}
+
+fn flow_v6(k: &CtKeyV6) -> FlowKey {
+    FlowKey {
+        protocol: proto_name(k.proto),
+        local: IpAddr::V6(v6(k.local)),
+        local_port: k.lport,
+        remote: IpAddr::V6(v6(k.remote)),
+        remote_port: k.rport,
+    }
+}
+
+/// A flow-slot array, memory-mapped (`None` when the live programs have none).
+fn slots<T: Copy>(map: Option<&MapData>, name: &str) -> Result<Option<Mmapped<T>>, DataplaneError> {
+    let Some(map) = map else { return Ok(None) };
+    let n = map.info().map_err(|e| DataplaneError::map(name, "read size", e))?.max_entries();
+    Mmapped::map(map.fd().as_fd(), n as usize, name).map(Some)
+}
+
 impl MapSet {
-    /// Every entry of both tables, with its flow key.
-    pub fn ct_entries(&self) -> Vec<(FlowKey, CtEntry)> {
+    /// Every tracked flow, with its entry: the tables' entries, where a flow slot holds the
+    /// flow too its (newer) copy, and flows only a slot still holds (the table evicted them).
+    pub fn ct_entries(&self) -> Result<Vec<(FlowKey, CtEntry)>, DataplaneError> {
+        let mut out: Vec<(FlowKey, CtEntry)> =
+            self.ct_v4.iter().filter_map(Result::ok).map(|(k, e)| (flow_v4(&k), e)).collect();
+        out.extend(self.ct_v6.iter().filter_map(Result::ok).map(|(k, e)| (flow_v6(&k), e)));
+        let mut index: HashMap<FlowKey, usize> = out.iter().enumerate().map(|(i, (f, _))| (*f, i)).collect();
+        let mut merge = |flow: FlowKey, entry: CtEntry| match index.get(&flow) {
+            Some(&i) => out[i].1 = entry,
+            None => {
+                index.insert(flow, out.len());
+                out.push((flow, entry));
+            }
+        };
+        if let Some(mut m) = slots::<CtSlotV4>(self.ct_slots_v4.as_ref(), edge_common::maps::CT_SLOTS_V4)? {
+            for s in m.entries_mut().iter().filter(|s| s.key.proto != 0) {
+                merge(flow_v4(&s.key), s.entry);
+            }
+        }
+        if let Some(mut m) = slots::<CtSlotV6>(self.ct_slots_v6.as_ref(), edge_common::maps::CT_SLOTS_V6)? {
+            for s in m.entries_mut().iter().filter(|s| s.key.proto != 0) {
+                merge(flow_v6(&s.key), s.entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The flows the flow slots hold.
+    pub fn ct_slotted(&self) -> Result<Vec<FlowKey>, DataplaneError> {
         let mut out = Vec::new();
-        for (k, e) in self.ct_v4.iter().filter_map(Result::ok) {
-            let flow = FlowKey {
-                protocol: proto_name(k.proto),
-                local: IpAddr::V4(Ipv4Addr::from(k.local.to_ne_bytes())),
-                local_port: k.lport,
-                remote: IpAddr::V4(Ipv4Addr::from(k.remote.to_ne_bytes())),
-                remote_port: k.rport,
-            };
-            out.push((flow, e));
+        if let Some(mut m) = slots::<CtSlotV4>(self.ct_slots_v4.as_ref(), edge_common::maps::CT_SLOTS_V4)? {
+            out.extend(m.entries_mut().iter().filter(|s| s.key.proto != 0).map(|s| flow_v4(&s.key)));
         }
-        for (k, e) in self.ct_v6.iter().filter_map(Result::ok) {
-            let flow = FlowKey {
-                protocol: proto_name(k.proto),
-                local: IpAddr::V6(v6(k.local)),
-                local_port: k.lport,
-                remote: IpAddr::V6(v6(k.remote)),
-                remote_port: k.rport,
-            };
-            out.push((flow, e));
+        if let Some(mut m) = slots::<CtSlotV6>(self.ct_slots_v6.as_ref(), edge_common::maps::CT_SLOTS_V6)? {
+            out.extend(m.entries_mut().iter().filter(|s| s.key.proto != 0).map(|s| flow_v6(&s.key)));
         }
-        out
+        Ok(out)
     }
 
     /// Inserts (or replaces) an entry.
@@ -137,18 +181,31 @@ impl MapSet {
 
     /// Removes every entry; returns how many there were.
     pub fn ct_flush(&mut self) -> Result<usize, DataplaneError> {
-        let keys4: Vec<CtKeyV4> = self.ct_v4.keys().filter_map(Result::ok).collect();
-        let keys6: Vec<CtKeyV6> = self.ct_v6.keys().filter_map(Result::ok).collect();
+        let keys4: HashSet<CtKeyV4> = self.ct_v4.keys().filter_map(Result::ok).collect();
+        let keys6: HashSet<CtKeyV6> = self.ct_v6.keys().filter_map(Result::ok).collect();
         for k in &keys4 {
             let _ = self.ct_v4.remove(k);
         }
         for k in &keys6 {
             let _ = self.ct_v6.remove(k);
         }
+        let mut slotted = 0;
+        if let Some(mut m) = slots::<CtSlotV4>(self.ct_slots_v4.as_ref(), edge_common::maps::CT_SLOTS_V4)? {
+            for s in m.entries_mut().iter_mut().filter(|s| s.key.proto != 0) {
+                slotted += usize::from(!keys4.contains(&s.key));
+                s.key = CtKeyV4::default(); // Free (protocol 0).
+            }
+        }
+        if let Some(mut m) = slots::<CtSlotV6>(self.ct_slots_v6.as_ref(), edge_common::maps::CT_SLOTS_V6)? {
+            for s in m.entries_mut().iter_mut().filter(|s| s.key.proto != 0) {
+                slotted += usize::from(!keys6.contains(&s.key));
+                s.key = CtKeyV6::default();
+            }
+        }
         self.set_ct_live(0, 0)?;
         self.set_ct_live(1, 0)?;
         self.ct_ports_mapped()?.entries_mut().fill([0; 8]);
-        Ok(keys4.len() + keys6.len())
+        Ok(keys4.len() + keys6.len() + slotted)
     }
 }
 
@@ -177,7 +234,7 @@ pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
     let now = monotonic_ns();
     let (jiffies, hz) = (system::jiffies_now().unwrap_or(0), system::kernel_hz());
     let mut out: Vec<ConntrackEntry> = maps
-        .ct_entries()
+        .ct_entries()?
         .into_iter()
         .map(|(flow, e)| {
             let state = CtState::from_u8(e.state);

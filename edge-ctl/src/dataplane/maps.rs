@@ -58,6 +58,10 @@ pub struct MapSet {
     pub event_budget: PerCpuArray<MapData, EventBudget>,
     /// Memory-mapped, like the port table.
     pub ct_ports: MapData,
+    /// The flow slots, memory-mapped; `None` when the live programs came from a build without
+    /// them (until `edge-ctl upgrade`).
+    pub ct_slots_v4: Option<MapData>,
+    pub ct_slots_v6: Option<MapData>,
 }
 
 impl MapSet {
@@ -79,6 +83,8 @@ impl MapSet {
             ct_live: typed!(dir, names::CT_LIVE),
             event_budget: typed!(dir, names::EVENT_BUDGET),
             ct_ports: pinned(dir, names::CT_PORTS)?,
+            ct_slots_v4: dir.join(names::CT_SLOTS_V4).exists().then(|| pinned(dir, names::CT_SLOTS_V4)).transpose()?,
+            ct_slots_v6: dir.join(names::CT_SLOTS_V6).exists().then(|| pinned(dir, names::CT_SLOTS_V6)).transpose()?,
         })
     }
 
@@ -215,6 +221,7 @@ fn gen_config(tables: &Tables, ct_max: u32) -> GenConfig {
     cfg.flags = tables.flags;
     cfg.hosts = *tables.hosts;
     cfg.ct_max = ct_max;
+    cfg.ct_slot_mask = edge_common::ct_slots(ct_max) - 1;
     let hz = super::system::kernel_hz();
     cfg.hz = hz;
     cfg.ct_timeout_jiffies = tables.ct_timeout_ns.map(|ns| ns.saturating_mul(hz) / 1_000_000_000);

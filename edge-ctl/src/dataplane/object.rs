@@ -20,13 +20,30 @@ pub fn hash() -> String {
 /// The maps sized by `conntrack.max_entries` (at load; the object's size is a placeholder).
 pub const CT_TABLES: [&str; 2] = [edge_common::maps::CT_V4, edge_common::maps::CT_V6];
 
+/// The flow-slot arrays in front of the tables, sized by `edge_common::ct_slots(ct_max)`.
+pub const CT_SLOT_TABLES: [&str; 2] = [edge_common::maps::CT_SLOTS_V4, edge_common::maps::CT_SLOTS_V6];
+
+/// The size the object's maps get at load for connection tables of `ct_max` entries, for the
+/// maps sized at attach; `None` for the others.
+pub fn sized_at_attach(name: &str, ct_max: u32) -> Option<u32> {
+    if CT_TABLES.contains(&name) {
+        Some(ct_max)
+    } else if CT_SLOT_TABLES.contains(&name) {
+        Some(edge_common::ct_slots(ct_max))
+    } else {
+        None
+    }
+}
+
 /// Loads the object; its maps are created (or, when already pinned there, reused) in `pin_dir`.
-/// `ct_max` sizes each connection table.
+/// `ct_max` sizes each connection table (and the flow slots in front of it).
 pub fn load(pin_dir: &Path, ct_max: u32) -> Result<Ebpf, DataplaneError> {
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(pin_dir);
-    for name in CT_TABLES {
-        loader.map_max_entries(name, ct_max);
+    for name in CT_TABLES.iter().chain(&CT_SLOT_TABLES) {
+        if let Some(n) = sized_at_attach(name, ct_max) {
+            loader.map_max_entries(name, n);
+        }
     }
     loader.load(bytes()).map_err(|e| DataplaneError::Load(format!("{e:#}")))
 }

@@ -242,7 +242,7 @@ fn check_layouts(pins: &Path, ct_max: u32) -> Result<(), DataplaneError> {
             continue; // A new map: created at load.
         }
         let info = super::maps::pinned(pins, name)?.info().map_err(|e| DataplaneError::map(name, "read info", e))?;
-        let want_entries = if object::CT_TABLES.contains(&name.as_str()) { ct_max } else { map.max_entries() };
+        let want_entries = object::sized_at_attach(name, ct_max).unwrap_or(map.max_entries());
         // MapType's discriminants are the kernel's map type numbers.
         let live_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
         let want_type = map.map_type();

@@ -120,17 +120,25 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
-    let (repeat, rounds) = if quick { (10_000, 1) } else { (1_000_000, 15) };
-    let policies: &[(&str, usize)] = &[
+    let (repeat, mut rounds) = if quick { (10_000, 1) } else { (1_000_000, 15) };
+    // `--rounds N` and `--only NAME` (one policy): for quick comparisons while working.
+    if let Some(n) = std::env::args().skip_while(|a| a != "--rounds").nth(1) {
+        rounds = n.parse().expect("--rounds takes a number");
+    }
+    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let all: &[(&str, usize)] = &[
         ("lync", 0),
         ("lync + 10 rules", 10),
         ("lync + 100 rules", 100),
         ("lync + 1000 rules", 1000),
         ("lync + 10000 rules", 10000),
     ];
+    let policies: Vec<(&str, usize)> =
+        all.iter().copied().filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name)).collect();
+    assert!(!policies.is_empty(), "--only: no policy named {only:?}");
     let mut results = Vec::new();
     println!("BPF_PROG_TEST_RUN, repeat {repeat}, median of {rounds} rounds, 64-byte-class frames, ns per packet");
-    for (pname, extra) in policies {
+    for (pname, extra) in &policies {
         let text = scaled_policy(*extra);
         let p = policy::parse(&text, pname).expect("bench policy parses");
         let rules = p.rules_of(Role::External).count();
