@@ -191,17 +191,9 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
         return decide::<DRY>(None, INBOUND, Decision::Drop(DropReason::PolicyDefault), None, bytes);
     };
     match parse::parse(data, data_end, true) {
-        Frame::Ip(pkt) => {
-            let d = match pkt.proto {
-                PROTO_TCP | PROTO_UDP => match policy::match_rule(generation, cfg, &pkt, INBOUND) {
-                    Some(slot) => Decision::Rule(slot),
-                    None => tracked_inbound::<DRY>(cfg, &pkt),
-                },
-                PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, cfg, &pkt),
-                _ => Decision::Drop(DropReason::L4Protocol),
-            };
-            decide::<DRY>(Some(cfg), INBOUND, audited(cfg, d), Some(&pkt), bytes)
-        }
+        // One copy of the logic per family, so that IPv4 never carries IPv6's address words.
+        Frame::Ip(pkt) if pkt.v6 => ip_in::<DRY, true>(data, data_end, generation, cfg, pkt, bytes),
+        Frame::Ip(pkt) => ip_in::<DRY, false>(data, data_end, generation, cfg, pkt, bytes),
         Frame::Arp => decide::<DRY>(
             Some(cfg),
             INBOUND,
@@ -214,6 +206,29 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
         }
         Frame::Drop(reason) => decide::<DRY>(Some(cfg), INBOUND, audited(cfg, Decision::Drop(reason)), None, bytes),
     }
+}
+
+/// A TCP, UDP or ICMP packet (or another IP protocol), of one family: `pkt.v6` is the constant
+/// `V6` from here on.
+#[inline(always)]
+fn ip_in<const DRY: bool, const V6: bool>(
+    data: usize,
+    data_end: usize,
+    generation: u32,
+    cfg: &GenConfig,
+    pkt: Packet,
+    bytes: u64,
+) -> bool {
+    let pkt = Packet { v6: V6, ..pkt };
+    let d = match pkt.proto {
+        PROTO_TCP | PROTO_UDP => match policy::match_rule(generation, cfg, &pkt, INBOUND) {
+            Some(slot) => Decision::Rule(slot),
+            None => tracked_inbound::<DRY>(cfg, &pkt),
+        },
+        PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, cfg, &pkt),
+        _ => Decision::Drop(DropReason::L4Protocol),
+    };
+    decide::<DRY>(Some(cfg), INBOUND, audited(cfg, d), Some(&pkt), bytes)
 }
 
 /// No rule allows it: it passes only as part of a flow the edge opened.
