@@ -107,22 +107,45 @@ fn slot_of(cfg: &GenConfig, f: &Flow) -> Option<(*mut u64, *const u64, *mut CtEn
     }
 }
 
+/// A key as the 64-bit words of its memory layout (little-endian), built from the fields: the
+/// comparison with a slot then needs no reload of the key from the stack (on x86 a wide load
+/// of narrower stores cannot be forwarded and stalls).
+#[inline(always)]
+fn key_words(f: &Flow) -> [u64; 5] {
+    #[inline(always)]
+    fn pair(lo: u32, hi: u32) -> u64 {
+        lo as u64 | (hi as u64) << 32
+    }
+    let (lport, rport, proto) = match f {
+        Flow::V4(k) => (k.lport, k.rport, k.proto),
+        Flow::V6(k) => (k.lport, k.rport, k.proto),
+    };
+    let tail = lport as u64 | (rport as u64) << 16 | (proto as u64) << 32;
+    match f {
+        Flow::V4(k) => [pair(k.local, k.remote), tail, 0, 0, 0],
+        Flow::V6(k) => [
+            pair(k.local[0], k.local[1]),
+            pair(k.local[2], k.local[3]),
+            pair(k.remote[0], k.remote[1]),
+            pair(k.remote[2], k.remote[3]),
+            tail,
+        ],
+    }
+}
+
 /// Whether the key at `stored` equals the flow's, compared as 64-bit words without a branch
-/// (keys are 8-byte aligned: 2 words for IPv4, 5 for IPv6).
+/// (2 words for IPv4, 5 for IPv6).
 #[inline(always)]
 fn same_key(f: &Flow, stored: *const u64) -> bool {
-    #[inline(always)]
-    fn diff<const N: usize>(a: *const u64, b: *const u64) -> u64 {
-        let mut d = 0;
-        for i in 0..N {
-            d |= unsafe { core::ptr::read_volatile(a.add(i)) ^ *b.add(i) };
+    let w = key_words(f);
+    let n = if let Flow::V4(_) = f { 2 } else { 5 };
+    let mut d = 0;
+    for (i, want) in w.iter().enumerate() {
+        if i < n {
+            d |= unsafe { core::ptr::read_volatile(stored.add(i)) } ^ want;
         }
-        d
     }
-    match f {
-        Flow::V4(k) => diff::<2>(stored, (k as *const CtKeyV4).cast()) == 0,
-        Flow::V6(k) => diff::<5>(stored, (k as *const CtKeyV6).cast()) == 0,
-    }
+    d == 0
 }
 
 /// The flow's slot, if it holds the flow: the lock word was even and unchanged around the key
@@ -139,9 +162,6 @@ fn slot_lookup(cfg: &GenConfig, f: &Flow) -> Option<Hit> {
 
 #[inline(always)]
 fn lookup(cfg: &GenConfig, f: &Flow) -> Option<Hit> {
-    if !port_may_be_tracked(f) {
-        return None;
-    }
     if let Some(hit) = slot_lookup(cfg, f) {
         return Some(hit);
     }
@@ -200,15 +220,12 @@ fn fill_slot(cfg: &GenConfig, f: &Flow, entry: &CtEntry, now: u64) {
     if !lock_slot(seq, seen) {
         return;
     }
-    let words: *const u64 = match f {
-        Flow::V4(k) => (k as *const CtKeyV4).cast(),
-        Flow::V6(k) => (k as *const CtKeyV6).cast(),
-    };
+    let words = key_words(f);
     let n = if let Flow::V4(_) = f { 2 } else { 5 };
     let key = key as *mut u64;
-    for i in 0..5 {
+    for (i, w) in words.iter().enumerate() {
         if i < n {
-            unsafe { core::ptr::write_volatile(key.add(i), *words.add(i)) };
+            unsafe { core::ptr::write_volatile(key.add(i), *w) };
         }
     }
     unsafe { *stored = *entry };
@@ -260,6 +277,15 @@ fn timeout(cfg: &GenConfig, state: u8) -> u64 {
 /// the table and the counters as they are.
 #[inline(always)]
 pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Option<(Hit, u64)> {
+    if !port_may_be_tracked(f) {
+        return None;
+    }
+    live_checked::<DRY>(cfg, f)
+}
+
+/// [`live`] for a caller that has checked [`may_be_tracked`] itself.
+#[inline(always)]
+pub fn live_checked<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Option<(Hit, u64)> {
     let hit = lookup(cfg, f)?;
     let e = hit.entry;
     let now = jiffies();

@@ -235,13 +235,13 @@ fn ip_in<const DRY: bool, const V6: bool>(
 #[inline(always)]
 fn tracked_inbound<const DRY: bool>(cfg: &GenConfig, pkt: &Packet) -> Decision {
     // The per-port table first, before a key is even built: a flood to untracked ports costs
-    // one array read (`live` checks it again for its other callers; the benchmark shows that
-    // building the key first makes every denied packet dearer).
+    // one array read (the benchmark shows that building the key first makes every denied
+    // packet dearer).
     if !conntrack::may_be_tracked(pkt.proto, pkt.dport) {
         return untracked(pkt);
     }
     let flow = conntrack::flow_of(pkt, false);
-    if let Some((hit, now)) = conntrack::live::<DRY>(cfg, &flow) {
+    if let Some((hit, now)) = conntrack::live_checked::<DRY>(cfg, &flow) {
         conntrack::advance::<DRY>(&flow, hit, pkt, true, now);
         return Decision::Pass(PassReason::Conntrack);
     }
