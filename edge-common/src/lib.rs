@@ -326,7 +326,16 @@ pub struct CtKeyV4 {
     pub lport: u16,
     pub rport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    // Two fields, not `[u8; 3]`: zeroing a 3-byte array is a call to memset in BPF code.
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+impl CtKeyV4 {
+    #[inline(always)]
+    pub const fn new(local: u32, remote: u32, lport: u16, rport: u16, proto: u8) -> Self {
+        CtKeyV4 { local, remote, lport, rport, proto, _pad0: 0, _pad1: 0 }
+    }
 }
 
 /// Connection table key, IPv6.
@@ -338,7 +347,15 @@ pub struct CtKeyV6 {
     pub lport: u16,
     pub rport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    pub _pad0: u8,
+    pub _pad1: u16,
+}
+
+impl CtKeyV6 {
+    #[inline(always)]
+    pub const fn new(local: [u32; 4], remote: [u32; 4], lport: u16, rport: u16, proto: u8) -> Self {
+        CtKeyV6 { local, remote, lport, rport, proto, _pad0: 0, _pad1: 0 }
+    }
 }
 
 /// A flow slot: a direct-mapped copy of a connection-table entry, so the reply of a tracked flow
@@ -700,14 +717,7 @@ mod tests {
         let mask = ct_slots(65_536) - 1;
         let mut used = std::collections::HashSet::new();
         for p in 0..4096u16 {
-            let k = CtKeyV4 {
-                local: 0x0a00_0001,
-                remote: 0xc633_6435,
-                lport: 30_000 + p,
-                rport: 53,
-                proto: 17,
-                _pad: [0; 3],
-            };
+            let k = CtKeyV4::new(0x0a00_0001, 0xc633_6435, 30_000 + p, 53, 17);
             used.insert(ct_slot_v4(&k) & mask);
         }
         assert!(used.len() > 3900, "{} distinct slots of 4096", used.len());

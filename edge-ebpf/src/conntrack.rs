@@ -46,9 +46,9 @@ pub fn flow_of(pkt: &Packet, outbound: bool) -> Flow {
 #[inline(always)]
 pub fn flow(v6: bool, proto: u8, local: &[u32; 4], remote: &[u32; 4], lport: u16, rport: u16) -> Flow {
     if v6 {
-        Flow::V6(CtKeyV6 { local: *local, remote: *remote, lport, rport, proto, _pad: [0; 3] })
+        Flow::V6(CtKeyV6::new(*local, *remote, lport, rport, proto))
     } else {
-        Flow::V4(CtKeyV4 { local: local[0], remote: remote[0], lport, rport, proto, _pad: [0; 3] })
+        Flow::V4(CtKeyV4::new(local[0], remote[0], lport, rport, proto))
     }
 }
 
@@ -85,11 +85,30 @@ fn mark_port(f: &Flow) {
 }
 
 /// Where a flow's entry was found: its slot (with the slot's lock word and the even value it
-/// had when the key matched) or the table.
+/// had when the key matched) or the table (`seq` null). Plain fields, all always set: with an
+/// `Option` payload LLVM may spill a register it never defined, which the verifier rejects.
 #[derive(Clone, Copy)]
 pub struct Hit {
     entry: *mut CtEntry,
-    slot: Option<(*mut u64, u64)>,
+    seq: *mut u64,
+    seen: u64,
+}
+
+/// What [`live`] found: a live entry (`found`), where, and the time it read. Plain fields set on
+/// every path, for the same reason as [`Hit`].
+#[derive(Clone, Copy)]
+pub struct Tracked {
+    pub found: bool,
+    hit: Hit,
+    now: u64,
+}
+
+impl Tracked {
+    const NONE: Tracked = Tracked {
+        found: false,
+        hit: Hit { entry: core::ptr::null_mut(), seq: core::ptr::null_mut(), seen: 0 },
+        now: 0,
+    };
 }
 
 /// A slot's lock word, its key and its entry (see `edge_common::CtSlotV4`).
@@ -133,14 +152,13 @@ fn key_words(f: &Flow) -> [u64; 5] {
     }
 }
 
-/// Whether the key at `stored` equals the flow's, compared as 64-bit words without a branch
-/// (2 words for IPv4, 5 for IPv6).
+/// Whether the key at `stored` equals `words` (the first 2 for IPv4, all 5 for IPv6), compared
+/// as 64-bit words without a branch.
 #[inline(always)]
-fn same_key(f: &Flow, stored: *const u64) -> bool {
-    let w = key_words(f);
-    let n = if let Flow::V4(_) = f { 2 } else { 5 };
+fn same_key(words: &[u64; 5], v4: bool, stored: *const u64) -> bool {
+    let n = if v4 { 2 } else { 5 };
     let mut d = 0;
-    for (i, want) in w.iter().enumerate() {
+    for (i, want) in words.iter().enumerate() {
         if i < n {
             d |= unsafe { core::ptr::read_volatile(stored.add(i)) } ^ want;
         }
@@ -152,12 +170,15 @@ fn same_key(f: &Flow, stored: *const u64) -> bool {
 /// comparison, so the key was not being rewritten.
 #[inline(always)]
 fn slot_lookup(cfg: &GenConfig, f: &Flow) -> Option<Hit> {
+    // Everything taken from the key before the map lookup: the compiler must assume a helper
+    // call changes the stack copy of the key, and would read it (and its family) again.
+    let (words, v4) = (key_words(f), matches!(f, Flow::V4(_)));
     let (seq, key, entry) = slot_of(cfg, f)?;
     let seen = unsafe { core::ptr::read_volatile(seq) };
-    if seen & 1 != 0 || !same_key(f, key) || unsafe { core::ptr::read_volatile(seq) } != seen {
+    if seen & 1 != 0 || !same_key(&words, v4, key) || unsafe { core::ptr::read_volatile(seq) } != seen {
         return None;
     }
-    Some(Hit { entry, slot: Some((seq, seen)) })
+    Some(Hit { entry, seq, seen })
 }
 
 #[inline(always)]
@@ -169,7 +190,7 @@ fn lookup(cfg: &GenConfig, f: &Flow) -> Option<Hit> {
         Flow::V4(k) => EDGE_CT4.get_ptr_mut(k),
         Flow::V6(k) => EDGE_CT6.get_ptr_mut(k),
     }?;
-    Some(Hit { entry, slot: None })
+    Some(Hit { entry, seq: core::ptr::null_mut(), seen: 0 })
 }
 
 /// Takes a slot's lock (even `seen` to odd): fails when another CPU got there first.
@@ -193,9 +214,8 @@ fn proto_word(f: &Flow) -> usize {
 /// Frees the slot of a removed flow, unless another CPU changed it meanwhile.
 #[inline(always)]
 fn free_slot(f: &Flow, hit: &Hit) {
-    if let Some((seq, seen)) = hit.slot
-        && lock_slot(seq, seen)
-    {
+    let seq = hit.seq;
+    if !seq.is_null() && lock_slot(seq, hit.seen) {
         // The key follows the lock word.
         let key = unsafe { seq.add(1) };
         unsafe { core::ptr::write_volatile(key.add(proto_word(f)), 0) };
@@ -276,17 +296,17 @@ fn timeout(cfg: &GenConfig, state: u8) -> u64 {
 /// is past its timeout. The clock is read only when there is an entry. `DRY` (explain) leaves
 /// the table and the counters as they are.
 #[inline(always)]
-pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Option<(Hit, u64)> {
+pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Tracked {
     if !port_may_be_tracked(f) {
-        return None;
+        return Tracked::NONE;
     }
     live_checked::<DRY>(cfg, f)
 }
 
 /// [`live`] for a caller that has checked [`may_be_tracked`] itself.
 #[inline(always)]
-pub fn live_checked<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Option<(Hit, u64)> {
-    let hit = lookup(cfg, f)?;
+pub fn live_checked<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Tracked {
+    let Some(hit) = lookup(cfg, f) else { return Tracked::NONE };
     let e = hit.entry;
     let now = jiffies();
     let (last, state) = unsafe { ((*e).last_seen, (*e).state) };
@@ -295,17 +315,18 @@ pub fn live_checked<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Option<(Hit, 
             remove(f, &hit);
             counters::ct_event(CtEvent::Expired);
         }
-        return None;
+        return Tracked::NONE;
     }
-    Some((hit, now))
+    Tracked { found: true, hit, now }
 }
 
 /// Refreshes a flow and moves a TCP flow's state on a segment; a RST removes the flow.
 #[inline(always)]
-pub fn advance<const DRY: bool>(f: &Flow, hit: Hit, pkt: &Packet, inbound: bool, now: u64) {
+pub fn advance<const DRY: bool>(f: &Flow, t: &Tracked, pkt: &Packet, inbound: bool) {
     if DRY {
         return;
     }
+    let (hit, now) = (t.hit, t.now);
     let e = hit.entry;
     // Only when the tick moved: the value is shared with the other direction's CPU.
     if unsafe { (*e).last_seen } != now {

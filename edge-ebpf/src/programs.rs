@@ -241,8 +241,9 @@ fn tracked_inbound<const DRY: bool>(cfg: &GenConfig, pkt: &Packet) -> Decision {
         return untracked(pkt);
     }
     let flow = conntrack::flow_of(pkt, false);
-    if let Some((hit, now)) = conntrack::live_checked::<DRY>(cfg, &flow) {
-        conntrack::advance::<DRY>(&flow, hit, pkt, true, now);
+    let t = conntrack::live_checked::<DRY>(cfg, &flow);
+    if t.found {
+        conntrack::advance::<DRY>(&flow, &t, pkt, true);
         return Decision::Pass(PassReason::Conntrack);
     }
     untracked(pkt)
@@ -290,7 +291,7 @@ fn icmp_in<const DRY: bool>(data: usize, data_end: usize, cfg: &GenConfig, pkt: 
     }
     if let Some(q) = parse::quoted(data, data_end, pkt) {
         let flow = conntrack::flow(pkt.v6, q.proto, &q.local, &q.remote, q.lport, q.rport);
-        if conntrack::live::<DRY>(cfg, &flow).is_some() {
+        if conntrack::live::<DRY>(cfg, &flow).found {
             return Decision::Pass(PassReason::Related);
         }
     }
@@ -339,15 +340,16 @@ fn tcp_udp_out<const DRY: bool>(generation: u32, cfg: &GenConfig, pkt: &Packet) 
     let flow = conntrack::flow_of(pkt, true);
     let tracked = conntrack::live::<DRY>(cfg, &flow);
     if let Some(slot) = policy::match_rule(generation, cfg, pkt, OUTBOUND) {
-        match tracked {
-            Some((hit, now)) => conntrack::advance::<DRY>(&flow, hit, pkt, false, now),
-            None => conntrack::create::<DRY>(cfg, &flow, pkt, slot),
+        if tracked.found {
+            conntrack::advance::<DRY>(&flow, &tracked, pkt, false);
+        } else {
+            conntrack::create::<DRY>(cfg, &flow, pkt, slot);
         }
         return Decision::Rule(slot);
     }
-    if let Some((hit, now)) = tracked {
+    if tracked.found {
         // A flow opened under an earlier policy, seeded at attach, or passed by monitor/off.
-        conntrack::advance::<DRY>(&flow, hit, pkt, false, now);
+        conntrack::advance::<DRY>(&flow, &tracked, pkt, false);
         return Decision::Pass(PassReason::Conntrack);
     }
     if is_reply(generation, cfg, pkt) {

@@ -78,7 +78,12 @@ impl Lab {
 
     /// The edge0 <-> peer0 link of [`Lab::edge_and_peer`] (again, after a test deleted it).
     pub fn link_edge_and_peer(&self, edge: &str, peer: &str) {
-        self.veth((edge, "edge0"), (peer, "peer0"));
+        self.link_edge_and_peer_at(edge, peer, None);
+    }
+
+    /// As [`Lab::link_edge_and_peer`], with edge0 given the interface index `index`.
+    pub fn link_edge_and_peer_at(&self, edge: &str, peer: &str, index: Option<u32>) {
+        self.veth_at((edge, "edge0"), (peer, "peer0"), index);
         for (ns, dev, a) in [(edge, "edge0", EDGE), (peer, "peer0", PEER)] {
             self.addr(ns, dev, &format!("{}/24", a[0]));
             self.addr(ns, dev, &format!("{}/64", a[1]));
@@ -114,12 +119,24 @@ impl Lab {
         run_ok(Command::new("ip").arg("-n").arg(ns).args(args));
     }
 
+    /// `ip -n NS ARGS...`, its standard output.
+    pub fn ip_out(&self, ns: &str, args: &[&str]) -> String {
+        run_ok(Command::new("ip").arg("-n").arg(ns).args(args))
+    }
+
     /// A veth pair between two namespaces, both ends up.
     pub fn veth(&self, a: (&str, &str), b: (&str, &str)) {
-        run_ok(
-            Command::new("ip")
-                .args(["link", "add", a.1, "netns", a.0, "type", "veth", "peer", "name", b.1, "netns", b.0]),
-        );
+        self.veth_at(a, b, None);
+    }
+
+    /// As [`Lab::veth`], with the first end given the interface index `index`.
+    pub fn veth_at(&self, a: (&str, &str), b: (&str, &str), index: Option<u32>) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", a.0, "link", "add", a.1]);
+        if let Some(i) = index {
+            cmd.args(["index", &i.to_string()]);
+        }
+        run_ok(cmd.args(["type", "veth", "peer", "name", b.1, "netns", b.0]));
         self.ip(a.0, &["link", "set", a.1, "up"]);
         self.ip(b.0, &["link", "set", b.1, "up"]);
     }
@@ -221,9 +238,11 @@ impl Drop for Lab {
     }
 }
 
-fn run_ok(cmd: &mut Command) {
+/// Runs a command that must succeed; returns its standard output.
+fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Lab {

@@ -99,6 +99,29 @@ fn bpffs_missing_is_mounted() {
 }
 
 #[test]
+fn interface_comes_back_with_the_same_index() {
+    // The state file's index matches; only the link can tell that the filter went with the old
+    // device (the same happens to a namespace that gets a deleted one's inode).
+    let s = setup("idx");
+    s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
+    let _servers = Servers::start(&s.edge, &[8080], &[]);
+    assert!(s.filtered());
+    let index: u32 =
+        s.lab.ip_out(&s.edge, &["-o", "link", "show", "edge0"]).split(':').next().unwrap().parse().unwrap();
+    s.lab.ip(&s.edge, &["link", "del", "edge0"]);
+    s.lab.link_edge_and_peer_at(&s.edge, &s.peer, Some(index));
+    assert!(s.lab.ip_out(&s.edge, &["-o", "link", "show", "edge0"]).starts_with(&format!("{index}:")));
+    let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+    assert_eq!(st["interfaces"][0]["stale"], true, "{st}");
+    assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("same index"), "{st}");
+    assert!(!s.filtered(), "the new device is not filtered yet");
+    let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("removed a stale attachment"));
+    assert!(s.filtered());
+}
+
+#[test]
 fn interface_vanishes_and_comes_back() {
     let s = setup("van");
     s.lab.edge_ctl_ok(&s.edge, &s.attach_args());

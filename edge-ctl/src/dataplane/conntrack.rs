@@ -140,25 +140,17 @@ impl MapSet {
         let proto = flow.proto_number();
         let r = match (flow.local, flow.remote) {
             (IpAddr::V4(l), IpAddr::V4(r)) => {
-                let key = CtKeyV4 {
-                    local: u32::from_ne_bytes(l.octets()),
-                    remote: u32::from_ne_bytes(r.octets()),
-                    lport: flow.local_port,
-                    rport: flow.remote_port,
+                let key = CtKeyV4::new(
+                    u32::from_ne_bytes(l.octets()),
+                    u32::from_ne_bytes(r.octets()),
+                    flow.local_port,
+                    flow.remote_port,
                     proto,
-                    _pad: [0; 3],
-                };
+                );
                 self.ct_v4.insert(key, entry, 0)
             }
             (IpAddr::V6(l), IpAddr::V6(r)) => {
-                let key = CtKeyV6 {
-                    local: words(l),
-                    remote: words(r),
-                    lport: flow.local_port,
-                    rport: flow.remote_port,
-                    proto,
-                    _pad: [0; 3],
-                };
+                let key = CtKeyV6::new(words(l), words(r), flow.local_port, flow.remote_port, proto);
                 self.ct_v6.insert(key, entry, 0)
             }
             _ => return Ok(()),

@@ -107,6 +107,18 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
             Some("the interface no longer exists; the filter went with it (`edge-ctl detach` cleans up)".into());
     }
     if let (Some(now), Ok(Some(st))) = (ifindex, &state)
+        && now == st.ifindex
+        && p.pins.join(XDP_LINK).exists()
+        && system::xdp_link_ifindex(&p.pins.join(XDP_LINK)) != Some(now)
+    {
+        // The same index, but the link is not on this device: it went with an earlier one.
+        s.stale = true;
+        s.problem = Some(format!(
+            "the interface was deleted and created again (with the same index {now}): it is not filtered; \
+             run `edge-ctl attach` again"
+        ));
+    }
+    if let (Some(now), Ok(Some(st))) = (ifindex, &state)
         && now != st.ifindex
     {
         s.stale = true;

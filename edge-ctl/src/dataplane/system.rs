@@ -138,3 +138,32 @@ fn jiffies_in(timer_list: &str) -> Option<u64> {
 pub fn jiffies_now() -> Option<u64> {
     jiffies_in(&std::fs::read_to_string("/proc/timer_list").ok()?)
 }
+
+/// The interface index a pinned XDP link is attached to, as the kernel reports it in the link's
+/// fdinfo: 0 once its device is gone. `None` when the pin cannot be opened. aya's link handles
+/// expose neither the descriptor nor this field, hence BPF_OBJ_GET directly.
+pub fn xdp_link_ifindex(pin: &Path) -> Option<u32> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    // union bpf_attr for BPF_OBJ_GET (pathname, bpf_fd, file_flags, path_fd), zero-padded.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let path = CString::new(pin.as_os_str().as_bytes()).ok()?;
+    let attr = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0, path_fd: 0, _pad: 0 };
+    // SAFETY: a valid bpf_attr of the size given; the path outlives the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &attr as *const ObjGet, size_of::<ObjGet>()) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines().find_map(|l| l.strip_prefix("ifindex:")?.trim().parse().ok())
+}
