@@ -103,9 +103,7 @@ fn interface_comes_back_with_the_same_index() {
     // The state file's index matches; only the link can tell that the filter went with the old
     // device (the same happens to a namespace that gets a deleted one's inode).
     let s = setup("idx");
-    s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
-    let _servers = Servers::start(&s.edge, &[8080], &[]);
-    assert!(s.filtered());
+    let _servers = attach_filtered(&s);
     let index: u32 =
         s.lab.ip_out(&s.edge, &["-o", "link", "show", "edge0"]).split(':').next().unwrap().parse().unwrap();
     s.lab.ip(&s.edge, &["link", "del", "edge0"]);
@@ -114,6 +112,20 @@ fn interface_comes_back_with_the_same_index() {
     let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
     assert_eq!(st["interfaces"][0]["stale"], true, "{st}");
     assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("same index"), "{st}");
+    reattach_replaces_stale(&s);
+}
+
+/// Attaches, with a server on 8080 (kept while the guard lives), and checks the filter works.
+fn attach_filtered(s: &Setup) -> Servers {
+    s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
+    let servers = Servers::start(&s.edge, &[8080], &[]);
+    assert!(s.filtered());
+    servers
+}
+
+/// After the device was replaced: nothing filters it until attach, which replaces the stale
+/// attachment.
+fn reattach_replaces_stale(s: &Setup) {
     assert!(!s.filtered(), "the new device is not filtered yet");
     let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
     assert!(out.status.success(), "{}", stderr(&out));
@@ -124,9 +136,7 @@ fn interface_comes_back_with_the_same_index() {
 #[test]
 fn interface_vanishes_and_comes_back() {
     let s = setup("van");
-    s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
-    let _servers = Servers::start(&s.edge, &[8080], &[]);
-    assert!(s.filtered());
+    let _servers = attach_filtered(&s);
     s.lab.ip(&s.edge, &["link", "del", "edge0"]);
     let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
     assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("no longer exists"), "{st}");
@@ -136,11 +146,7 @@ fn interface_vanishes_and_comes_back() {
     let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
     assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("deleted and created again"), "{st}");
     assert_eq!(st["interfaces"][0]["stale"], true, "{st}");
-    assert!(!s.filtered(), "the new device is not filtered yet");
-    let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("removed a stale attachment"));
-    assert!(s.filtered());
+    reattach_replaces_stale(&s);
     let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
     assert!(st["interfaces"][0]["problem"].is_null(), "{st}");
 }
