@@ -364,7 +364,7 @@ impl CtKeyV6 {
 /// ([`ct_slot_v4`]) was free or held an expired flow when it was created. While it holds the slot
 /// the flow's timestamps and state are kept there, and the table's copy may be older
 /// (`edge-ctl conntrack` shows the newer one). A flow leaves its slot only when it is removed
-/// (reset, expiry, flush), never for another flow.
+/// (the edge's RST, expiry, flush), never for another flow.
 ///
 /// `seq` is a sequence lock: odd while a writer (who set it with a compare-and-exchange)
 /// rewrites the key; readers take the entry only if `seq` was even and unchanged around
@@ -657,7 +657,8 @@ named_enum! {
         Expired = 1 => "expired",
         /// An entry was created while the table was full, evicting the least recently used.
         TableFull = 2 => "table-full",
-        /// A TCP RST ended a flow. (Hits, packets passed for a tracked flow, are the inbound
+        /// A TCP RST on a tracked flow: the edge's own ends the flow, one from outside makes it
+        /// closing (see the README). (Hits, packets passed for a tracked flow, are the inbound
         /// `conntrack` pass counter.)
         Reset = 3 => "reset",
     }

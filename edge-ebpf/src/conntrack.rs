@@ -320,7 +320,8 @@ pub fn live_checked<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Tracked {
     Tracked { found: true, hit, now }
 }
 
-/// Refreshes a flow and moves a TCP flow's state on a segment; a RST removes the flow.
+/// Refreshes a flow and moves a TCP flow's state on a segment; the edge's own RST removes the
+/// flow, a RST from outside makes it closing.
 #[inline(always)]
 pub fn advance<const DRY: bool>(f: &Flow, t: &Tracked, pkt: &Packet, inbound: bool) {
     if DRY {
@@ -337,12 +338,18 @@ pub fn advance<const DRY: bool>(f: &Flow, t: &Tracked, pkt: &Packet, inbound: bo
     }
     let flags = pkt.tcp_flags;
     if flags & TCP_RST != 0 {
-        remove(f, &hit);
         counters::ct_event(CtEvent::Reset);
-        return;
+        if !inbound {
+            // The edge's own stack ended the connection.
+            remove(f, &hit);
+            return;
+        }
     }
     let state = unsafe { (*e).state };
-    let next = if flags & TCP_FIN != 0 {
+    // A RST from outside only moves the flow to closing: the edge's stack checks its sequence
+    // number and this table cannot, so a spoofed RST must not cut a live connection (its next
+    // packets keep the flow), while after a real one the flow idles out.
+    let next = if flags & (TCP_FIN | TCP_RST) != 0 {
         CtState::Closing as u8
     } else if !inbound && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         // The edge opens a new connection on the 4-tuple of a closing one.

@@ -117,27 +117,35 @@ fn spoofed_source_ports_open_nothing() {
 #[test]
 fn rst_ends_a_flow_and_fin_moves_it_to_closing() {
     let l = load("");
+    let state_of = |edge: IpAddr, port: u16| {
+        l.maps
+            .ct_entries()
+            .unwrap()
+            .into_iter()
+            .find(|(f, _)| f.local_port == port && f.local == edge)
+            .map(|e| e.1.state)
+    };
     for (edge, peer) in families() {
         l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN));
         assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, SYN | ACK)), XDP_PASS);
+        l.run_egress(&packet::tcp(edge, peer, 41000, 5061, ACK));
         let resets = l.ct_event(CtEvent::Reset);
+        // A RST from outside (anyone who guesses the ports can send one): the flow becomes
+        // closing and the connection's next packets still pass.
         assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, RST)), XDP_PASS, "the RST itself passes");
         assert_eq!(l.ct_event(CtEvent::Reset), resets + 1);
-        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)), XDP_DROP, "nothing after the RST");
+        assert_eq!(state_of(edge, 41000), Some(edge_common::CtState::Closing as u8));
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)), XDP_PASS, "a spoofed RST cuts nothing");
+        // The edge's own RST ends the flow.
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 41000, 5061, RST | ACK)), TC_PASS);
+        assert_eq!(l.ct_event(CtEvent::Reset), resets + 2);
+        assert_eq!(state_of(edge, 41000), None);
+        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)), XDP_DROP, "nothing after the edge's RST");
 
         l.run_egress(&packet::tcp(edge, peer, 41001, 5061, SYN));
         l.run(&packet::tcp(peer, edge, 5061, 41001, SYN | ACK));
         l.run_egress(&packet::tcp(edge, peer, 41001, 5061, FIN | ACK));
-        let state = l
-            .maps
-            .ct_entries()
-            .unwrap()
-            .into_iter()
-            .find(|(f, _)| f.local_port == 41001 && f.local == edge)
-            .unwrap()
-            .1
-            .state;
-        assert_eq!(state, edge_common::CtState::Closing as u8);
+        assert_eq!(state_of(edge, 41001), Some(edge_common::CtState::Closing as u8));
         assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41001, FIN | ACK)), XDP_PASS, "closing flows still pass");
     }
 }
@@ -281,12 +289,12 @@ fn a_flow_without_a_slot_lives_in_the_table() {
             assert_eq!(l.run_egress(&packet::tcp(edge, peer, port, 5061, FIN | ACK)), TC_PASS);
             let entry = l.maps.ct_entries().unwrap().into_iter().find(|(f, _)| f.local_port == port && f.local == edge);
             assert_eq!(entry.unwrap().1.state, edge_common::CtState::Closing as u8);
-            assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, RST)), XDP_PASS);
+            assert_eq!(l.run_egress(&packet::tcp(edge, peer, port, 5061, RST | ACK)), TC_PASS);
             assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, ACK)), XDP_DROP, "nothing after the RST");
         }
         // A reset frees a slot, and the next new flow for it takes it.
         let port = slotted[0];
-        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, RST)), XDP_PASS);
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, port, 5061, RST | ACK)), TC_PASS);
         assert!(!l.maps.ct_slotted().unwrap().iter().any(|f| f.local_port == port && f.local == edge));
         assert_eq!(l.run(&packet::tcp(peer, edge, 5061, port, ACK)), XDP_DROP);
         assert_eq!(l.run_egress(&packet::tcp(edge, peer, port, 5061, SYN)), TC_PASS);

@@ -163,7 +163,7 @@ pub struct ConntrackStats {
     pub expired: u64,
     /// Entries created while the table was full (each evicted the least recently used entry).
     pub table_full: u64,
-    /// Flows ended by a TCP RST.
+    /// TCP RSTs on tracked flows (the edge's own end the flow; a peer's makes it closing).
     pub reset: u64,
 }
 

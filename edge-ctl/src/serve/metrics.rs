@@ -74,7 +74,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Entries created while the table was full (each evicted the least recently used entry).",
     ),
-    ("edge_ctl_conntrack_resets_total", "counter", "Flows ended by a TCP RST."),
+    (
+        "edge_ctl_conntrack_resets_total",
+        "counter",
+        "TCP RSTs on tracked flows (the edge's own end the flow; a peer's makes it closing).",
+    ),
     (
         "edge_ctl_drop_events_reported_total",
         "counter",
