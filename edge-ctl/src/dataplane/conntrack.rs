@@ -96,8 +96,9 @@ fn slots<T: Copy>(map: Option<&MapData>, name: &str) -> Result<Option<Mmapped<T>
 }
 
 impl MapSet {
-    /// Every tracked flow, with its entry: the tables' entries, where a flow slot holds the
-    /// flow too its (newer) copy, and flows only a slot still holds (the table evicted them).
+    /// Every tracked flow, with its entry: the tables' entries (the slot's copy, which is newer,
+    /// where a flow slot also holds the flow), and the flows only a slot still holds (the
+    /// table evicted them).
     pub fn ct_entries(&self) -> Result<Vec<(FlowKey, CtEntry)>, DataplaneError> {
         let mut out: Vec<(FlowKey, CtEntry)> =
             self.ct_v4.iter().filter_map(Result::ok).map(|(k, e)| (flow_v4(&k), e)).collect();
