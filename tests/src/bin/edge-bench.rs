@@ -1,7 +1,10 @@
 //! `cargo xtask bench`: per-packet cost of the filter with BPF_PROG_TEST_RUN, against an empty
 //! XDP program in the same object (the floor of the harness), for the Lync profile and for
 //! policies of 10 to 10,000 rules. Prints a table and writes JSON. `--quick` runs few
-//! repetitions (CI checks that it works; it never asserts times).
+//! repetitions (CI checks that it works; it never asserts times). For comparing two builds by
+//! hand: `--only lync` runs one policy, `--rounds N` sets the rounds (the release binary is
+//! `target/release/edge-bench`; run it as root, alternating the two builds, since this VM's
+//! speed drifts).
 
 use std::net::IpAddr;
 
