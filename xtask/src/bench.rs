@@ -453,15 +453,35 @@ fn noise_section(s: &mut String, testrun: &Part, compare: &Part) {
             .iter()
             .filter_map(|r| Some((num(r, "ns_max")? - num(r, "ns_min")?) / num(r, "ns")? * 100.0))
             .collect();
-        if spreads.is_empty() {
+        let several_rounds = j["rounds"].as_u64().is_some_and(|r| r > 1);
+        if spreads.is_empty() || !several_rounds {
             s.push_str(
-                "- edge-bench keeps only medians in its JSON (no per-round spread); its ratios are taken \
-                 within a round, against the floor measured right before.\n",
+                "- edge-bench ran one round (or kept no per-round spread), so this run says nothing about \
+                 its noise; its ratios are taken within a round, against the floor measured right before.\n",
             );
         } else {
             let worst = spreads.iter().copied().fold(0.0, f64::max);
-            let _ =
-                writeln!(s, "- edge-bench: a packet's ns varied across rounds by at most {worst:.1}% of its median.");
+            let mut sorted = spreads.clone();
+            sorted.sort_by(f64::total_cmp);
+            let typical = sorted[sorted.len() / 2];
+            let _ = writeln!(
+                s,
+                "- edge-bench: a packet's ns varied across rounds by {typical:.1}% of its median for the median \
+                 packet and by at most {worst:.1}% (range/median, each packet of each policy)."
+            );
+            let ratio_spreads: Vec<f64> =
+                results.iter().filter_map(|r| Some(num(r, "ratio_max")? - num(r, "ratio_min")?)).collect();
+            if !ratio_spreads.is_empty() {
+                let mut sorted = ratio_spreads.clone();
+                sorted.sort_by(f64::total_cmp);
+                let _ = writeln!(
+                    s,
+                    "- edge-bench: the ratio to the floor of one packet moved across rounds by {:.2} (median) \
+                     and at most {:.2}; cells that differ by less than that are within the noise.",
+                    sorted[sorted.len() / 2],
+                    sorted[sorted.len() - 1]
+                );
+            }
         }
         if floors.len() > 1 {
             let (lo, hi) = floors.iter().fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));

@@ -164,7 +164,9 @@ fn main() {
                 runs.push(ns);
                 ratios.push(ns / floor);
             }
-            rows.push((c.name, median(runs), median(ratios)));
+            let range = |v: &[f64]| v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+            let (ns_range, ratio_range) = (range(&runs), range(&ratios));
+            rows.push((c.name, median(runs), median(ratios), ns_range, ratio_range));
         }
         let floor = median(floor_runs);
         println!(
@@ -172,10 +174,11 @@ fn main() {
             l.tables.remote_v4.len() + l.tables.remote_v6.len()
         );
         println!("  {:<40} {:>9} {:>8}", "PACKET", "NS", "x FLOOR");
-        for (name, ns, ratio) in &rows {
+        for (name, ns, ratio, (ns_min, ns_max), (ratio_min, ratio_max)) in &rows {
             println!("  {:<40} {:>9.1} {:>8.2}", name, ns, ratio);
             results.push(
-                json!({"policy": pname, "rules": rules, "packet": name, "ns": ns, "floor_ns": floor, "ratio": ratio}),
+                json!({"policy": pname, "rules": rules, "packet": name, "ns": ns, "floor_ns": floor, "ratio": ratio,
+                       "ns_min": ns_min, "ns_max": ns_max, "ratio_min": ratio_min, "ratio_max": ratio_max}),
             );
         }
     }
