@@ -1,7 +1,8 @@
 //! What test runs killed outright (SIGKILL, a timeout) leave behind, where no Drop ran: the
 //! labs' network namespaces (`edt<pid>x...`), the packet tests' pin directories
 //! (`/sys/fs/bpf/edge-test-<pid>-<n>`), and edge-ctl's pins and state for namespaces that no
-//! longer exist. Removed before the tests run; anything of a process still alive is left.
+//! longer exist. Removed before the tests run; anything of a process still alive is left. And
+//! the BPF filesystem a run mounted itself ([`Bpffs`]).
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -59,4 +60,39 @@ fn live_netns_inodes() -> HashSet<u64> {
         }
     }
     inodes
+}
+
+/// The BPF filesystem the tests, the demo and the benchmarks use. When none was mounted at
+/// /sys/fs/bpf before they ran, edge-ctl (or the test harness) mounted one; on drop this
+/// unmounts it again if nothing but the kernel's own entries is left in it (`maps.debug` and
+/// `progs.debug`, which the kernel puts into every new BPF filesystem, and an empty `edge-ctl`
+/// directory). A pin of anything else keeps it mounted.
+pub struct Bpffs {
+    mounted_before: bool,
+}
+
+const BPFFS: &str = "/sys/fs/bpf";
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mounts")
+        .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.contains(" bpf ")))
+}
+
+impl Bpffs {
+    pub fn note() -> Bpffs {
+        Bpffs { mounted_before: bpffs_mounted() }
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        if self.mounted_before || !bpffs_mounted() {
+            return;
+        }
+        let _ = std::fs::remove_dir(Path::new(BPFFS).join("edge-ctl")); // Only when empty.
+        let ours = names(BPFFS).iter().all(|n| n == "maps.debug" || n == "progs.debug");
+        if ours && !Command::new("umount").arg(BPFFS).status().is_ok_and(|s| s.success()) {
+            eprintln!("could not unmount {BPFFS}, which this run mounted");
+        }
+    }
 }

@@ -62,6 +62,7 @@ fn main() -> Result<()> {
         }
         Task::Demo => {
             require_root("the demo")?;
+            let _bpffs = leftovers::Bpffs::note();
             setup::run(&root, false)?;
             cargo(&root, &["build", "--release", "-p", "edge-ctl", "-p", "edge-tests"])?;
             run(Command::new(root.join("target/release/edge-demo"))
@@ -91,11 +92,13 @@ fn main() -> Result<()> {
         }
         Task::Bench { quick } => {
             require_root("the benchmarks")?;
+            let _bpffs = leftovers::Bpffs::note();
             setup::run(&root, false)?;
             bench::bench(&root, quick, bench::Profile::Release)
         }
         Task::Test { args } => {
             require_root("the tests")?;
+            let _bpffs = leftovers::Bpffs::note();
             setup::run(&root, false)?;
             test(&root, &args)
         }
