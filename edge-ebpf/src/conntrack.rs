@@ -126,9 +126,8 @@ fn slot_of(cfg: &GenConfig, f: &Flow) -> Option<(*mut u64, *const u64, *mut CtEn
     }
 }
 
-/// A key as the 64-bit words of its memory layout (little-endian), built from the fields: the
-/// comparison with a slot then needs no reload of the key from the stack (on x86 a wide load
-/// of narrower stores cannot be forwarded and stalls).
+/// A key as the 64-bit words of its memory layout (little-endian), built from the fields, so
+/// that they can be taken before a helper call (see `slot_lookup`) and written to a slot.
 #[inline(always)]
 fn key_words(f: &Flow) -> [u64; 5] {
     #[inline(always)]

@@ -391,6 +391,12 @@ fn where_it_ran(s: &mut String, j: &Value) {
     );
 }
 
+/// The median and the largest of non-empty values.
+fn median_and_max(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
 fn noise_section(s: &mut String, testrun: &Part, compare: &Part) {
     s.push_str("## Noise\n\n");
     s.push_str(
@@ -460,10 +466,7 @@ fn noise_section(s: &mut String, testrun: &Part, compare: &Part) {
                  its noise; its ratios are taken within a round, against the floor measured right before.\n",
             );
         } else {
-            let worst = spreads.iter().copied().fold(0.0, f64::max);
-            let mut sorted = spreads.clone();
-            sorted.sort_by(f64::total_cmp);
-            let typical = sorted[sorted.len() / 2];
+            let (typical, worst) = median_and_max(spreads);
             let _ = writeln!(
                 s,
                 "- edge-bench: a packet's ns varied across rounds by {typical:.1}% of its median for the median \
@@ -472,14 +475,11 @@ fn noise_section(s: &mut String, testrun: &Part, compare: &Part) {
             let ratio_spreads: Vec<f64> =
                 results.iter().filter_map(|r| Some(num(r, "ratio_max")? - num(r, "ratio_min")?)).collect();
             if !ratio_spreads.is_empty() {
-                let mut sorted = ratio_spreads.clone();
-                sorted.sort_by(f64::total_cmp);
+                let (typical, worst) = median_and_max(ratio_spreads);
                 let _ = writeln!(
                     s,
-                    "- edge-bench: the ratio to the floor of one packet moved across rounds by {:.2} (median) \
-                     and at most {:.2}; cells that differ by less than that are within the noise.",
-                    sorted[sorted.len() / 2],
-                    sorted[sorted.len() - 1]
+                    "- edge-bench: the ratio to the floor of one packet moved across rounds by {typical:.2} \
+                     (median) and at most {worst:.2}; cells that differ by less than that are within the noise."
                 );
             }
         }

@@ -64,12 +64,9 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     let mut replaced_stale = false;
     if p.pins.join(XDP_LINK).exists() {
         // Attached, unless the interface was deleted and created again since: then the old link
-        // went with the old device, and what is left is stale. The link itself tells (its
-        // device index is 0 once the device is gone), even when the new device got the old
-        // index, or a new namespace the old one's inode (the key of the pin directory).
-        let live_link = system::xdp_link_ifindex(&p.pins.join(XDP_LINK)) == Some(ifindex);
+        // went with the old device, and what is left is stale.
         match InterfaceState::load(&p.state) {
-            Ok(Some(st)) if st.ifindex != ifindex || !live_link => {
+            Ok(Some(st)) if super::report::replaced_device(p, &st, ifindex).is_some() => {
                 std::fs::remove_dir_all(&p.pins).map_err(|e| DataplaneError::io("remove stale pins", e))?;
                 let _ = std::fs::remove_file(&p.state);
                 replaced_stale = true;

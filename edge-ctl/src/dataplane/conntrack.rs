@@ -104,21 +104,13 @@ impl MapSet {
             self.ct_v4.iter().filter_map(Result::ok).map(|(k, e)| (flow_v4(&k), e)).collect();
         out.extend(self.ct_v6.iter().filter_map(Result::ok).map(|(k, e)| (flow_v6(&k), e)));
         let mut index: HashMap<FlowKey, usize> = out.iter().enumerate().map(|(i, (f, _))| (*f, i)).collect();
-        let mut merge = |flow: FlowKey, entry: CtEntry| match index.get(&flow) {
-            Some(&i) => out[i].1 = entry,
-            None => {
-                index.insert(flow, out.len());
-                out.push((flow, entry));
-            }
-        };
-        if let Some(mut m) = slots::<CtSlotV4>(self.ct_slots_v4.as_ref(), edge_common::maps::CT_SLOTS_V4)? {
-            for s in m.entries_mut().iter().filter(|s| s.key.proto != 0) {
-                merge(flow_v4(&s.key), s.entry);
-            }
-        }
-        if let Some(mut m) = slots::<CtSlotV6>(self.ct_slots_v6.as_ref(), edge_common::maps::CT_SLOTS_V6)? {
-            for s in m.entries_mut().iter().filter(|s| s.key.proto != 0) {
-                merge(flow_v6(&s.key), s.entry);
+        for (flow, entry) in self.ct_slot_entries()? {
+            match index.get(&flow) {
+                Some(&i) => out[i].1 = entry,
+                None => {
+                    index.insert(flow, out.len());
+                    out.push((flow, entry));
+                }
             }
         }
         Ok(out)
@@ -126,12 +118,17 @@ impl MapSet {
 
     /// The flows the flow slots hold.
     pub fn ct_slotted(&self) -> Result<Vec<FlowKey>, DataplaneError> {
+        Ok(self.ct_slot_entries()?.into_iter().map(|(flow, _)| flow).collect())
+    }
+
+    /// The occupied flow slots of both families, with their entries.
+    fn ct_slot_entries(&self) -> Result<Vec<(FlowKey, CtEntry)>, DataplaneError> {
         let mut out = Vec::new();
         if let Some(mut m) = slots::<CtSlotV4>(self.ct_slots_v4.as_ref(), edge_common::maps::CT_SLOTS_V4)? {
-            out.extend(m.entries_mut().iter().filter(|s| s.key.proto != 0).map(|s| flow_v4(&s.key)));
+            out.extend(m.entries_mut().iter().filter(|s| s.key.proto != 0).map(|s| (flow_v4(&s.key), s.entry)));
         }
         if let Some(mut m) = slots::<CtSlotV6>(self.ct_slots_v6.as_ref(), edge_common::maps::CT_SLOTS_V6)? {
-            out.extend(m.entries_mut().iter().filter(|s| s.key.proto != 0).map(|s| flow_v6(&s.key)));
+            out.extend(m.entries_mut().iter().filter(|s| s.key.proto != 0).map(|s| (flow_v6(&s.key), s.entry)));
         }
         Ok(out)
     }

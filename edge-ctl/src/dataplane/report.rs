@@ -48,6 +48,20 @@ pub fn status() -> Result<Vec<InterfaceStatus>, DataplaneError> {
     Ok(out)
 }
 
+/// Why an attachment no longer filters its interface, which now has index `ifindex`: the
+/// interface was deleted and created again, and the pinned XDP link went with the old device.
+/// The link itself tells (its fdinfo reports index 0 once its device is gone), even when the
+/// new device got the old index, or a new namespace the inode of a deleted one (which keys the
+/// pin directory). `None` while the attachment is live. For `status` and for `attach`, which
+/// replaces such an attachment.
+pub(super) fn replaced_device(p: &InterfacePaths, st: &InterfaceState, ifindex: u32) -> Option<String> {
+    if st.ifindex != ifindex {
+        return Some(format!("the interface was deleted and created again (index {} is now {ifindex})", st.ifindex));
+    }
+    (system::xdp_link_ifindex(&p.pins.join(XDP_LINK)) != Some(ifindex))
+        .then(|| format!("the interface was deleted and created again (with the same index {ifindex})"))
+}
+
 fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
     let ifindex = system::if_index(&p.ifname).ok();
     let state = InterfaceState::load(&p.state);
@@ -107,26 +121,11 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
             Some("the interface no longer exists; the filter went with it (`edge-ctl detach` cleans up)".into());
     }
     if let (Some(now), Ok(Some(st))) = (ifindex, &state)
-        && now == st.ifindex
         && p.pins.join(XDP_LINK).exists()
-        && system::xdp_link_ifindex(&p.pins.join(XDP_LINK)) != Some(now)
-    {
-        // The same index, but the link is not on this device: it went with an earlier one.
-        s.stale = true;
-        s.problem = Some(format!(
-            "the interface was deleted and created again (with the same index {now}): it is not filtered; \
-             run `edge-ctl attach` again"
-        ));
-    }
-    if let (Some(now), Ok(Some(st))) = (ifindex, &state)
-        && now != st.ifindex
+        && let Some(why) = replaced_device(p, st, now)
     {
         s.stale = true;
-        s.problem = Some(format!(
-            "the interface was deleted and created again (index {} is now {now}): it is not filtered; \
-             run `edge-ctl attach` again",
-            st.ifindex
-        ));
+        s.problem = Some(format!("{why}: it is not filtered; run `edge-ctl attach` again"));
     }
     s
 }
