@@ -73,7 +73,7 @@ pub struct Bpffs {
 
 const BPFFS: &str = "/sys/fs/bpf";
 
-fn bpffs_mounted() -> bool {
+pub fn bpffs_mounted() -> bool {
     std::fs::read_to_string("/proc/self/mounts")
         .is_ok_and(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.contains(" bpf ")))
 }

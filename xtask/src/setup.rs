@@ -3,7 +3,7 @@
 //! - rust-src for the nightly toolchain (the eBPF crate builds `core` with `-Z build-std`);
 //! - bpf-linker 0.13 built against the nightly toolchain's own libLLVM, copied into .tools/ so a
 //!   toolchain update cannot break it (bpf-linker's LLVM major must equal rustc's);
-//! - a mounted bpffs;
+//! - (it reports bpffs, which edge-ctl and the tests mount when they need it);
 //! - the system commands the tests, the demo and the benchmark run (iproute2, util-linux,
 //!   nftables, prometheus for promtool, xdp-tools for the comparison).
 
@@ -31,7 +31,7 @@ const COMMANDS: &[(&str, &str)] = &[
 pub fn run(root: &Path, verbose: bool) -> Result<()> {
     rust_src(verbose)?;
     bpf_linker(root, verbose)?;
-    bpffs(verbose)?;
+    bpffs(verbose);
     packages(verbose)?;
     Ok(())
 }
@@ -118,20 +118,18 @@ fn real_libllvm(dir: &Path) -> Result<PathBuf> {
     bail!("no libLLVM.so.* shared library in {}", dir.display())
 }
 
-fn bpffs(verbose: bool) -> Result<()> {
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf") && l.contains(" bpf ")) {
-        if verbose {
-            println!("ok: bpffs at /sys/fs/bpf");
-        }
-        return Ok(());
+/// Reports whether bpffs is mounted. Setup does not mount it: edge-ctl and the tests mount it
+/// when they need it, and the tasks that did so unmount it again when nothing of theirs is
+/// left in it (see `leftovers::Bpffs`), so a run leaves the machine as it found it.
+fn bpffs(verbose: bool) {
+    if !verbose {
+        return;
     }
-    if !crate::is_root() {
-        println!("note: bpffs is not mounted at /sys/fs/bpf; as root, setup mounts it");
-        return Ok(());
+    if crate::leftovers::bpffs_mounted() {
+        println!("ok: bpffs at /sys/fs/bpf");
+    } else {
+        println!("ok: bpffs is not mounted at /sys/fs/bpf; edge-ctl mounts it when it needs it");
     }
-    println!("setup: mounting bpffs at /sys/fs/bpf");
-    exec(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
 }
 
 fn has_command(name: &str) -> bool {
