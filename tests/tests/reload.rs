@@ -378,6 +378,27 @@ fn program_upgrade_on_a_live_link_loses_nothing() {
 }
 
 #[test]
+fn upgrade_from_a_build_without_flow_slots_sets_their_mask() {
+    let s = setup("msk");
+    s.attach(0);
+    let ino =
+        std::fs::metadata(format!("/run/netns/{}", s.edge)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0"));
+    let maps = || edge_ctl::dataplane::maps::MapSet::open(&pins).unwrap();
+    let mask = edge_common::ct_slots(maps().ct_v4_max()) - 1;
+    assert_eq!(maps().ct_slot_mask(0).unwrap(), mask);
+    // An older build's configuration had 0 there (then a padding word).
+    let mut m = maps();
+    for g in 0..2 {
+        let mut cfg = m.gen_config.get(&g, 0).unwrap();
+        cfg.ct_slot_mask = 0;
+        m.gen_config.set(g, cfg, 0).unwrap();
+    }
+    s.lab.edge_ctl_ok(&s.edge, &["upgrade", "edge0"]);
+    assert_eq!((maps().ct_slot_mask(0).unwrap(), maps().ct_slot_mask(1).unwrap()), (mask, mask));
+}
+
+#[test]
 fn upgrade_refuses_a_changed_map_layout() {
     let s = setup("lay");
     s.attach(0);

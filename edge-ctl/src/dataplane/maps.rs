@@ -184,6 +184,31 @@ impl MapSet {
         Ok(v.iter().fold((0, 0), |(e, s), b| (e + b.emitted, s + b.suppressed)))
     }
 
+    /// The flow-slot mask of a generation's configuration.
+    pub fn ct_slot_mask(&self, generation: u32) -> Result<u32, DataplaneError> {
+        let cfg = self.gen_config.get(&generation, 0).map_err(|e| DataplaneError::map(names::GEN_CONFIG, "read", e))?;
+        Ok(cfg.ct_slot_mask)
+    }
+
+    /// Sets the flow-slot mask of both generations to the size of the slot arrays: after an
+    /// upgrade from a build without flow slots it is still 0 (one slot for every flow). Safe
+    /// while packets flow: the configuration keeps every other byte, and a lookup under either
+    /// mask that misses its slot finds the flow in the connection table.
+    pub fn set_ct_slot_masks(&mut self) -> Result<(), DataplaneError> {
+        let mask = edge_common::ct_slots(self.ct_max) - 1;
+        for generation in 0..edge_common::GENERATIONS {
+            let mut cfg =
+                self.gen_config.get(&generation, 0).map_err(|e| DataplaneError::map(names::GEN_CONFIG, "read", e))?;
+            if cfg.ct_slot_mask != mask {
+                cfg.ct_slot_mask = mask;
+                self.gen_config
+                    .set(generation, cfg, 0)
+                    .map_err(|e| DataplaneError::map(names::GEN_CONFIG, "write", e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Size of each connection table.
     pub fn ct_v4_max(&self) -> u32 {
         self.ct_max

@@ -227,6 +227,9 @@ pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
     std::mem::forget(link);
     let new_tc = prog.info().map(|i| i.id()).unwrap_or(0);
     let tc_program = (old_tc, new_tc);
+    // The new programs may use maps the old ones had not (created at load above), and settings
+    // for them that the live configuration lacks.
+    super::maps::MapSet::open(&p.pins)?.set_ct_slot_masks()?;
     st.object_hash = object::hash();
     st.save(&p.state)?;
     Ok(UpgradeReport { interface: ifname.into(), xdp_program: (old_xdp, new_xdp), tc_program })
