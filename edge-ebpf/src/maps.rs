@@ -5,24 +5,15 @@ use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use edge_common::{
-    CT_DEFAULT_MAX, CT_PORTS_LEN, ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtSlotV4, CtSlotV6,
-    DROP_COUNTERS_LEN, EVENTS_RING_BYTES, EventBudget, Explanation, GENERATIONS, GenConfig, MAX_CLASSES,
-    MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PORT_TABLE_LEN, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets,
+    CT_DEFAULT_MAX, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtSlotV4, CtSlotV6, DROP_COUNTERS_LEN,
+    EVENTS_RING_BYTES, EventBudget, Explanation, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PacketTables,
+    RemoteKeyV4, RemoteKeyV6, RemoteSets,
 };
 
-/// The live generation (0 or 1).
+/// The live generation, both generations' tables and the tracked-port bytes (see
+/// `edge_common::PacketTables`): one lookup per packet. Memory-mapped by the controller.
 #[map]
-pub static EDGE_ACTIVE: Array<u32> = Array::pinned(1, 0);
-
-#[map]
-pub static EDGE_GEN: Array<GenConfig> = Array::pinned(GENERATIONS, 0);
-
-/// Memory-mapped by the controller, which writes a whole generation as one copy.
-#[map]
-pub static EDGE_PORTS: Array<PortEntry> = Array::pinned(PORT_TABLE_LEN, BPF_F_MMAPABLE);
-
-#[map]
-pub static EDGE_CLASSES: Array<ClassEntry> = Array::pinned(GENERATIONS * MAX_CLASSES, 0);
+pub static EDGE_TABLES: Array<PacketTables> = Array::pinned(1, BPF_F_MMAPABLE);
 
 #[map]
 pub static EDGE_REMOTE4: LpmTrie<RemoteKeyV4, RemoteSets> = LpmTrie::pinned(MAX_REMOTE_PREFIXES, 0);
@@ -57,10 +48,6 @@ pub static EDGE_CTS6: Array<CtSlotV6> = Array::pinned(CT_DEFAULT_MAX, BPF_F_MMAP
 
 #[map]
 pub static EDGE_CTEV: PerCpuArray<u64> = PerCpuArray::pinned(CtEvent::COUNT, 0);
-
-/// Which local ports may have tracked flows (see `edge_common::ct_port_slot`).
-#[map]
-pub static EDGE_CTPORTS: Array<[u8; 8]> = Array::pinned(CT_PORTS_LEN, BPF_F_MMAPABLE);
 
 /// Live entries (created minus removed) of the IPv4 and the IPv6 table, updated atomically.
 #[map]

@@ -1,31 +1,34 @@
 //! Classification: which rule (if any) allows a TCP/UDP packet in a direction.
 //!
-//! Cost per packet: array lookups only (port -> class, class -> candidates, the host tables; all
-//! inlined by the verifier), one probe of a perfect hash for the local address (or a scan of at
+//! Cost per packet: plain memory reads in the generation's tables (port -> class, class ->
+//! candidates, the host tables; no map lookup of their own), one probe of a perfect hash for the local address (or a scan of at
 //! most 32 local prefixes when they are networks), and for remote restrictions one probe of
 //! the remote host table, or one longest-prefix lookup when the remote sets hold networks.
 //! None of it grows with the number of rules.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use edge_common::{
-    ClassEntry, GenConfig, HOST_SLOTS, HostTables, MAX_CANDIDATES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, REMOTE_HOSTS,
-    REMOTE_NONE, RemoteKeyV4, RemoteKeyV6, class_index, flags, host_slot, port_index,
+    GenConfig, Generation, HOST_SLOTS, HostTables, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS,
+    PORT_TABLE_LEN, REMOTE_HOSTS, REMOTE_NONE, RemoteKeyV4, RemoteKeyV6, flags, host_slot, port_index,
 };
 
-use crate::maps::{EDGE_CLASSES, EDGE_PORTS, EDGE_REMOTE4, EDGE_REMOTE6};
+use crate::maps::{EDGE_REMOTE4, EDGE_REMOTE6};
 use crate::parse::{PROTO_TCP, Packet};
 
 /// The rule slot that allows the packet, or `None` when no rule does.
 #[inline(always)]
-pub fn match_rule(generation: u32, cfg: &GenConfig, pkt: &Packet, direction: u32) -> Option<u16> {
+pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction: u32) -> Option<u16> {
     // Inbound: the local address is the destination; outbound: the source.
     let (local, remote) = if direction == 0 { (&pkt.dst, &pkt.src) } else { (&pkt.src, &pkt.dst) };
     let proto = if pkt.proto == PROTO_TCP { 0 } else { 1 };
-    let entry = EDGE_PORTS.get(port_index(generation, direction, proto, pkt.dport))?;
-    if entry.class == NO_CLASS {
+    // The masks are no-ops for the values that occur; they prove the bounds to the verifier
+    // without a branch.
+    let class = tables.ports[port_index(direction, proto, pkt.dport) & (PORT_TABLE_LEN - 1)] as u32;
+    if class == NO_CLASS {
         return None;
     }
-    let class: &ClassEntry = EDGE_CLASSES.get(class_index(generation, entry.class))?;
+    let class = &tables.classes[(class & (MAX_CLASSES - 1)) as usize];
+    let cfg = &tables.config;
     let hosts = &cfg.hosts;
     let local_sets = local_sets(cfg, hosts, pkt.v6, local);
     let remote_sets = match class.remote_mode {

@@ -12,10 +12,10 @@
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action};
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
-use edge_common::{DropKind, DropReason, Explanation, GenConfig, PassReason, explain, flags};
+use edge_common::{DropKind, DropReason, Explanation, GenConfig, Generation, PacketTables, PassReason, explain, flags};
 
 use crate::conntrack;
-use crate::maps::{EDGE_ACTIVE, EDGE_EXPLAIN, EDGE_GEN};
+use crate::maps::{EDGE_EXPLAIN, EDGE_TABLES};
 use crate::parse::{Frame, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN};
 use crate::{counters, events, parse, policy};
 
@@ -115,18 +115,12 @@ pub fn edge_explain_out(ctx: XdpContext) -> u32 {
 /// dry (explain), it is recorded and nothing changes. The logic calls this where it decides,
 /// with the packet at hand, so nothing large is copied back up.
 #[inline(always)]
-fn decide<const DRY: bool>(
-    cfg: Option<&GenConfig>,
-    direction: u32,
-    d: Decision,
-    pkt: Option<&Packet>,
-    bytes: u64,
-) -> bool {
+fn decide<const DRY: bool>(live: Option<&Live>, direction: u32, d: Decision, pkt: Option<&Packet>, bytes: u64) -> bool {
     if DRY {
-        record_explanation(d);
+        record_explanation(live.map_or(0, |l| l.generation), d);
         true
     } else {
-        apply(cfg, direction, d, pkt, bytes)
+        apply(live.map(|l| l.cfg()), direction, d, pkt, bytes)
     }
 }
 
@@ -134,12 +128,32 @@ fn decide<const DRY: bool>(
 const LIVE_RUN: bool = false;
 const DRY_RUN: bool = true;
 
-/// The live generation and its configuration, read once per packet: every lookup below uses
-/// the same generation, so a packet is judged wholly by one policy while a reload flips it.
+/// What a packet is judged by: the live generation, read once per packet, and its tables. Every
+/// read below uses the same generation, so a packet is judged wholly by one policy while a
+/// reload flips it.
+#[derive(Clone, Copy)]
+struct Live {
+    generation: u32,
+    tables: &'static Generation,
+    /// The whole value, for the tracked-port bytes.
+    shared: *mut PacketTables,
+}
+
+impl Live {
+    #[inline(always)]
+    fn cfg(&self) -> &'static GenConfig {
+        &self.tables.config
+    }
+}
+
+/// The one map lookup every packet makes (see `edge_common::PacketTables`).
 #[inline(always)]
-fn generation() -> Option<(u32, &'static GenConfig)> {
-    let generation = *EDGE_ACTIVE.get(0)? & 1;
-    Some((generation, EDGE_GEN.get(generation)?))
+fn live() -> Option<Live> {
+    let shared = EDGE_TABLES.get_ptr_mut(0)?;
+    // Volatile: read exactly once, whatever the compiler would like to re-read later.
+    let generation = unsafe { core::ptr::read_volatile(&raw const (*shared).active) } & 1;
+    let tables = unsafe { &(*shared).generations[generation as usize] };
+    Some(Live { generation, tables, shared })
 }
 
 /// Counts the decision, reports drops, and says whether the packet passes.
@@ -166,14 +180,13 @@ fn apply(cfg: Option<&GenConfig>, direction: u32, decision: Decision, pkt: Optio
 }
 
 #[inline(always)]
-fn record_explanation(decision: Decision) {
+fn record_explanation(generation: u32, decision: Decision) {
     let (verdict, by, detail) = match decision.kind {
         Kind::Rule => (1, explain::RULE, decision.slot as u32),
         Kind::Pass => (1, explain::PASS_REASON, decision.pass as u32),
         Kind::Drop => (2, explain::DROP, decision.drop as u32),
         Kind::WouldDrop => (1, explain::WOULD_DROP, decision.drop as u32),
     };
-    let generation = EDGE_ACTIVE.get(0).map_or(0, |g| *g & 1);
     let e = Explanation { verdict, by, detail, generation };
     let _ = EDGE_EXPLAIN.set(0, e, 0);
 }
@@ -187,61 +200,56 @@ fn audited(cfg: &GenConfig, d: Decision) -> Decision {
 #[inline(always)]
 fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
     let bytes = (data_end - data) as u64;
-    let Some((generation, cfg)) = generation() else {
+    let Some(live) = live() else {
         return decide::<DRY>(None, INBOUND, Decision::Drop(DropReason::PolicyDefault), None, bytes);
     };
+    let cfg = live.cfg();
     match parse::parse(data, data_end, true) {
         // One copy of the logic per family, so that IPv4 never carries IPv6's address words.
-        Frame::Ip(pkt) if pkt.v6 => ip_in::<DRY, true>(data, data_end, generation, cfg, pkt, bytes),
-        Frame::Ip(pkt) => ip_in::<DRY, false>(data, data_end, generation, cfg, pkt, bytes),
+        Frame::Ip(pkt) if pkt.v6 => ip_in::<DRY, true>(data, data_end, &live, pkt, bytes),
+        Frame::Ip(pkt) => ip_in::<DRY, false>(data, data_end, &live, pkt, bytes),
         Frame::Arp => decide::<DRY>(
-            Some(cfg),
+            Some(&live),
             INBOUND,
             audited(cfg, essential(cfg, flags::ESSENTIAL_ARP, PassReason::Arp)),
             None,
             bytes,
         ),
         Frame::Drop(DropReason::Fragment) if cfg.flags & flags::FRAGMENTS_PASS != 0 => {
-            decide::<DRY>(Some(cfg), INBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
+            decide::<DRY>(Some(&live), INBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
         }
-        Frame::Drop(reason) => decide::<DRY>(Some(cfg), INBOUND, audited(cfg, Decision::Drop(reason)), None, bytes),
+        Frame::Drop(reason) => decide::<DRY>(Some(&live), INBOUND, audited(cfg, Decision::Drop(reason)), None, bytes),
     }
 }
 
 /// A TCP, UDP or ICMP packet (or another IP protocol), of one family: `pkt.v6` is the constant
 /// `V6` from here on.
 #[inline(always)]
-fn ip_in<const DRY: bool, const V6: bool>(
-    data: usize,
-    data_end: usize,
-    generation: u32,
-    cfg: &GenConfig,
-    pkt: Packet,
-    bytes: u64,
-) -> bool {
+fn ip_in<const DRY: bool, const V6: bool>(data: usize, data_end: usize, live: &Live, pkt: Packet, bytes: u64) -> bool {
     let pkt = Packet { v6: V6, ..pkt };
+    let cfg = live.cfg();
     let d = match pkt.proto {
-        PROTO_TCP | PROTO_UDP => match policy::match_rule(generation, cfg, &pkt, INBOUND) {
+        PROTO_TCP | PROTO_UDP => match policy::match_rule(live.generation, live.tables, &pkt, INBOUND) {
             Some(slot) => Decision::Rule(slot),
-            None => tracked_inbound::<DRY>(cfg, &pkt),
+            None => tracked_inbound::<DRY>(live, &pkt),
         },
-        PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, cfg, &pkt),
+        PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, live, &pkt),
         _ => Decision::Drop(DropReason::L4Protocol),
     };
-    decide::<DRY>(Some(cfg), INBOUND, audited(cfg, d), Some(&pkt), bytes)
+    decide::<DRY>(Some(live), INBOUND, audited(cfg, d), Some(&pkt), bytes)
 }
 
 /// No rule allows it: it passes only as part of a flow the edge opened.
 #[inline(always)]
-fn tracked_inbound<const DRY: bool>(cfg: &GenConfig, pkt: &Packet) -> Decision {
-    // The per-port table first, before a key is even built: a flood to untracked ports costs
-    // one array read (the benchmark shows that building the key first makes every denied
-    // packet dearer).
-    if !conntrack::may_be_tracked(pkt.proto, pkt.dport) {
+fn tracked_inbound<const DRY: bool>(live: &Live, pkt: &Packet) -> Decision {
+    // The tracked-port byte first, before a key is even built: a flood to untracked ports
+    // costs one memory read (the benchmark shows that building the key first makes every
+    // denied packet dearer).
+    if !conntrack::may_be_tracked(live.shared, pkt.proto, pkt.dport) {
         return untracked(pkt);
     }
     let flow = conntrack::flow_of(pkt, false);
-    let t = conntrack::live_checked::<DRY>(cfg, &flow);
+    let t = conntrack::live_checked::<DRY>(live.cfg(), &flow);
     if t.found {
         conntrack::advance::<DRY>(&flow, &t, pkt, true);
         return Decision::Pass(PassReason::Conntrack);
@@ -278,7 +286,8 @@ fn is_icmp_error(pkt: &Packet) -> bool {
 /// ICMP: neighbour discovery, errors quoting a tracked flow, and path-MTU messages pass.
 /// A path-MTU message about a tracked flow passes even with the essential off.
 #[inline(always)]
-fn icmp_in<const DRY: bool>(data: usize, data_end: usize, cfg: &GenConfig, pkt: &Packet) -> Decision {
+fn icmp_in<const DRY: bool>(data: usize, data_end: usize, live: &Live, pkt: &Packet) -> Decision {
+    let cfg = live.cfg();
     if pkt.v6 != (pkt.proto == PROTO_ICMPV6) {
         return Decision::Drop(DropReason::L4Protocol);
     }
@@ -291,7 +300,7 @@ fn icmp_in<const DRY: bool>(data: usize, data_end: usize, cfg: &GenConfig, pkt: 
     }
     if let Some(q) = parse::quoted(data, data_end, pkt) {
         let flow = conntrack::flow(pkt.v6, q.proto, &q.local, &q.remote, q.lport, q.rport);
-        if conntrack::live::<DRY>(cfg, &flow).found {
+        if conntrack::live::<DRY>(live.shared, cfg, &flow).found {
             return Decision::Pass(PassReason::Related);
         }
     }
@@ -309,41 +318,44 @@ fn essential(cfg: &GenConfig, flag: u32, reason: PassReason) -> Decision {
 
 #[inline(always)]
 fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
-    let Some((generation, cfg)) = generation() else {
+    let Some(live) = live() else {
         // Not configured yet: never cut the host off.
         return decide::<DRY>(None, OUTBOUND, Decision::Pass(PassReason::Unfiltered), None, bytes);
     };
+    let cfg = live.cfg();
+    let live = &live;
     match frame {
         Frame::Ip(pkt) => {
             let d = match pkt.proto {
-                PROTO_TCP | PROTO_UDP => tcp_udp_out::<DRY>(generation, cfg, &pkt),
+                PROTO_TCP | PROTO_UDP => tcp_udp_out::<DRY>(live, &pkt),
                 PROTO_ICMP | PROTO_ICMPV6 => icmp_out(cfg, &pkt),
                 _ => egress_default(cfg, DropReason::L4Protocol),
             };
-            decide::<DRY>(Some(cfg), OUTBOUND, audited(cfg, d), Some(&pkt), bytes)
+            decide::<DRY>(Some(live), OUTBOUND, audited(cfg, d), Some(&pkt), bytes)
         }
         Frame::Arp | Frame::Drop(DropReason::EtherType) => {
-            decide::<DRY>(Some(cfg), OUTBOUND, Decision::Pass(PassReason::NotIp), None, bytes)
+            decide::<DRY>(Some(live), OUTBOUND, Decision::Pass(PassReason::NotIp), None, bytes)
         }
         // The host's own later fragments: their first fragment was judged.
         Frame::Drop(DropReason::Fragment) => {
-            decide::<DRY>(Some(cfg), OUTBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
+            decide::<DRY>(Some(live), OUTBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
         }
         Frame::Drop(reason) => {
-            decide::<DRY>(Some(cfg), OUTBOUND, audited(cfg, egress_default(cfg, reason)), None, bytes)
+            decide::<DRY>(Some(live), OUTBOUND, audited(cfg, egress_default(cfg, reason)), None, bytes)
         }
     }
 }
 
 #[inline(always)]
-fn tcp_udp_out<const DRY: bool>(generation: u32, cfg: &GenConfig, pkt: &Packet) -> Decision {
+fn tcp_udp_out<const DRY: bool>(live: &Live, pkt: &Packet) -> Decision {
+    let cfg = live.cfg();
     let flow = conntrack::flow_of(pkt, true);
-    let tracked = conntrack::live::<DRY>(cfg, &flow);
-    if let Some(slot) = policy::match_rule(generation, cfg, pkt, OUTBOUND) {
+    let tracked = conntrack::live::<DRY>(live.shared, cfg, &flow);
+    if let Some(slot) = policy::match_rule(live.generation, live.tables, pkt, OUTBOUND) {
         if tracked.found {
             conntrack::advance::<DRY>(&flow, &tracked, pkt, false);
         } else {
-            conntrack::create::<DRY>(cfg, &flow, pkt, slot);
+            conntrack::create::<DRY>(live.shared, cfg, &flow, pkt, slot);
         }
         return Decision::Rule(slot);
     }
@@ -352,14 +364,14 @@ fn tcp_udp_out<const DRY: bool>(generation: u32, cfg: &GenConfig, pkt: &Packet) 
         conntrack::advance::<DRY>(&flow, &tracked, pkt, false);
         return Decision::Pass(PassReason::Conntrack);
     }
-    if is_reply(generation, cfg, pkt) {
+    if is_reply(live, pkt) {
         return Decision::Pass(PassReason::Reply);
     }
     let d = audited(cfg, egress_default(cfg, DropReason::EgressPolicy));
     if d.kind != Kind::Drop {
         // Monitor, off and audit pass the flow, so its answers must come back too: observing
         // a policy must not break what it would allow.
-        conntrack::create::<DRY>(cfg, &flow, pkt, NO_RULE);
+        conntrack::create::<DRY>(live.shared, cfg, &flow, pkt, NO_RULE);
     }
     d
 }
@@ -367,7 +379,7 @@ fn tcp_udp_out<const DRY: bool>(generation: u32, cfg: &GenConfig, pkt: &Packet) 
 /// An answer from a port an inbound rule allows: the same packet reversed would be allowed in.
 /// A bare SYN is never an answer.
 #[inline(always)]
-fn is_reply(generation: u32, cfg: &GenConfig, pkt: &Packet) -> bool {
+fn is_reply(live: &Live, pkt: &Packet) -> bool {
     if pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         return false;
     }
@@ -376,7 +388,7 @@ fn is_reply(generation: u32, cfg: &GenConfig, pkt: &Packet) -> bool {
     reversed.dst = pkt.src;
     reversed.sport = pkt.dport;
     reversed.dport = pkt.sport;
-    policy::match_rule(generation, cfg, &reversed, INBOUND).is_some()
+    policy::match_rule(live.generation, live.tables, &reversed, INBOUND).is_some()
 }
 
 /// The edge's own ICMP: errors and neighbour discovery pass; anything else is up to the mode.

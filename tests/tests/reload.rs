@@ -378,24 +378,22 @@ fn program_upgrade_on_a_live_link_loses_nothing() {
 }
 
 #[test]
-fn upgrade_from_a_build_without_flow_slots_sets_their_mask() {
+fn upgrade_refuses_a_build_without_packet_tables() {
     let s = setup("msk");
     s.attach(0);
+    let status = s.status();
+    // Builds before the packet tables kept the policy in other maps: there is no EDGE_TABLES
+    // pin, and one created empty at load would drop everything.
     let ino =
         std::fs::metadata(format!("/run/netns/{}", s.edge)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
-    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0"));
-    let maps = || edge_ctl::dataplane::maps::MapSet::open(&pins).unwrap();
-    let mask = edge_common::ct_slots(maps().ct_v4_max()) - 1;
-    assert_eq!(maps().ct_slot_mask(0).unwrap(), mask);
-    // An older build's configuration had 0 there (then a padding word).
-    let mut m = maps();
-    for g in 0..2 {
-        let mut cfg = m.gen_config.get(&g, 0).unwrap();
-        cfg.ct_slot_mask = 0;
-        m.gen_config.set(g, cfg, 0).unwrap();
-    }
-    s.lab.edge_ctl_ok(&s.edge, &["upgrade", "edge0"]);
-    assert_eq!((maps().ct_slot_mask(0).unwrap(), maps().ct_slot_mask(1).unwrap()), (mask, mask));
+    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0/EDGE_TABLES"));
+    std::fs::remove_file(&pin).unwrap();
+    let out = s.lab.edge_ctl(&s.edge, &["upgrade", "edge0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("map EDGE_TABLES") && err.contains("detach"), "{err}");
+    assert!(!pin.exists(), "the refused upgrade created no map");
+    assert_eq!(s.status()["program_id"], status["program_id"], "nothing changed");
 }
 
 #[test]

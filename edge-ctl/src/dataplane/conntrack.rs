@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 
 use aya::maps::MapData;
-use edge_common::{CT_PORTS_LEN, CtEntry, CtKeyV4, CtKeyV6, CtSlotV4, CtSlotV6, CtState, ct_origin, ct_port_slot};
+use edge_common::{CtEntry, CtKeyV4, CtKeyV6, CtSlotV4, CtSlotV6, CtState, ct_origin, ct_port_slot};
 use serde::Serialize;
 
 use super::DataplaneError;
@@ -157,15 +157,9 @@ impl MapSet {
         self.mark_ct_port(proto, flow.local_port)
     }
 
-    fn ct_ports_mapped(&self) -> Result<Mmapped<[u8; 8]>, DataplaneError> {
-        use std::os::fd::AsFd;
-        Mmapped::map(self.ct_ports.fd().as_fd(), CT_PORTS_LEN as usize, edge_common::maps::CT_PORTS)
-    }
-
     /// Tells the kernel a flow with this local port may be tracked (see `ct_port_slot`).
     fn mark_ct_port(&mut self, proto: u8, port: u16) -> Result<(), DataplaneError> {
-        let (entry, byte) = ct_port_slot(proto, port);
-        self.ct_ports_mapped()?.entries_mut()[entry as usize][byte] = 1;
+        self.tables()?.entries_mut()[0].ct_ports[ct_port_slot(proto, port)] = 1;
         Ok(())
     }
 
@@ -194,7 +188,7 @@ impl MapSet {
         }
         self.set_ct_live(0, 0)?;
         self.set_ct_live(1, 0)?;
-        self.ct_ports_mapped()?.entries_mut().fill([0; 8]);
+        self.tables()?.entries_mut()[0].ct_ports.fill(0);
         Ok(keys4.len() + keys6.len() + slotted)
     }
 }

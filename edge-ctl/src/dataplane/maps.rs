@@ -2,13 +2,13 @@
 //! read the counters back.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use edge_common::{
-    ClassEntry, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DropKind, DropReason, EventBudget, GenConfig, LocalV4,
-    LocalV6, PORT_TABLE_LEN, PassReason, PortEntry, RemoteKeyV4, RemoteKeyV6, RemoteSets, class_index, drop_index,
-    maps as names, pass_index, port_index,
+    Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DropKind, DropReason, EventBudget, GenConfig, LocalV4, LocalV6,
+    PacketTables, PassReason, RemoteKeyV4, RemoteKeyV6, RemoteSets, drop_index, maps as names, pass_index, port_index,
 };
 
 use super::DataplaneError;
@@ -39,11 +39,9 @@ macro_rules! typed {
 
 /// Handles on every map of an interface, opened from its pin directory.
 pub struct MapSet {
-    pub active: Array<MapData, u32>,
-    pub gen_config: Array<MapData, GenConfig>,
-    /// Written through a memory mapping, see [`PortTable`].
-    pub ports: MapData,
-    pub classes: Array<MapData, ClassEntry>,
+    /// The packet tables (`edge_common::PacketTables`), read and written through a memory
+    /// mapping (see [`MapSet::tables`]).
+    pub tables: MapData,
     pub remote_v4: LpmTrie<MapData, RemoteKeyV4, RemoteSets>,
     pub remote_v6: LpmTrie<MapData, RemoteKeyV6, RemoteSets>,
     pub rules: PerCpuArray<MapData, Counter>,
@@ -56,8 +54,6 @@ pub struct MapSet {
     pub ct_events: PerCpuArray<MapData, u64>,
     pub ct_live: Array<MapData, u64>,
     pub event_budget: PerCpuArray<MapData, EventBudget>,
-    /// Memory-mapped, like the port table.
-    pub ct_ports: MapData,
     /// The flow slots, memory-mapped; `None` when the live programs came from a build without
     /// them (until `edge-ctl upgrade`).
     pub ct_slots_v4: Option<MapData>,
@@ -67,10 +63,7 @@ pub struct MapSet {
 impl MapSet {
     pub fn open(dir: &Path) -> Result<MapSet, DataplaneError> {
         Ok(MapSet {
-            active: typed!(dir, names::ACTIVE),
-            gen_config: typed!(dir, names::GEN_CONFIG),
-            ports: pinned(dir, names::PORTS)?,
-            classes: typed!(dir, names::CLASSES),
+            tables: pinned(dir, names::TABLES)?,
             remote_v4: typed!(dir, names::REMOTE_V4),
             remote_v6: typed!(dir, names::REMOTE_V6),
             rules: typed!(dir, names::RULE_COUNTERS),
@@ -82,47 +75,48 @@ impl MapSet {
             ct_events: typed!(dir, names::CT_EVENTS),
             ct_live: typed!(dir, names::CT_LIVE),
             event_budget: typed!(dir, names::EVENT_BUDGET),
-            ct_ports: pinned(dir, names::CT_PORTS)?,
             ct_slots_v4: dir.join(names::CT_SLOTS_V4).exists().then(|| pinned(dir, names::CT_SLOTS_V4)).transpose()?,
             ct_slots_v6: dir.join(names::CT_SLOTS_V6).exists().then(|| pinned(dir, names::CT_SLOTS_V6)).transpose()?,
         })
     }
 
-    /// The live generation.
-    pub fn active_generation(&self) -> Result<u32, DataplaneError> {
-        self.active.get(&0, 0).map(|g| g & 1).map_err(|e| DataplaneError::map(names::ACTIVE, "read", e))
+    /// The packet tables, mapped into this process: the kernel's live memory, about 5.6 MB.
+    pub fn tables(&self) -> Result<Mmapped<PacketTables>, DataplaneError> {
+        use std::os::fd::AsFd;
+        Mmapped::map(self.tables.fd().as_fd(), 1, names::TABLES)
     }
 
-    /// Makes `generation` live: one map write, after which every new packet uses it.
+    /// The live generation.
+    pub fn active_generation(&self) -> Result<u32, DataplaneError> {
+        let mut t = self.tables()?;
+        Ok(t.active().load(Ordering::SeqCst) & 1)
+    }
+
+    /// Makes `generation` live: one aligned 32-bit store, after which every new packet uses it.
     pub fn set_active_generation(&mut self, generation: u32) -> Result<(), DataplaneError> {
-        self.active.set(0, generation, 0).map_err(|e| DataplaneError::map(names::ACTIVE, "write", e))
+        let mut t = self.tables()?;
+        t.active().store(generation & 1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Writes `tables` into `generation`, which must not be live. Nothing the kernel reads for
     /// the live generation changes.
     pub fn write_generation(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
-        self.write_ports(generation, tables)?;
-        for (i, class) in tables.classes.iter().enumerate() {
-            self.classes
-                .set(class_index(generation, i as u32), class, 0)
-                .map_err(|e| DataplaneError::map(names::CLASSES, "write", e))?;
-        }
         self.write_remotes(generation, tables)?;
-        let cfg = gen_config(tables, self.ct_max);
-        self.gen_config.set(generation, cfg, 0).map_err(|e| DataplaneError::map(names::GEN_CONFIG, "write", e))
-    }
-
-    fn write_ports(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
-        use std::os::fd::AsFd;
-        let mut table = Mmapped::<PortEntry>::map(self.ports.fd().as_fd(), PORT_TABLE_LEN as usize, names::PORTS)?;
+        let mut mapped = self.tables()?;
+        // In place: a generation is megabytes, no copy of it goes through the stack.
+        let g = &mut mapped.entries_mut()[0].generations[(generation & 1) as usize];
         for (direction, per_proto) in tables.ports.iter().enumerate() {
             for (proto, classes) in per_proto.iter().enumerate() {
-                let base = port_index(generation, direction as u32, proto as u32, 0) as usize;
+                let base = port_index(direction as u32, proto as u32, 0);
                 for (port, class) in classes.iter().enumerate() {
-                    table.entries_mut()[base + port] = PortEntry { class: *class, _pad: 0 };
+                    // Classes are below MAX_CLASSES (checked by the compiler), so they fit.
+                    g.ports[base + port] = *class as u16;
                 }
             }
         }
+        g.classes[..tables.classes.len()].copy_from_slice(&tables.classes);
+        g.config = gen_config(tables, self.ct_max);
         Ok(())
     }
 
@@ -184,31 +178,6 @@ impl MapSet {
         Ok(v.iter().fold((0, 0), |(e, s), b| (e + b.emitted, s + b.suppressed)))
     }
 
-    /// The flow-slot mask of a generation's configuration.
-    pub fn ct_slot_mask(&self, generation: u32) -> Result<u32, DataplaneError> {
-        let cfg = self.gen_config.get(&generation, 0).map_err(|e| DataplaneError::map(names::GEN_CONFIG, "read", e))?;
-        Ok(cfg.ct_slot_mask)
-    }
-
-    /// Sets the flow-slot mask of both generations to the size of the slot arrays: after an
-    /// upgrade from a build without flow slots it is still 0 (one slot for every flow). Safe
-    /// while packets flow: the configuration keeps every other byte, and a lookup under either
-    /// mask that misses its slot finds the flow in the connection table.
-    pub fn set_ct_slot_masks(&mut self) -> Result<(), DataplaneError> {
-        let mask = edge_common::ct_slots(self.ct_max) - 1;
-        for generation in 0..edge_common::GENERATIONS {
-            let mut cfg =
-                self.gen_config.get(&generation, 0).map_err(|e| DataplaneError::map(names::GEN_CONFIG, "read", e))?;
-            if cfg.ct_slot_mask != mask {
-                cfg.ct_slot_mask = mask;
-                self.gen_config
-                    .set(generation, cfg, 0)
-                    .map_err(|e| DataplaneError::map(names::GEN_CONFIG, "write", e))?;
-            }
-        }
-        Ok(())
-    }
-
     /// Size of each connection table.
     pub fn ct_v4_max(&self) -> u32 {
         self.ct_max
@@ -264,14 +233,14 @@ fn gen_config(tables: &Tables, ct_max: u32) -> GenConfig {
 
 /// An mmapable array map (created with BPF_F_MMAPABLE) seen as a slice: writing a whole port
 /// table generation is a memory copy instead of 262,144 map-update syscalls.
-pub(super) struct Mmapped<T> {
+pub struct Mmapped<T> {
     ptr: *mut T,
     len: usize,
 }
 
 impl<T: Copy> Mmapped<T> {
     /// Maps `len` entries of the map behind `fd`; `name` is for errors.
-    pub(super) fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize, name: &str) -> Result<Mmapped<T>, DataplaneError> {
+    pub fn map(fd: std::os::fd::BorrowedFd<'_>, len: usize, name: &str) -> Result<Mmapped<T>, DataplaneError> {
         use std::os::fd::AsRawFd;
         // Array map values are laid out at their size rounded up to 8 bytes.
         assert_eq!(std::mem::size_of::<T>() % 8, 0, "array map entries are 8-byte aligned");
@@ -293,9 +262,17 @@ impl<T: Copy> Mmapped<T> {
         Ok(Mmapped { ptr: ptr.cast(), len })
     }
 
-    pub(super) fn entries_mut(&mut self) -> &mut [T] {
+    pub fn entries_mut(&mut self) -> &mut [T] {
         // SAFETY: the mapping holds `len` entries and lives as long as self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Mmapped<PacketTables> {
+    /// The live-generation word, as the atomic it is to the kernel.
+    pub fn active(&mut self) -> &AtomicU32 {
+        // SAFETY: `active` is an aligned u32 inside the mapping, which lives as long as self.
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.ptr).active) }
     }
 }
 

@@ -2,7 +2,7 @@
 //! and a new build's programs replace the live ones on their links.
 //!
 //! A reload fills the generation that is not live, records it in the state file, then flips
-//! the one-word ACTIVE map. Packets read the generation once, so each is judged wholly by the
+//! the live-generation word of the packet tables. Packets read the generation once, so each is judged wholly by the
 //! old or wholly by the new policy. A reload killed before the flip leaves the old policy in
 //! force (the half-written generation is never read); killed after it, the new one. Nothing is
 //! created or pinned, so nothing can leak.
@@ -95,7 +95,7 @@ pub fn reload(ifname: &str, policy: &Policy) -> Result<ReloadReport, DataplaneEr
         })
         .collect::<Result<_, _>>()?;
 
-    // The switch: one map write.
+    // The switch: one aligned store.
     maps.set_active_generation(next_gen)?;
     step();
 
@@ -227,9 +227,6 @@ pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
     std::mem::forget(link);
     let new_tc = prog.info().map(|i| i.id()).unwrap_or(0);
     let tc_program = (old_tc, new_tc);
-    // The new programs may use maps the old ones had not (created at load above), and settings
-    // for them that the live configuration lacks.
-    super::maps::MapSet::open(&p.pins)?.set_ct_slot_masks()?;
     st.object_hash = object::hash();
     st.save(&p.state)?;
     Ok(UpgradeReport { interface: ifname.into(), xdp_program: (old_xdp, new_xdp), tc_program })
@@ -237,10 +234,19 @@ pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
 
 /// Every map this build would use must match the pinned one exactly (type, key and value
 /// size, flags, and size), or the upgrade is refused: the programs would misread the maps.
+/// A missing map is created at load, except the packet tables: created empty, they would
+/// drop everything (builds before them kept the policy in four other maps).
 fn check_layouts(pins: &Path, ct_max: u32) -> Result<(), DataplaneError> {
     let obj = aya_obj::Object::parse(object::bytes()).map_err(|e| DataplaneError::Load(e.to_string()))?;
     for (name, map) in obj.maps.iter() {
         let path = pins.join(name);
+        if !path.exists() && name == edge_common::maps::TABLES {
+            return Err(DataplaneError::LayoutChanged {
+                map: name.clone(),
+                live: "missing (an older build keeps the policy in other maps)".into(),
+                new: format!("an array of one {} B value", map.value_size()),
+            });
+        }
         if !path.exists() {
             continue; // A new map: created at load.
         }

@@ -29,7 +29,7 @@ pub struct InterfaceState {
     pub attached_at: u64,
     /// SHA-256 of the eBPF object the live programs came from (see `edge-ctl upgrade`).
     pub object_hash: String,
-    /// The policy loaded in each generation; the live one is named by the ACTIVE map.
+    /// The policy loaded in each generation; the live one is named by the packet tables' `active`.
     pub generations: [Option<GenerationState>; 2],
 }
 
