@@ -43,6 +43,7 @@ impl Loaded {
         let mut ebpf = object::load(&dir, tables.ct_max).expect("load object");
         object::load_xdp(&mut ebpf, programs::XDP_FILTER).expect("verifier accepts the filter");
         object::load_xdp(&mut ebpf, programs::XDP_FLOOR).expect("verifier accepts the floor");
+        object::load_xdp(&mut ebpf, programs::XDP_MATRIX).expect("verifier accepts the reference matrix");
         let tc: &mut SchedClassifier =
             ebpf.program_mut(programs::TC_EGRESS).expect("tc program").try_into().expect("classifier");
         tc.load()

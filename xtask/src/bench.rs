@@ -189,7 +189,10 @@ fn testrun_section(s: &mut String, part: &Part) {
         "`edge-bench` runs edge-ctl's XDP program on fixed frames with the kernel's BPF_PROG_TEST_RUN, {} runs \
          per measurement, median of {} rounds, against the floor: an empty XDP program in the same object, \
          measured alternately with each case (so a ratio cancels this machine's drift). The kernel's ns per \
-         run include the harness's own cost; the ratio to the floor is the comparable number.\n",
+         run include the harness's own cost; the ratio to the floor is the comparable number. **Matrix** is \
+         the reference measured in the same rounds: a stateless port matrix in the same object (plain IPv4 \
+         TCP/UDP, one lookup by destination port, no address conditions, no connection tracking, no \
+         counters), what a hand-written filter of the ports alone costs on this harness.\n",
         j["repeat"], j["rounds"]
     );
     let results: &[Value] = j["results"].as_array().map_or(&[], Vec::as_slice);
@@ -205,17 +208,18 @@ fn testrun_section(s: &mut String, part: &Part) {
         let first = rows[0];
         let _ = writeln!(
             s,
-            "### Policy `{p}`: {} external rules, floor {} ns\n\n| Packet | ns | × floor |\n|---|---:|---:|",
+            "### Policy `{p}`: {} external rules, floor {} ns\n\n| Packet | ns | × floor | matrix × floor |\n|---|---:|---:|---:|",
             first["rules"],
             f1(num(first, "floor_ns"))
         );
         for r in &rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 r["packet"].as_str().unwrap_or("?"),
                 f1(num(r, "ns")),
-                num(r, "ratio").map_or("?".into(), |x| format!("{x:.2}"))
+                num(r, "ratio").map_or("?".into(), |x| format!("{x:.2}")),
+                num(r, "matrix_ratio").map_or("?".into(), |x| format!("{x:.2}"))
             );
         }
         s.push('\n');

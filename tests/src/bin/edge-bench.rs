@@ -22,6 +22,9 @@ struct Case {
     /// Egress frame run once first (to create the flow a tracked reply belongs to).
     prime: Option<Vec<u8>>,
     expect: u32,
+    /// The reference matrix's verdict: it passes ports with any inbound rule, and what is not
+    /// plain IPv4.
+    matrix: u32,
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -40,44 +43,51 @@ fn cases() -> Vec<Case> {
             frame: packet::tcp(ip(addr::ACCESS_VIP), ip(&access), 40000, 5061, SYN),
             prime: None,
             expect: XDP_PASS,
+            matrix: XDP_PASS,
         },
         Case {
             name: "allowed udp 3478 (stun, any remote)",
             frame: packet::udp(ip(client), ip(&av), 40000, 3478),
             prime: None,
             expect: XDP_PASS,
+            matrix: XDP_PASS,
         },
         Case {
             name: "allowed ipv6 tcp syn 5061",
             frame: packet::tcp(ip(addr::ACCESS_VIP6), ip(&access6), 40000, 5061, SYN),
             prime: None,
             expect: XDP_PASS,
+            matrix: XDP_PASS,
         },
         Case {
             name: "denied tcp syn 8080",
             frame: packet::tcp(ip(client), ip(&access), 40000, 8080, SYN),
             prime: None,
             expect: XDP_DROP,
+            matrix: XDP_DROP,
         },
         Case {
             name: "denied udp 53 from port 53",
             frame: packet::udp(ip(client), ip(&access), 53, 5000),
             prime: None,
             expect: XDP_DROP,
+            matrix: XDP_DROP,
         },
         Case {
             name: "tracked reply (dns answer)",
             frame: packet::udp(ip("198.51.100.53"), ip(&access), 53, 41000),
             prime: Some(packet::udp(ip(&access), ip("198.51.100.53"), 41000, 53)),
             expect: XDP_PASS,
+            matrix: XDP_DROP,
         },
         Case {
             name: "tracked reply (tcp ack, crl)",
             frame: packet::tcp(ip("198.51.100.80"), ip(&access), 80, 41001, ACK),
             prime: Some(packet::tcp(ip(&access), ip("198.51.100.80"), 41001, 80, SYN)),
             expect: XDP_PASS,
+            matrix: XDP_DROP,
         },
-        Case { name: "arp", frame: packet::pad(packet::arp()), prime: None, expect: XDP_PASS },
+        Case { name: "arp", frame: packet::pad(packet::arp()), prime: None, expect: XDP_PASS, matrix: XDP_PASS },
     ]
 }
 
@@ -153,36 +163,40 @@ fn main() {
             if let Some(prime) = &c.prime {
                 l.run_egress(prime);
             }
-            let (mut runs, mut ratios) = (Vec::new(), Vec::new());
+            let (mut runs, mut ratios, mut matrix) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
-                // Floor and case alternate, and each round's ratio is taken on its own: this
-                // machine's noise (shared cores) moves both together.
+                // Floor, reference and case alternate, and each round's ratios are taken on
+                // their own: this machine's noise (shared cores) moves them together.
                 let floor = l.run_program(programs::XDP_FLOOR, &c.frame, repeat).1;
+                let (reference_verdict, reference) = l.run_program(programs::XDP_MATRIX, &c.frame, repeat);
+                assert_eq!(reference_verdict, c.matrix, "{}: unexpected verdict of the reference", c.name);
                 let (verdict, ns) = l.run_program(programs::XDP_FILTER, &c.frame, repeat);
                 assert_eq!(verdict, c.expect, "{}: unexpected verdict", c.name);
                 floor_runs.push(floor);
                 runs.push(ns);
                 ratios.push(ns / floor);
+                matrix.push(reference / floor);
             }
             let range = |v: &[f64]| v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
             let (ns_range, ratio_range) = (range(&runs), range(&ratios));
             // The kernel reports whole nanoseconds; the mean over rounds resolves finer steps
             // (for comparing builds by hand; the table shows the median).
             let ratio_mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
-            rows.push((c.name, median(runs), median(ratios), ns_range, ratio_range, ratio_mean));
+            let matrix = median(matrix);
+            rows.push((c.name, median(runs), median(ratios), ns_range, ratio_range, ratio_mean, matrix));
         }
         let floor = median(floor_runs);
         println!(
             "\n{pname} ({rules} external rules, {} remote prefixes)  floor {floor:.1} ns",
             l.tables.remote_v4.len() + l.tables.remote_v6.len()
         );
-        println!("  {:<40} {:>9} {:>8}", "PACKET", "NS", "x FLOOR");
-        for (name, ns, ratio, (ns_min, ns_max), (ratio_min, ratio_max), ratio_mean) in &rows {
-            println!("  {:<40} {:>9.1} {:>8.2}", name, ns, ratio);
+        println!("  {:<40} {:>9} {:>8} {:>9}", "PACKET", "NS", "x FLOOR", "MATRIX x");
+        for (name, ns, ratio, (ns_min, ns_max), (ratio_min, ratio_max), ratio_mean, matrix) in &rows {
+            println!("  {:<40} {:>9.1} {:>8.2} {:>9.2}", name, ns, ratio, matrix);
             results.push(
                 json!({"policy": pname, "rules": rules, "packet": name, "ns": ns, "floor_ns": floor, "ratio": ratio,
                        "ns_min": ns_min, "ns_max": ns_max, "ratio_min": ratio_min, "ratio_max": ratio_max,
-                       "ratio_mean": ratio_mean}),
+                       "ratio_mean": ratio_mean, "matrix_ratio": matrix}),
             );
         }
     }
