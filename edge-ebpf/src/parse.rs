@@ -288,9 +288,10 @@ pub fn quoted(data: usize, data_end: usize, pkt: &Packet) -> Option<Quoted> {
     })
 }
 
-/// The common case, read straight: an untagged IPv4 packet without options or fragmentation,
-/// carrying TCP (with a whole 20-byte header) or UDP, whose headers the frame holds. Anything
-/// else is `None` and goes to [`parse`], which gives the same fields for these packets.
+/// The common cases, read straight: an untagged IPv4 packet without options or fragmentation
+/// ([`plain_v4`]) or IPv6 packet without extension headers ([`plain_v6`]), carrying TCP (with a
+/// whole 20-byte header) or UDP, whose headers the frame holds. Anything else is `None` and
+/// goes to [`parse`], which gives the same fields for these packets.
 #[inline(always)]
 pub fn plain_v4(data: usize, data_end: usize) -> Option<Packet> {
     const L3: usize = EthHdr::LEN;
@@ -306,13 +307,7 @@ pub fn plain_v4(data: usize, data_end: usize) -> Option<Packet> {
         return None;
     }
     let proto = load::<u8>(data + L3 + 9);
-    let tcp_flags = match proto {
-        PROTO_TCP if data + L4 + TcpHdr::LEN <= data_end && load::<u8>(data + L4 + 12) >> 4 >= 5 => {
-            load::<u8>(data + L4 + 13)
-        }
-        PROTO_UDP => 0,
-        _ => return None,
-    };
+    let tcp_flags = plain_l4(data, data_end, proto, L4)?;
     Some(Packet {
         v6: false,
         proto,
@@ -323,4 +318,45 @@ pub fn plain_v4(data: usize, data_end: usize) -> Option<Packet> {
         tcp_flags,
         l4_offset: L4 as u16,
     })
+}
+
+/// See [`plain_v4`].
+#[inline(always)]
+pub fn plain_v6(data: usize, data_end: usize) -> Option<Packet> {
+    const L3: usize = EthHdr::LEN;
+    const L4: usize = L3 + Ipv6Hdr::LEN;
+    if data + L4 + UdpHdr::LEN > data_end {
+        return None;
+    }
+    if load::<u16>(data + 12) != ETH_P_IPV6 || load::<u8>(data + L3) >> 4 != 6 {
+        return None;
+    }
+    if L4 + be16(data + L3 + 4) as usize > data_end - data {
+        return None;
+    }
+    let proto = load::<u8>(data + L3 + 6);
+    let tcp_flags = plain_l4(data, data_end, proto, L4)?;
+    Some(Packet {
+        v6: true,
+        proto,
+        src: load(data + L3 + 8),
+        dst: load(data + L3 + 24),
+        sport: be16(data + L4),
+        dport: be16(data + L4 + 2),
+        tcp_flags,
+        l4_offset: L4 as u16,
+    })
+}
+
+/// TCP (its flags) or UDP (0) at `l4`, whose first 8 bytes the caller has bounds-checked; `None`
+/// for anything [`l4`] would judge otherwise.
+#[inline(always)]
+fn plain_l4(data: usize, data_end: usize, proto: u8, l4: usize) -> Option<u8> {
+    match proto {
+        PROTO_TCP if data + l4 + TcpHdr::LEN <= data_end && load::<u8>(data + l4 + 12) >> 4 >= 5 => {
+            Some(load::<u8>(data + l4 + 13))
+        }
+        PROTO_UDP => Some(0),
+        _ => None,
+    }
 }

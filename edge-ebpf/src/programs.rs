@@ -224,9 +224,12 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
         return decide::<DRY>(None, INBOUND, Decision::Drop(DropReason::PolicyDefault), None, bytes);
     };
     let cfg = live.cfg();
-    // Most packets are plain IPv4: read them straight, the same fields `parse` would give.
+    // Most packets are plain IPv4 or IPv6: read them straight, the same fields `parse` gives.
     if let Some(pkt) = parse::plain_v4(data, data_end) {
         return ip_in::<DRY, false>(data, data_end, &live, pkt, bytes);
+    }
+    if let Some(pkt) = parse::plain_v6(data, data_end) {
+        return ip_in::<DRY, true>(data, data_end, &live, pkt, bytes);
     }
     match parse::parse(data, data_end, true) {
         // One copy of the logic per family, so that IPv4 never carries IPv6's address words.
