@@ -306,18 +306,8 @@ pub fn plain_v4(data: usize, data_end: usize) -> Option<Packet> {
     if tot_len < Ipv4Hdr::LEN || L3 + tot_len > data_end - data || be16(data + L3 + 6) & 0x1fff != 0 {
         return None;
     }
-    let proto = load::<u8>(data + L3 + 9);
-    let tcp_flags = plain_l4(data, data_end, proto, L4)?;
-    Some(Packet {
-        v6: false,
-        proto,
-        src: [load::<u32>(data + L3 + 12), 0, 0, 0],
-        dst: [load::<u32>(data + L3 + 16), 0, 0, 0],
-        sport: be16(data + L4),
-        dport: be16(data + L4 + 2),
-        tcp_flags,
-        l4_offset: L4 as u16,
-    })
+    let (src, dst) = ([load::<u32>(data + L3 + 12), 0, 0, 0], [load::<u32>(data + L3 + 16), 0, 0, 0]);
+    plain_l4(data, data_end, false, load::<u8>(data + L3 + 9), src, dst, L4)
 }
 
 /// See [`plain_v4`].
@@ -334,29 +324,28 @@ pub fn plain_v6(data: usize, data_end: usize) -> Option<Packet> {
     if L4 + be16(data + L3 + 4) as usize > data_end - data {
         return None;
     }
-    let proto = load::<u8>(data + L3 + 6);
-    let tcp_flags = plain_l4(data, data_end, proto, L4)?;
-    Some(Packet {
-        v6: true,
-        proto,
-        src: load(data + L3 + 8),
-        dst: load(data + L3 + 24),
-        sport: be16(data + L4),
-        dport: be16(data + L4 + 2),
-        tcp_flags,
-        l4_offset: L4 as u16,
-    })
+    plain_l4(data, data_end, true, load::<u8>(data + L3 + 6), load(data + L3 + 8), load(data + L3 + 24), L4)
 }
 
-/// TCP (its flags) or UDP (0) at `l4`, whose first 8 bytes the caller has bounds-checked; `None`
-/// for anything [`l4`] would judge otherwise.
+/// The packet, when TCP (with its whole header) or UDP is at `l4`, whose first 8 bytes the
+/// caller has bounds-checked; `None` for anything [`l4`] would judge otherwise.
 #[inline(always)]
-fn plain_l4(data: usize, data_end: usize, proto: u8, l4: usize) -> Option<u8> {
-    match proto {
+fn plain_l4(
+    data: usize,
+    data_end: usize,
+    v6: bool,
+    proto: u8,
+    src: [u32; 4],
+    dst: [u32; 4],
+    l4: usize,
+) -> Option<Packet> {
+    let tcp_flags = match proto {
         PROTO_TCP if data + l4 + TcpHdr::LEN <= data_end && load::<u8>(data + l4 + 12) >> 4 >= 5 => {
-            Some(load::<u8>(data + l4 + 13))
+            load::<u8>(data + l4 + 13)
         }
-        PROTO_UDP => Some(0),
-        _ => None,
-    }
+        PROTO_UDP => 0,
+        _ => return None,
+    };
+    let (sport, dport) = (be16(data + l4), be16(data + l4 + 2));
+    Some(Packet { v6, proto, src, dst, sport, dport, tcp_flags, l4_offset: l4 as u16 })
 }
