@@ -200,8 +200,8 @@ pub struct Candidate {
     pub remote: u64,
 }
 
-/// An entry of [`Generation::classes`]: the ordered rules that can apply to the ports of this class.
-/// The first candidate whose address conditions hold decides.
+/// An entry of [`Generation::classes`]: the ordered rules that can apply to the ports of this
+/// class. The first candidate whose address conditions hold decides.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassEntry {
@@ -237,8 +237,8 @@ pub struct LocalV6 {
     pub _pad: u32,
 }
 
-/// The configuration of a generation ([`Generation::config`]): switches, connection-tracking timeouts
-/// and the local address table.
+/// The configuration of a generation ([`Generation::config`]): switches, connection-tracking
+/// timeouts and the local address table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GenConfig {
@@ -315,9 +315,8 @@ pub const fn ct_port_slot(proto: u8, port: u16) -> usize {
 }
 
 /// The value of [`maps::TABLES`] (one element, about 5.6 MB): what the packet path reads for
-/// every packet, in one place, so that it costs one map lookup instead of one per table (each
-/// lookup measured about 0.13x the benchmark floor). The controller writes it through a memory
-/// mapping: a reload fills the generation that is not live, then stores `active` (one aligned
+/// every packet, in one place, so that it costs one map lookup instead of one per table. The
+/// controller writes it through a memory mapping: a reload fills the generation that is not live, then stores `active` (one aligned
 /// 32-bit store, which packets read once).
 #[repr(C)]
 #[derive(Clone, Copy)]

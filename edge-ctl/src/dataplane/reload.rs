@@ -2,10 +2,10 @@
 //! and a new build's programs replace the live ones on their links.
 //!
 //! A reload fills the generation that is not live, records it in the state file, then flips
-//! the live-generation word of the packet tables. Packets read the generation once, so each is judged wholly by the
-//! old or wholly by the new policy. A reload killed before the flip leaves the old policy in
-//! force (the half-written generation is never read); killed after it, the new one. Nothing is
-//! created or pinned, so nothing can leak.
+//! the live-generation word of the packet tables. Packets read the generation once, so each is
+//! judged wholly by the old or wholly by the new policy. A reload killed before the flip leaves
+//! the old policy in force (the half-written generation is never read); killed after it, the
+//! new one. Nothing is created or pinned, so nothing can leak.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::AsRawFd;
