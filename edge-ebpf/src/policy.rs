@@ -1,9 +1,10 @@
 //! Classification: which rule (if any) allows a TCP/UDP packet in a direction.
 //!
 //! Cost per packet: plain memory reads in the generation's tables (port -> class, class ->
-//! candidates, the host tables; no map lookup of their own), one probe of a perfect hash for the local address (or a scan of at
-//! most 32 local prefixes when they are networks), and for remote restrictions one probe of
-//! the remote host table, or one longest-prefix lookup when the remote sets hold networks.
+//! candidates, the host tables; no map lookup of their own), one probe of a perfect hash for
+//! the local address (or a scan of at most 32 local prefixes when they are networks), and for
+//! remote restrictions one probe of the remote host table, or one longest-prefix lookup when
+//! the remote sets hold networks.
 //! None of it grows with the number of rules.
 
 use aya_ebpf::maps::lpm_trie::Key;
@@ -15,15 +16,22 @@ use edge_common::{
 use crate::maps::{EDGE_REMOTE4, EDGE_REMOTE6};
 use crate::parse::{PROTO_TCP, Packet};
 
+/// The class of rules for a TCP/UDP packet's destination port in a direction ([`NO_CLASS`]:
+/// no rule has the port).
+#[inline(always)]
+pub fn port_class(tables: &Generation, pkt: &Packet, direction: u32) -> u32 {
+    let proto = if pkt.proto == PROTO_TCP { 0 } else { 1 };
+    // The mask is a no-op for the values that occur; it proves the bound to the verifier
+    // without a branch.
+    tables.ports[port_index(direction, proto, pkt.dport) & (PORT_TABLE_LEN - 1)] as u32
+}
+
 /// The rule slot that allows the packet, or `None` when no rule does.
 #[inline(always)]
 pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction: u32) -> Option<u16> {
     // Inbound: the local address is the destination; outbound: the source.
     let (local, remote) = if direction == 0 { (&pkt.dst, &pkt.src) } else { (&pkt.src, &pkt.dst) };
-    let proto = if pkt.proto == PROTO_TCP { 0 } else { 1 };
-    // The masks are no-ops for the values that occur; they prove the bounds to the verifier
-    // without a branch.
-    let class = tables.ports[port_index(direction, proto, pkt.dport) & (PORT_TABLE_LEN - 1)] as u32;
+    let class = port_class(tables, pkt, direction);
     if class == NO_CLASS {
         return None;
     }

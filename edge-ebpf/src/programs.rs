@@ -13,8 +13,7 @@ use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action};
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use edge_common::{
-    DropKind, DropReason, Explanation, GenConfig, Generation, NO_CLASS, PORT_TABLE_LEN, PacketTables, PassReason,
-    explain, flags, port_index,
+    DropKind, DropReason, Explanation, GenConfig, Generation, NO_CLASS, PacketTables, PassReason, explain, flags,
 };
 
 use crate::conntrack;
@@ -96,9 +95,7 @@ pub fn edge_xdp_matrix(ctx: XdpContext) -> u32 {
     let Some(live) = live() else {
         return xdp_action::XDP_DROP;
     };
-    let proto = if pkt.proto == PROTO_TCP { 0 } else { 1 };
-    let class = live.tables.ports[port_index(INBOUND, proto, pkt.dport) & (PORT_TABLE_LEN - 1)];
-    if class as u32 != NO_CLASS { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
+    if policy::port_class(live.tables, &pkt, INBOUND) != NO_CLASS { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
 }
 
 /// The egress filter and flow recorder.

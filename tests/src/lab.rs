@@ -218,6 +218,12 @@ fn netns_inode(ns: &str) -> Option<u64> {
     std::fs::metadata(format!("/run/netns/{ns}")).ok().map(|m| m.ino())
 }
 
+/// edge-ctl's pin directory for the interfaces of namespace `ns`.
+pub fn pin_dir(ns: &str) -> std::path::PathBuf {
+    let ino = netns_inode(ns).unwrap_or_else(|| panic!("namespace {ns} has no inode"));
+    std::path::PathBuf::from(format!("/sys/fs/bpf/edge-ctl/{ino}"))
+}
+
 /// Removes edge-ctl's pins and state for a namespace. Unpinning the links detaches the programs.
 pub fn remove_edge_ctl_state(netns_inode: u64) {
     let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/edge-ctl/{netns_inode}"));

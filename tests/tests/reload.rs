@@ -10,7 +10,7 @@ use edge_common::{DropReason, programs};
 use edge_ctl::dataplane::wait_for_running_programs;
 use edge_ctl::policy::{self, Role};
 use edge_tests::bpf::{Loaded, XDP_DROP, XDP_PASS};
-use edge_tests::lab::{EDGE, Lab, drop_packets, reason_packets, rule_packets};
+use edge_tests::lab::{EDGE, Lab, drop_packets, pin_dir, reason_packets, rule_packets};
 use edge_tests::net::{
     HeldConnection, Outcome, Servers, UdpSink, at, tcp_connect_from, tcp_echo, tcp_exchange, tcp_probe, udp_stream,
 };
@@ -291,10 +291,9 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
     s.attach(0);
     let _servers = Servers::start(&s.edge, &[7000, 7001], &[]);
     let hashes = [0, 1].map(|i| edge_ctl::policy::parse(&policy(if i == 0 { 'a' } else { 'b' }), "x").unwrap().hash());
-    let ino =
-        std::fs::metadata(format!("/run/netns/{}", s.edge)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let pin_dir = pin_dir(&s.edge);
     let pins = || {
-        let mut names: Vec<String> = std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0"))
+        let mut names: Vec<String> = std::fs::read_dir(pin_dir.join("edge0"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
@@ -350,7 +349,7 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
     assert!(seen_old > 0 && seen_new > 0, "kills landed both before and after the switch");
     // Nothing half-built is left behind and the next reload works.
     assert_eq!(pins(), pinned, "the same pins as before the kills");
-    assert_eq!(std::fs::read_dir(format!("/sys/fs/bpf/edge-ctl/{ino}")).unwrap().count(), 1, "no staging directories");
+    assert_eq!(std::fs::read_dir(&pin_dir).unwrap().count(), 1, "no staging directories");
     s.reload(0);
     s.reload(1);
 }
@@ -384,9 +383,7 @@ fn upgrade_refuses_a_build_without_packet_tables() {
     let status = s.status();
     // Builds before the packet tables kept the policy in other maps: there is no EDGE_TABLES
     // pin, and one created empty at load would drop everything.
-    let ino =
-        std::fs::metadata(format!("/run/netns/{}", s.edge)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
-    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/edge-ctl/{ino}/edge0/EDGE_TABLES"));
+    let pin = pin_dir(&s.edge).join("edge0/EDGE_TABLES");
     std::fs::remove_file(&pin).unwrap();
     let out = s.lab.edge_ctl(&s.edge, &["upgrade", "edge0"]);
     assert!(!out.status.success());
@@ -402,9 +399,7 @@ fn upgrade_refuses_a_changed_map_layout() {
     s.attach(0);
     let status = s.status();
     // Swap a pinned map for one of another layout, as an older build would have left it.
-    let ino =
-        std::fs::metadata(format!("/run/netns/{}", s.edge)).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
-    let pin = format!("/sys/fs/bpf/edge-ctl/{ino}/edge0/EDGE_CTEV");
+    let pin = pin_dir(&s.edge).join("edge0/EDGE_CTEV");
     std::fs::remove_file(&pin).unwrap();
     let other = aya::maps::Array::<aya::maps::MapData, [u64; 2]>::create(5, 0).unwrap();
     other.pin(&pin).unwrap();
