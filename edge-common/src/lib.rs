@@ -35,10 +35,12 @@ pub const NO_CLASS: u32 = 0;
 
 /// Names of the maps in the eBPF object. They are pinned by name in the interface's pin directory.
 pub mod maps {
-    /// The live generation, both generations' configuration, port and class tables, and the
-    /// ports that may have tracked flows: one [`super::PacketTables`], memory-mapped by the
-    /// controller. One lookup per packet finds all of it.
+    /// The live generation and both generations' configuration, port and class tables: one
+    /// [`super::PacketTables`], a global variable of the kernel programs (no lookup), memory-mapped
+    /// by the controller.
     pub const TABLES: &str = "EDGE_TABLES";
+    /// The local ports that may have tracked flows: one [`super::CtPorts`], memory-mapped.
+    pub const CT_PORTS: &str = "EDGE_CTPORTS";
     pub const REMOTE_V4: &str = "EDGE_REMOTE4";
     pub const REMOTE_V6: &str = "EDGE_REMOTE6";
     pub const RULE_COUNTERS: &str = "EDGE_RULES";
@@ -300,24 +302,25 @@ pub struct Generation {
     pub classes: [ClassEntry; MAX_CLASSES as usize],
 }
 
-/// [`PacketTables::ct_ports`] holds one byte per (protocol, local port): non-zero when a flow
+/// [`CtPorts`] holds one byte per (protocol, local port): non-zero when a flow
 /// with that local port may be tracked. Ingress checks it before any flow lookup, so packets to
 /// ports the edge never used for its own flows cost no lookup. Set when an entry is created;
 /// cleared only by the controller (flush), so it may say "maybe" for ports whose flows have
 /// gone: that costs a lookup, never a wrong verdict.
 pub const CT_PORTS_LEN: usize = 2 * 65_536;
 
-/// Index into [`PacketTables::ct_ports`] for a protocol (6 or 17) and local port.
+/// Index into [`CtPorts`] for a protocol (6 or 17) and local port.
 #[inline(always)]
 pub const fn ct_port_slot(proto: u8, port: u16) -> usize {
     let p = if proto == 6 { 0 } else { 1 };
     (p << 16) | port as usize
 }
 
-/// The value of [`maps::TABLES`] (one element, about 5.6 MB): what the packet path reads for
-/// every packet, in one place, so that it costs one map lookup instead of one per table. The
-/// controller writes it through a memory mapping: a reload fills the generation that is not live, then stores `active` (one aligned
-/// 32-bit store, which packets read once).
+/// The value of [`maps::TABLES`] (one element, about 5.4 MB): what the packet path reads for
+/// every packet, in one place. The kernel programs reference it as a global variable, so its
+/// address is a constant in their code and reading it costs no map lookup. Only the controller
+/// writes it, through a memory mapping: a reload fills the generation that is not live, then
+/// stores `active` (one aligned 32-bit store, which packets read once).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PacketTables {
@@ -325,10 +328,15 @@ pub struct PacketTables {
     pub active: u32,
     pub _pad: u32,
     pub generations: [Generation; GENERATIONS as usize],
-    /// Local ports that may have tracked flows, at [`ct_port_slot`]; written by the kernel
-    /// (byte stores) and cleared by the controller.
-    pub ct_ports: [u8; CT_PORTS_LEN],
 }
+
+/// The value of [`maps::CT_PORTS`]: local ports that may have tracked flows, at
+/// [`ct_port_slot`]. Written by the kernel (byte stores) and cleared by the controller; a map
+/// of its own, apart from [`PacketTables`], so the kernel never writes what the controller
+/// loads with a new build.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CtPorts(pub [u8; CT_PORTS_LEN]);
 
 /// Connection table key, IPv4. Always written from the edge's side (local, remote), so the
 /// egress program and the ingress program build the same key for the two directions of a flow.
@@ -684,6 +692,7 @@ mod pod {
     use super::*;
     // SAFETY: all are repr(C) plain old data without padding holes that matter.
     unsafe impl aya::Pod for PacketTables {}
+    unsafe impl aya::Pod for CtPorts {}
     unsafe impl aya::Pod for Candidate {}
     unsafe impl aya::Pod for ClassEntry {}
     unsafe impl aya::Pod for LocalV4 {}

@@ -11,12 +11,12 @@ use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd};
 
 use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 use edge_common::{
-    CT_PORTS_LEN, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtState, GenConfig, PacketTables, ct_origin, ct_port_slot,
-    ct_slot_v4, ct_slot_v6,
+    CT_PORTS_LEN, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtState, GenConfig, ct_origin, ct_port_slot, ct_slot_v4,
+    ct_slot_v6,
 };
 
 use crate::counters;
-use crate::maps::{EDGE_CT4, EDGE_CT6, EDGE_CTLIVE, EDGE_CTS4, EDGE_CTS6};
+use crate::maps::{EDGE_CT4, EDGE_CT6, EDGE_CTLIVE, EDGE_CTPORTS, EDGE_CTS4, EDGE_CTS6};
 use crate::parse::{PROTO_TCP, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 pub enum Flow {
@@ -61,27 +61,33 @@ fn key_port(f: &Flow) -> (u8, u16) {
     }
 }
 
-/// Whether any tracked flow may use this local port: one byte read in the packet tables
-/// instead of a flow lookup for packets to ports the edge never opened flows from.
+/// Whether any tracked flow may use this local port: one byte read instead of a flow lookup
+/// for packets to ports the edge never opened flows from.
 #[inline(always)]
-pub fn may_be_tracked(tables: *const PacketTables, proto: u8, local_port: u16) -> bool {
+pub fn may_be_tracked(proto: u8, local_port: u16) -> bool {
+    let Some(ports) = EDGE_CTPORTS.get_ptr(0) else {
+        return true;
+    };
     let i = ct_port_slot(proto, local_port) & (CT_PORTS_LEN - 1);
     // Volatile: the controller clears the bytes (flush) while packets run.
-    unsafe { core::ptr::read_volatile(&raw const (*tables).ct_ports[i]) != 0 }
+    unsafe { core::ptr::read_volatile(&raw const (*ports).0[i]) != 0 }
 }
 
 #[inline(always)]
-fn port_may_be_tracked(tables: *const PacketTables, f: &Flow) -> bool {
+fn port_may_be_tracked(f: &Flow) -> bool {
     let (proto, port) = key_port(f);
-    may_be_tracked(tables, proto, port)
+    may_be_tracked(proto, port)
 }
 
 #[inline(always)]
-fn mark_port(tables: *mut PacketTables, f: &Flow) {
+fn mark_port(f: &Flow) {
+    let Some(ports) = EDGE_CTPORTS.get_ptr_mut(0) else {
+        return;
+    };
     let (proto, port) = key_port(f);
     let i = ct_port_slot(proto, port) & (CT_PORTS_LEN - 1);
     // A byte store: CPUs marking neighbouring ports never undo each other.
-    unsafe { core::ptr::write_volatile(&raw mut (*tables).ct_ports[i], 1) };
+    unsafe { core::ptr::write_volatile(&raw mut (*ports).0[i], 1) };
 }
 
 /// Where a flow's entry was found: its slot (with the slot's lock word and the even value it
@@ -295,8 +301,8 @@ fn timeout(cfg: &GenConfig, state: u8) -> u64 {
 /// is past its timeout. The clock is read only when there is an entry. `DRY` (explain) leaves
 /// the table and the counters as they are.
 #[inline(always)]
-pub fn live<const DRY: bool>(tables: *const PacketTables, cfg: &GenConfig, f: &Flow) -> Tracked {
-    if !port_may_be_tracked(tables, f) {
+pub fn live<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Tracked {
+    if !port_may_be_tracked(f) {
         return Tracked::NONE;
     }
     live_checked::<DRY>(cfg, f)
@@ -368,7 +374,7 @@ pub fn advance<const DRY: bool>(f: &Flow, t: &Tracked, pkt: &Packet, inbound: bo
 
 /// Records a new outbound flow allowed by rule `slot`.
 #[inline(always)]
-pub fn create<const DRY: bool>(tables: *mut PacketTables, cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u16) {
+pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u16) {
     if DRY {
         return;
     }
@@ -394,7 +400,7 @@ pub fn create<const DRY: bool>(tables: *mut PacketTables, cfg: &GenConfig, f: &F
         Flow::V6(k) => EDGE_CT6.insert(k, entry, 0),
     };
     if inserted.is_ok() {
-        mark_port(tables, f);
+        mark_port(f);
         fill_slot(cfg, f, &entry, now);
         counters::ct_event(CtEvent::Created);
         let Some(live) = EDGE_CTLIVE.get_ptr_mut(family(f)) else { return };

@@ -5,15 +5,23 @@ use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use edge_common::{
-    CT_DEFAULT_MAX, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtSlotV4, CtSlotV6, DROP_COUNTERS_LEN,
+    CT_DEFAULT_MAX, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtPorts, CtSlotV4, CtSlotV6, DROP_COUNTERS_LEN,
     EVENTS_RING_BYTES, EventBudget, Explanation, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PacketTables,
     RemoteKeyV4, RemoteKeyV6, RemoteSets,
 };
 
-/// The live generation, both generations' tables and the tracked-port bytes (see
-/// `edge_common::PacketTables`): one lookup per packet. Memory-mapped by the controller.
+/// The live generation and both generations' tables (see `edge_common::PacketTables`). A global
+/// variable: the loader turns it into a one-element array map and the program reads it at a
+/// constant address, without a lookup. The controller creates that map (memory-mappable) and
+/// pins it as `EDGE_TABLES` before loading the object; see `edge-ctl`'s `dataplane::object`.
+/// Only the controller writes it.
+#[unsafe(no_mangle)]
+pub static mut EDGE_TABLES: PacketTables = unsafe { core::mem::zeroed() };
+
+/// Local ports that may have tracked flows (see `edge_common::CtPorts`): written by the
+/// kernel, cleared by the controller; read only by packets no rule allows.
 #[map]
-pub static EDGE_TABLES: Array<PacketTables> = Array::pinned(1, BPF_F_MMAPABLE);
+pub static EDGE_CTPORTS: Array<CtPorts> = Array::pinned(1, BPF_F_MMAPABLE);
 
 #[map]
 pub static EDGE_REMOTE4: LpmTrie<RemoteKeyV4, RemoteSets> = LpmTrie::pinned(MAX_REMOTE_PREFIXES, 0);

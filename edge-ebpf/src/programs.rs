@@ -12,9 +12,7 @@
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action};
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
-use edge_common::{
-    DropKind, DropReason, Explanation, GenConfig, Generation, NO_CLASS, PacketTables, PassReason, explain, flags,
-};
+use edge_common::{DropKind, DropReason, Explanation, GenConfig, Generation, NO_CLASS, PassReason, explain, flags};
 
 use crate::conntrack;
 use crate::maps::{EDGE_EXPLAIN, EDGE_TABLES};
@@ -92,9 +90,7 @@ pub fn edge_xdp_matrix(ctx: XdpContext) -> u32 {
     let Some(pkt) = parse::plain_v4(ctx.data(), ctx.data_end()) else {
         return xdp_action::XDP_PASS;
     };
-    let Some(live) = live() else {
-        return xdp_action::XDP_DROP;
-    };
+    let live = live();
     if policy::port_class(live.tables, &pkt, INBOUND) != NO_CLASS { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
 }
 
@@ -132,12 +128,12 @@ pub fn edge_explain_out(ctx: XdpContext) -> u32 {
 /// dry (explain), it is recorded and nothing changes. The logic calls this where it decides,
 /// with the packet at hand, so nothing large is copied back up.
 #[inline(always)]
-fn decide<const DRY: bool>(live: Option<&Live>, direction: u32, d: Decision, pkt: Option<&Packet>, bytes: u64) -> bool {
+fn decide<const DRY: bool>(live: &Live, direction: u32, d: Decision, pkt: Option<&Packet>, bytes: u64) -> bool {
     if DRY {
-        record_explanation(live.map_or(0, |l| l.generation), d);
+        record_explanation(live.generation, d);
         true
     } else {
-        apply(live.map(|l| l.cfg()), direction, d, pkt, bytes)
+        apply(live.cfg(), direction, d, pkt, bytes)
     }
 }
 
@@ -152,8 +148,6 @@ const DRY_RUN: bool = true;
 struct Live {
     generation: u32,
     tables: &'static Generation,
-    /// The whole value, for the tracked-port bytes.
-    shared: *mut PacketTables,
 }
 
 impl Live {
@@ -163,19 +157,20 @@ impl Live {
     }
 }
 
-/// The one map lookup every packet makes (see `edge_common::PacketTables`).
+/// The packet tables (see `edge_common::PacketTables`): a global variable, so its address is a
+/// constant in the program and reading it costs no map lookup.
 #[inline(always)]
-fn live() -> Option<Live> {
-    let shared = EDGE_TABLES.get_ptr_mut(0)?;
+fn live() -> Live {
+    let shared = &raw const EDGE_TABLES;
     // Volatile: read exactly once, whatever the compiler would like to re-read later.
     let generation = unsafe { core::ptr::read_volatile(&raw const (*shared).active) } & 1;
     let tables = unsafe { &(*shared).generations[generation as usize] };
-    Some(Live { generation, tables, shared })
+    Live { generation, tables }
 }
 
 /// Counts the decision, reports drops, and says whether the packet passes.
 #[inline(always)]
-fn apply(cfg: Option<&GenConfig>, direction: u32, decision: Decision, pkt: Option<&Packet>, bytes: u64) -> bool {
+fn apply(cfg: &GenConfig, direction: u32, decision: Decision, pkt: Option<&Packet>, bytes: u64) -> bool {
     match decision.kind {
         Kind::Rule => {
             counters::rule(decision.slot, bytes);
@@ -188,9 +183,7 @@ fn apply(cfg: Option<&GenConfig>, direction: u32, decision: Decision, pkt: Optio
         Kind::Drop | Kind::WouldDrop => {
             let kind = if decision.kind == Kind::Drop { DropKind::Dropped } else { DropKind::WouldDrop };
             counters::drop(direction, kind, decision.drop, bytes);
-            if let Some(cfg) = cfg {
-                events::emit(cfg, direction, kind, decision.drop, pkt);
-            }
+            events::emit(cfg, direction, kind, decision.drop, pkt);
             decision.kind == Kind::WouldDrop
         }
     }
@@ -217,9 +210,7 @@ fn audited(cfg: &GenConfig, d: Decision) -> Decision {
 #[inline(always)]
 fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
     let bytes = (data_end - data) as u64;
-    let Some(live) = live() else {
-        return decide::<DRY>(None, INBOUND, Decision::Drop(DropReason::PolicyDefault), None, bytes);
-    };
+    let live = live();
     let cfg = live.cfg();
     // Most packets are plain IPv4 or IPv6: read them straight, the same fields `parse` gives.
     if let Some(pkt) = parse::plain_v4(data, data_end) {
@@ -233,16 +224,16 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
         Frame::Ip(pkt) if pkt.v6 => ip_in::<DRY, true>(data, data_end, &live, pkt, bytes),
         Frame::Ip(pkt) => ip_in::<DRY, false>(data, data_end, &live, pkt, bytes),
         Frame::Arp => decide::<DRY>(
-            Some(&live),
+            &live,
             INBOUND,
             audited(cfg, essential(cfg, flags::ESSENTIAL_ARP, PassReason::Arp)),
             None,
             bytes,
         ),
         Frame::Drop(DropReason::Fragment) if cfg.flags & flags::FRAGMENTS_PASS != 0 => {
-            decide::<DRY>(Some(&live), INBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
+            decide::<DRY>(&live, INBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
         }
-        Frame::Drop(reason) => decide::<DRY>(Some(&live), INBOUND, audited(cfg, Decision::Drop(reason)), None, bytes),
+        Frame::Drop(reason) => decide::<DRY>(&live, INBOUND, audited(cfg, Decision::Drop(reason)), None, bytes),
     }
 }
 
@@ -260,7 +251,7 @@ fn ip_in<const DRY: bool, const V6: bool>(data: usize, data_end: usize, live: &L
         PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, live, &pkt),
         _ => Decision::Drop(DropReason::L4Protocol),
     };
-    decide::<DRY>(Some(live), INBOUND, audited(cfg, d), Some(&pkt), bytes)
+    decide::<DRY>(live, INBOUND, audited(cfg, d), Some(&pkt), bytes)
 }
 
 /// No rule allows it: it passes only as part of a flow the edge opened.
@@ -269,7 +260,7 @@ fn tracked_inbound<const DRY: bool>(live: &Live, pkt: &Packet) -> Decision {
     // The tracked-port byte first, before a key is even built: a flood to untracked ports
     // costs one memory read (the benchmark shows that building the key first makes every
     // denied packet dearer).
-    if !conntrack::may_be_tracked(live.shared, pkt.proto, pkt.dport) {
+    if !conntrack::may_be_tracked(pkt.proto, pkt.dport) {
         return untracked(pkt);
     }
     let flow = conntrack::flow_of(pkt, false);
@@ -324,7 +315,7 @@ fn icmp_in<const DRY: bool>(data: usize, data_end: usize, live: &Live, pkt: &Pac
     }
     if let Some(q) = parse::quoted(data, data_end, pkt) {
         let flow = conntrack::flow(pkt.v6, q.proto, &q.local, &q.remote, q.lport, q.rport);
-        if conntrack::live::<DRY>(live.shared, cfg, &flow).found {
+        if conntrack::live::<DRY>(cfg, &flow).found {
             return Decision::Pass(PassReason::Related);
         }
     }
@@ -342,10 +333,7 @@ fn essential(cfg: &GenConfig, flag: u32, reason: PassReason) -> Decision {
 
 #[inline(always)]
 fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
-    let Some(live) = live() else {
-        // Not configured yet: never cut the host off.
-        return decide::<DRY>(None, OUTBOUND, Decision::Pass(PassReason::Unfiltered), None, bytes);
-    };
+    let live = live();
     let cfg = live.cfg();
     let live = &live;
     match frame {
@@ -355,18 +343,16 @@ fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
                 PROTO_ICMP | PROTO_ICMPV6 => icmp_out(cfg, &pkt),
                 _ => egress_default(cfg, DropReason::L4Protocol),
             };
-            decide::<DRY>(Some(live), OUTBOUND, audited(cfg, d), Some(&pkt), bytes)
+            decide::<DRY>(live, OUTBOUND, audited(cfg, d), Some(&pkt), bytes)
         }
         Frame::Arp | Frame::Drop(DropReason::EtherType) => {
-            decide::<DRY>(Some(live), OUTBOUND, Decision::Pass(PassReason::NotIp), None, bytes)
+            decide::<DRY>(live, OUTBOUND, Decision::Pass(PassReason::NotIp), None, bytes)
         }
         // The host's own later fragments: their first fragment was judged.
         Frame::Drop(DropReason::Fragment) => {
-            decide::<DRY>(Some(live), OUTBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
+            decide::<DRY>(live, OUTBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
         }
-        Frame::Drop(reason) => {
-            decide::<DRY>(Some(live), OUTBOUND, audited(cfg, egress_default(cfg, reason)), None, bytes)
-        }
+        Frame::Drop(reason) => decide::<DRY>(live, OUTBOUND, audited(cfg, egress_default(cfg, reason)), None, bytes),
     }
 }
 
@@ -374,12 +360,12 @@ fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
 fn tcp_udp_out<const DRY: bool>(live: &Live, pkt: &Packet) -> Decision {
     let cfg = live.cfg();
     let flow = conntrack::flow_of(pkt, true);
-    let tracked = conntrack::live::<DRY>(live.shared, cfg, &flow);
+    let tracked = conntrack::live::<DRY>(cfg, &flow);
     if let Some(slot) = policy::match_rule(live.generation, live.tables, pkt, OUTBOUND) {
         if tracked.found {
             conntrack::advance::<DRY>(&flow, &tracked, pkt, false);
         } else {
-            conntrack::create::<DRY>(live.shared, cfg, &flow, pkt, slot);
+            conntrack::create::<DRY>(cfg, &flow, pkt, slot);
         }
         return Decision::Rule(slot);
     }
@@ -395,7 +381,7 @@ fn tcp_udp_out<const DRY: bool>(live: &Live, pkt: &Packet) -> Decision {
     if d.kind != Kind::Drop {
         // Monitor, off and audit pass the flow, so its answers must come back too: observing
         // a policy must not break what it would allow.
-        conntrack::create::<DRY>(live.shared, cfg, &flow, pkt, NO_RULE);
+        conntrack::create::<DRY>(cfg, &flow, pkt, NO_RULE);
     }
     d
 }

@@ -159,7 +159,7 @@ impl MapSet {
 
     /// Tells the kernel a flow with this local port may be tracked (see `ct_port_slot`).
     fn mark_ct_port(&mut self, proto: u8, port: u16) -> Result<(), DataplaneError> {
-        self.tables()?.entries_mut()[0].ct_ports[ct_port_slot(proto, port)] = 1;
+        self.ct_ports()?.entries_mut()[0].0[ct_port_slot(proto, port)] = 1;
         Ok(())
     }
 
@@ -188,7 +188,7 @@ impl MapSet {
         }
         self.set_ct_live(0, 0)?;
         self.set_ct_live(1, 0)?;
-        self.tables()?.entries_mut()[0].ct_ports.fill(0);
+        self.ct_ports()?.entries_mut()[0].0.fill(0);
         Ok(keys4.len() + keys6.len() + slotted)
     }
 }

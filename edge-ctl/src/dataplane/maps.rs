@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use edge_common::{
-    Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, DropKind, DropReason, EventBudget, GenConfig, LocalV4, LocalV6,
-    PacketTables, PassReason, RemoteKeyV4, RemoteKeyV6, RemoteSets, drop_index, maps as names, pass_index, port_index,
+    Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtPorts, DropKind, DropReason, EventBudget, GenConfig, LocalV4,
+    LocalV6, PacketTables, PassReason, RemoteKeyV4, RemoteKeyV6, RemoteSets, drop_index, maps as names, pass_index,
+    port_index,
 };
 
 use super::DataplaneError;
@@ -42,6 +43,8 @@ pub struct MapSet {
     /// The packet tables (`edge_common::PacketTables`), read and written through a memory
     /// mapping (see [`MapSet::tables`]).
     pub tables: MapData,
+    /// The local ports that may have tracked flows (`edge_common::CtPorts`), memory-mapped.
+    pub ct_ports: MapData,
     pub remote_v4: LpmTrie<MapData, RemoteKeyV4, RemoteSets>,
     pub remote_v6: LpmTrie<MapData, RemoteKeyV6, RemoteSets>,
     pub rules: PerCpuArray<MapData, Counter>,
@@ -64,6 +67,7 @@ impl MapSet {
     pub fn open(dir: &Path) -> Result<MapSet, DataplaneError> {
         Ok(MapSet {
             tables: pinned(dir, names::TABLES)?,
+            ct_ports: pinned(dir, names::CT_PORTS)?,
             remote_v4: typed!(dir, names::REMOTE_V4),
             remote_v6: typed!(dir, names::REMOTE_V6),
             rules: typed!(dir, names::RULE_COUNTERS),
@@ -80,10 +84,16 @@ impl MapSet {
         })
     }
 
-    /// The packet tables, mapped into this process: the kernel's live memory, about 5.6 MB.
+    /// The packet tables, mapped into this process: the kernel's live memory, about 5.4 MB.
     pub fn tables(&self) -> Result<Mmapped<PacketTables>, DataplaneError> {
         use std::os::fd::AsFd;
         Mmapped::map(self.tables.fd().as_fd(), 1, names::TABLES)
+    }
+
+    /// The tracked-port bytes, mapped into this process.
+    pub fn ct_ports(&self) -> Result<Mmapped<CtPorts>, DataplaneError> {
+        use std::os::fd::AsFd;
+        Mmapped::map(self.ct_ports.fd().as_fd(), 1, names::CT_PORTS)
     }
 
     /// The live generation.
@@ -265,6 +275,12 @@ impl<T: Copy> Mmapped<T> {
     pub fn entries_mut(&mut self) -> &mut [T] {
         // SAFETY: the mapping holds `len` entries and lives as long as self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    /// A copy of the whole mapping, as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // SAFETY: the mapping holds `len` entries of plain data and lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len * std::mem::size_of::<T>()) }.to_vec()
     }
 }
 

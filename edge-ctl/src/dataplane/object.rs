@@ -2,10 +2,14 @@
 
 use std::path::Path;
 
+use std::os::fd::AsFd;
+
+use aya::maps::MapData;
 use aya::programs::{Program, ProgramError, SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::DataplaneError;
+use super::maps::Mmapped;
 
 /// The compiled kernel programs.
 pub fn bytes() -> &'static [u8] {
@@ -35,17 +39,80 @@ pub fn sized_at_attach(name: &str, ct_max: u32) -> Option<u32> {
     }
 }
 
+/// The object's section of global variables. It holds one, the packet tables
+/// (`edge_common::PacketTables`), which the loader turns into a one-element array map that the
+/// programs read at a constant address.
+pub const TABLES_SECTION: &str = ".bss";
+const TABLES_SYMBOL: &str = "EDGE_TABLES";
+
 /// Loads the object; its maps are created (or, when already pinned there, reused) in `pin_dir`.
 /// `ct_max` sizes each connection table (and the flow slots in front of it).
 pub fn load(pin_dir: &Path, ct_max: u32) -> Result<Ebpf, DataplaneError> {
+    let tables_pin = pin_dir.join(edge_common::maps::TABLES);
+    let live_tables = tables_map(&tables_pin)?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(pin_dir);
+    loader.map_pin_path(TABLES_SECTION, tables_pin);
+    // The loader writes a global variable's initial value into its map, pinned or not: for a
+    // map already in use that value is what the map holds now, so loading changes nothing the
+    // running programs read (only the controller writes the tables, and it holds the
+    // interface's lock).
+    if let Some(bytes) = &live_tables {
+        loader.override_global(TABLES_SYMBOL, bytes.as_slice(), true);
+    }
     for name in CT_TABLES.iter().chain(&CT_SLOT_TABLES) {
         if let Some(n) = sized_at_attach(name, ct_max) {
             loader.map_max_entries(name, n);
         }
     }
     loader.load(bytes()).map_err(|e| DataplaneError::Load(format!("{e:#}")))
+}
+
+/// Makes sure the packet-tables map is pinned at `pin`, memory-mappable, before the object is
+/// loaded (the loader would create a global variable's map without `BPF_F_MMAPABLE`); returns
+/// its current contents when it was pinned already.
+fn tables_map(pin: &Path) -> Result<Option<Vec<u8>>, DataplaneError> {
+    let name = edge_common::maps::TABLES;
+    let size = std::mem::size_of::<edge_common::PacketTables>() as u32;
+    let flags = aya_obj::generated::BPF_F_MMAPABLE;
+    if pin.exists() {
+        let map = MapData::from_pin(pin).map_err(|e| DataplaneError::map(name, "open pinned map", e))?;
+        let info = map.info().map_err(|e| DataplaneError::map(name, "read info", e))?;
+        let have = (info.value_size(), info.max_entries(), info.map_flags() & flags);
+        if have != (size, 1, flags) {
+            return Err(DataplaneError::LayoutChanged {
+                map: name.into(),
+                live: format!(
+                    "value {} B, {} entries, flags {:#x}",
+                    info.value_size(),
+                    info.max_entries(),
+                    info.map_flags()
+                ),
+                new: format!("value {size} B, 1 entry, flags {flags:#x}"),
+            });
+        }
+        let mapped: Mmapped<edge_common::PacketTables> = Mmapped::map(map.fd().as_fd(), 1, name)?;
+        return Ok(Some(mapped.to_bytes()));
+    }
+    let def = aya_obj::maps::bpf_map_def {
+        map_type: aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+        key_size: 4,
+        value_size: size,
+        max_entries: 1,
+        map_flags: flags,
+        ..Default::default()
+    };
+    let obj = aya_obj::Map::Legacy(aya_obj::maps::LegacyMap {
+        def,
+        inner_def: None,
+        section_index: 0,
+        section_kind: aya_obj::EbpfSectionKind::Bss,
+        symbol_index: None,
+        data: Vec::new(),
+    });
+    let map = MapData::create(obj, name, None).map_err(|e| DataplaneError::map(name, "create", e))?;
+    map.pin(pin).map_err(|e| DataplaneError::map(name, "pin", e))?;
+    Ok(None)
 }
 
 /// A program of the object, as its type.

@@ -238,11 +238,18 @@ pub fn upgrade(ifname: &str) -> Result<UpgradeReport, DataplaneError> {
 /// drop everything (builds before them kept the policy in four other maps).
 fn check_layouts(pins: &Path, ct_max: u32) -> Result<(), DataplaneError> {
     let obj = aya_obj::Object::parse(object::bytes()).map_err(|e| DataplaneError::Load(e.to_string()))?;
-    for (name, map) in obj.maps.iter() {
+    for (section, map) in obj.maps.iter() {
+        // The global variables' map is the packet tables, pinned under that name and
+        // memory-mappable (see `object::load`).
+        let (name, flags) = if section == object::TABLES_SECTION {
+            (edge_common::maps::TABLES, map.map_flags() | aya_obj::generated::BPF_F_MMAPABLE)
+        } else {
+            (section.as_str(), map.map_flags())
+        };
         let path = pins.join(name);
         if !path.exists() && name == edge_common::maps::TABLES {
             return Err(DataplaneError::LayoutChanged {
-                map: name.clone(),
+                map: name.into(),
                 live: "missing (an older build keeps the policy in other maps)".into(),
                 new: format!("an array of one {} B value", map.value_size()),
             });
@@ -257,13 +264,13 @@ fn check_layouts(pins: &Path, ct_max: u32) -> Result<(), DataplaneError> {
         let want_type = map.map_type();
         let (have, want) = (
             (live_type, info.key_size(), info.value_size(), info.max_entries(), info.map_flags()),
-            (want_type, map.key_size(), map.value_size(), want_entries, map.map_flags()),
+            (want_type, map.key_size(), map.value_size(), want_entries, flags),
         );
         if have != want {
             let show = |l: &(u32, u32, u32, u32, u32)| {
                 format!("type {}, key {} B, value {} B, {} entries, flags {:#x}", l.0, l.1, l.2, l.3, l.4)
             };
-            return Err(DataplaneError::LayoutChanged { map: name.clone(), live: show(&have), new: show(&want) });
+            return Err(DataplaneError::LayoutChanged { map: name.into(), live: show(&have), new: show(&want) });
         }
     }
     Ok(())
