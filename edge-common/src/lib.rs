@@ -212,7 +212,35 @@ pub struct ClassEntry {
     /// [`REMOTE_HOSTS`] (only sets of host addresses: the host table will do when it has the
     /// family), [`REMOTE_LPM`] (the longest-prefix trie).
     pub remote_mode: u32,
+    /// Which sides and families the class checks in place, from [`ClassEntry::local`] and
+    /// [`ClassEntry::remote`], instead of the host tables or the trie ([`inline`] bits).
+    pub inline: u32,
+    pub _pad: u32,
+    /// Per family: every host of the local sets the candidates name, when they are few host
+    /// addresses (at most [`INLINE_HOSTS`]), each with the bits of those sets that hold it.
+    pub local: [[InlineHost; INLINE_HOSTS]; 2],
+    /// The same for the remote sets.
+    pub remote: [[InlineHost; INLINE_HOSTS]; 2],
     pub candidates: [Candidate; MAX_CANDIDATES],
+}
+
+/// Host addresses a class can check in place, per side and family.
+pub const INLINE_HOSTS: usize = 2;
+
+/// A host address a class checks in place, with its set bits (an unused entry has no bits).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InlineHost {
+    pub addr: [u32; 4],
+    pub sets: u64,
+}
+
+/// Bits of [`ClassEntry::inline`].
+pub mod inline {
+    pub const LOCAL_V4: u32 = 1 << 0;
+    pub const LOCAL_V6: u32 = 1 << 1;
+    pub const REMOTE_V4: u32 = 1 << 2;
+    pub const REMOTE_V6: u32 = 1 << 3;
 }
 
 pub const REMOTE_NONE: u32 = 0;
@@ -316,7 +344,7 @@ pub const fn ct_port_slot(proto: u8, port: u16) -> usize {
     (p << 16) | port as usize
 }
 
-/// The value of [`maps::TABLES`] (one element, about 5.4 MB): what the packet path reads for
+/// The value of [`maps::TABLES`] (one element, about 9 MB): what the packet path reads for
 /// every packet, in one place. The kernel programs reference it as a global variable, so its
 /// address is a constant in their code and reading it costs no map lookup. Only the controller
 /// writes it, through a memory mapping: a reload fills the generation that is not live, then
@@ -695,6 +723,7 @@ mod pod {
     unsafe impl aya::Pod for CtPorts {}
     unsafe impl aya::Pod for Candidate {}
     unsafe impl aya::Pod for ClassEntry {}
+    unsafe impl aya::Pod for InlineHost {}
     unsafe impl aya::Pod for LocalV4 {}
     unsafe impl aya::Pod for LocalV6 {}
     unsafe impl aya::Pod for GenConfig {}
@@ -763,10 +792,11 @@ mod tests {
         // The packet tables are one array value: a multiple of 8 bytes, generations included.
         assert_eq!(core::mem::size_of::<Generation>() % 8, 0);
         assert_eq!(core::mem::size_of::<PacketTables>() % 8, 0);
-        assert!(core::mem::size_of::<PacketTables>() < 8 << 20);
+        // About 9 MB; a sanity bound, the kernel takes larger array values.
+        assert!(core::mem::size_of::<PacketTables>() < 12 << 20);
         assert_eq!(core::mem::size_of::<Candidate>(), 16);
         assert_eq!(core::mem::size_of::<RemoteHost>(), 24);
-        assert_eq!(core::mem::size_of::<ClassEntry>(), 8 + 16 * MAX_CANDIDATES);
+        assert_eq!(core::mem::size_of::<ClassEntry>(), 16 + 2 * 2 * INLINE_HOSTS * 24 + 16 * MAX_CANDIDATES);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV4>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV6>(), 40);

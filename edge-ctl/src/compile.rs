@@ -15,9 +15,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use edge_common::{
-    Candidate, ClassEntry, HOST_SLOTS, HostTables, LocalHost, LocalV4, LocalV6, MAX_CANDIDATES, MAX_CLASSES,
-    MAX_HASHED_HOSTS, MAX_LOCAL_SETS, MAX_LOCAL_V4, MAX_LOCAL_V6, MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES,
-    REMOTE_HOSTS, REMOTE_LPM, REMOTE_NONE, RemoteHost, flags, host_slot,
+    Candidate, ClassEntry, HOST_SLOTS, HostTables, INLINE_HOSTS, InlineHost, LocalHost, LocalV4, LocalV6,
+    MAX_CANDIDATES, MAX_CLASSES, MAX_HASHED_HOSTS, MAX_LOCAL_SETS, MAX_LOCAL_V4, MAX_LOCAL_V6, MAX_REMOTE_PREFIXES,
+    MAX_REMOTE_SETS, MAX_RULES, REMOTE_HOSTS, REMOTE_LPM, REMOTE_NONE, RemoteHost, flags, host_slot, inline,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,7 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     }
     let slots = SlotMap::assign(rules.iter().map(|r| r.name.as_str()), slots, &HashSet::new())
         .map_err(|msg| policy.error_at(first_at(&|_| true), msg))?;
-    let mut classes = ClassTable::new(hashable);
+    let mut classes = ClassTable::new(hashable, &local_bits.specs, &remote_bits.specs);
     let mut ports: [[Vec<u32>; 2]; 2] = Default::default();
     for direction in Direction::ALL {
         for protocol in Protocol::ALL {
@@ -436,17 +436,20 @@ fn remote_table(bits: &SetBits) -> RemoteTables {
     (v4, v6)
 }
 
-struct ClassTable {
+struct ClassTable<'a> {
     entries: Vec<ClassEntry>,
     index: HashMap<Vec<Candidate>, u32>,
     /// Remote set bits whose hosts are all in the remote host table.
     host_only: u64,
+    /// The local and the remote sets, by bit.
+    local_specs: &'a [Vec<IpNet>],
+    remote_specs: &'a [Vec<IpNet>],
 }
 
-impl ClassTable {
+impl<'a> ClassTable<'a> {
     /// Starts with class 0, the empty class.
-    fn new(host_only: u64) -> Self {
-        ClassTable { entries: vec![ClassEntry::default()], index: HashMap::new(), host_only }
+    fn new(host_only: u64, local_specs: &'a [Vec<IpNet>], remote_specs: &'a [Vec<IpNet>]) -> Self {
+        ClassTable { entries: vec![ClassEntry::default()], index: HashMap::new(), host_only, local_specs, remote_specs }
     }
 
     fn intern(&mut self, cands: Vec<Candidate>) -> u32 {
@@ -468,11 +471,53 @@ impl ClassTable {
             ..Default::default()
         };
         entry.candidates[..cands.len()].copy_from_slice(&cands);
+        // Few hosts are compared in place (the kernel then needs no host table and no trie).
+        let local_bits = cands.iter().fold(0, |m, c| m | c.local as u64);
+        let remote_bits = cands.iter().fold(0, |m, c| m | c.remote);
+        for (family, v6) in [(0, false), (1, true)] {
+            if let Some(hosts) = inline_hosts(self.local_specs, local_bits, v6) {
+                entry.local[family] = hosts;
+                entry.inline |= if v6 { inline::LOCAL_V6 } else { inline::LOCAL_V4 };
+            }
+            if let Some(hosts) = inline_hosts(self.remote_specs, remote_bits, v6) {
+                entry.remote[family] = hosts;
+                entry.inline |= if v6 { inline::REMOTE_V6 } else { inline::REMOTE_V4 };
+            }
+        }
         let i = self.entries.len() as u32;
         self.entries.push(entry);
         self.index.insert(cands, i);
         i
     }
+}
+
+/// The hosts of one family in the sets of `bits` (a mask over `specs`), each with the bits of
+/// those sets that hold it, when these sets hold only host addresses of that family, at most
+/// [`INLINE_HOSTS`] of them; `None` otherwise. A class checks such hosts in place: an address
+/// that is none of them is in none of the sets (and the sets' bits are all the candidates
+/// test), so the answer equals the host tables' or the trie's.
+fn inline_hosts(specs: &[Vec<IpNet>], bits: u64, v6: bool) -> Option<[InlineHost; INLINE_HOSTS]> {
+    let mut hosts: BTreeMap<[u32; 4], u64> = BTreeMap::new();
+    for (bit, spec) in specs.iter().enumerate().filter(|(bit, _)| bits & (1 << bit) != 0) {
+        for net in spec.iter().filter(|n| n.addr().is_ipv6() == v6) {
+            if net.prefix_len() != net.max_prefix_len() {
+                return None;
+            }
+            let key = match net {
+                IpNet::V4(n) => [u32::from_ne_bytes(n.addr().octets()), 0, 0, 0],
+                IpNet::V6(n) => words_v6(n.addr()),
+            };
+            *hosts.entry(key).or_insert(0) |= 1 << bit;
+        }
+    }
+    if hosts.len() > INLINE_HOSTS {
+        return None;
+    }
+    let mut out = [InlineHost::default(); INLINE_HOSTS];
+    for (slot, (addr, sets)) in out.iter_mut().zip(hosts) {
+        *slot = InlineHost { addr, sets };
+    }
+    Some(out)
 }
 
 /// The class of every port for the rules of one (direction, protocol), by a sweep over range

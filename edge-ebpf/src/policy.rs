@@ -1,16 +1,18 @@
 //! Classification: which rule (if any) allows a TCP/UDP packet in a direction.
 //!
 //! Cost per packet: plain memory reads in the generation's tables (port -> class, class ->
-//! candidates, the host tables; no map lookup of their own), one probe of a perfect hash for
-//! the local address (or a scan of at most 32 local prefixes when they are networks), and for
-//! remote restrictions one probe of the remote host table, or one longest-prefix lookup when
-//! the remote sets hold networks.
-//! None of it grows with the number of rules.
+//! candidates, the host tables; no map lookup of their own). The local address is compared
+//! with the class's own hosts when its candidates' local sets are at most two host addresses
+//! of the family, else found by one probe of a perfect hash (or a scan of at most 32 local
+//! prefixes when they are networks). The remote address likewise: the class's own hosts, else
+//! one probe of the remote host table, or one longest-prefix lookup when the remote sets hold
+//! networks. None of it grows with the number of rules.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use edge_common::{
-    GenConfig, Generation, HOST_SLOTS, HostTables, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS,
-    PORT_TABLE_LEN, REMOTE_HOSTS, REMOTE_NONE, RemoteKeyV4, RemoteKeyV6, flags, host_slot, port_index,
+    GenConfig, Generation, HOST_SLOTS, HostTables, INLINE_HOSTS, InlineHost, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_V4,
+    MAX_LOCAL_V6, NO_CLASS, PORT_TABLE_LEN, REMOTE_HOSTS, REMOTE_NONE, RemoteKeyV4, RemoteKeyV6, flags, host_slot,
+    inline, port_index,
 };
 
 use crate::maps::{EDGE_REMOTE4, EDGE_REMOTE6};
@@ -38,9 +40,17 @@ pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction:
     let class = &tables.classes[(class & (MAX_CLASSES - 1)) as usize];
     let cfg = &tables.config;
     let hosts = &cfg.hosts;
-    let local_sets = local_sets(cfg, hosts, pkt.v6, local);
+    let family = pkt.v6 as usize;
+    let (inline_local, inline_remote) =
+        if pkt.v6 { (inline::LOCAL_V6, inline::REMOTE_V6) } else { (inline::LOCAL_V4, inline::REMOTE_V4) };
+    let local_sets = if class.inline & inline_local != 0 {
+        inline_sets(&class.local[family], pkt.v6, local) as u32
+    } else {
+        local_sets(cfg, hosts, pkt.v6, local)
+    };
     let remote_sets = match class.remote_mode {
         REMOTE_NONE => 0,
+        _ if class.inline & inline_remote != 0 => inline_sets(&class.remote[family], pkt.v6, remote),
         REMOTE_HOSTS if cfg.flags & if pkt.v6 { flags::REMOTE_HASH_V6 } else { flags::REMOTE_HASH_V4 } != 0 => {
             remote_host_sets(hosts, pkt.v6, remote)
         }
@@ -73,6 +83,18 @@ fn all_ones_if_zero(x: u32) -> u32 {
 #[inline(always)]
 fn differ(v6: bool, a: &[u32; 4], b: &[u32; 4]) -> u32 {
     if v6 { (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) } else { a[0] ^ b[0] }
+}
+
+/// The set bits of `addr` among a class's few hosts: compared in place, no table to index.
+#[inline(always)]
+fn inline_sets(hosts: &[InlineHost; INLINE_HOSTS], v6: bool, addr: &[u32; 4]) -> u64 {
+    if differ(v6, addr, &hosts[0].addr) == 0 {
+        hosts[0].sets
+    } else if differ(v6, addr, &hosts[1].addr) == 0 {
+        hosts[1].sets
+    } else {
+        0
+    }
 }
 
 /// The remote sets of a host address: one probe of the generation's remote host table.

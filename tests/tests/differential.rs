@@ -17,10 +17,16 @@ use rand::{Rng, SeedableRng};
 
 const V4: [&str; 6] = ["192.0.2.1", "192.0.2.2", "192.0.2.77", "198.51.100.7", "198.51.100.200", "203.0.113.5"];
 const V6: [&str; 5] = ["2001:db8::1", "2001:db8::2", "2001:db8::4d", "2001:db8:1::7", "2001:db8:ff::5"];
-const NETS: [&str; 10] = [
+// Host addresses too, so that classes check from none to several hosts in place (see
+// `edge_common::INLINE_HOSTS`) and fall back to the host tables and the trie beyond that.
+const NETS: [&str; 14] = [
     "192.0.2.0/24",
     "192.0.2.0/25",
     "192.0.2.1/32",
+    "192.0.2.2/32",
+    "198.51.100.7/32",
+    "2001:db8::2/128",
+    "2001:db8::4d/128",
     "198.51.100.0/24",
     "198.51.100.0/28",
     "2001:db8::/64",

@@ -25,8 +25,14 @@ fn table_lookup(
     let v6 = local.is_ipv6();
     let family = v6 as usize;
     let hashed = |v4_flag: u32, v6_flag: u32| t.flags & if v6 { v6_flag } else { v4_flag } != 0;
-    // The host tables, when the compiler built them (one probe, as the kernel does).
-    let local_sets = if hashed(flags::LOCAL_HASH_V4, flags::LOCAL_HASH_V6) {
+    let inlined = |v4_bit: u32, v6_bit: u32| entry.inline & if v6 { v6_bit } else { v4_bit } != 0;
+    let in_place =
+        |hosts: &[InlineHost; INLINE_HOSTS], a: IpAddr| hosts.iter().find(|h| h.addr == words(a)).map_or(0, |h| h.sets);
+    // The class's own hosts, else the host tables when the compiler built them (one probe, as
+    // the kernel does).
+    let local_sets = if inlined(inline::LOCAL_V4, inline::LOCAL_V6) {
+        in_place(&entry.local[family], local) as u32
+    } else if hashed(flags::LOCAL_HASH_V4, flags::LOCAL_HASH_V6) {
         let w = words(local);
         let e = &t.hosts.local[family][host_slot(&w, v6, t.hosts.mul[family])];
         if e.addr == w { e.sets } else { 0 }
@@ -45,7 +51,9 @@ fn table_lookup(
             }
         }
     };
-    let remote_sets = if entry.remote_mode == REMOTE_HOSTS && hashed(flags::REMOTE_HASH_V4, flags::REMOTE_HASH_V6) {
+    let remote_sets = if entry.remote_mode != REMOTE_NONE && inlined(inline::REMOTE_V4, inline::REMOTE_V6) {
+        in_place(&entry.remote[family], remote)
+    } else if entry.remote_mode == REMOTE_HOSTS && hashed(flags::REMOTE_HASH_V4, flags::REMOTE_HASH_V6) {
         let w = words(remote);
         let e = &t.hosts.remote[family][host_slot(&w, v6, t.hosts.mul[2 + family])];
         if e.addr == w { e.sets } else { 0 }
@@ -340,4 +348,37 @@ fn host_tables_hold_every_host_and_fall_back_for_networks() {
     let t = compile(&parse(&nets, "p.toml").unwrap(), Role::External, &iface, &SlotMap::default()).unwrap();
     assert_eq!(t.flags & flags::LOCAL_HASH_V4, 0);
     assert_ne!(t.flags & flags::LOCAL_HASH_V6, 0);
+}
+
+#[test]
+fn classes_check_few_hosts_in_place() {
+    let policy = parse(POLICY, "p.toml").unwrap();
+    let iface = [ip("203.0.113.20")];
+    let t = compile(&policy, Role::External, &iface, &SlotMap::default()).unwrap();
+    let class = |port: usize| &t.classes[t.ports[0][0][port] as usize];
+    let v4 = |s: &str| [u32::from_ne_bytes(s.parse::<std::net::Ipv4Addr>().unwrap().octets()), 0, 0, 0];
+    // 443: access or av, two hosts per family.
+    let c = class(443);
+    assert_eq!(c.inline, inline::LOCAL_V4 | inline::LOCAL_V6 | inline::REMOTE_V4 | inline::REMOTE_V6);
+    let hosts: Vec<_> = c.local[0].iter().map(|h| h.addr).collect();
+    assert!(hosts.contains(&v4("203.0.113.10")) && hosts.contains(&v4("203.0.113.12")), "{hosts:?}");
+    // 5061 and 5062: a remote set holds IPv4 networks, so that side is not checked in place.
+    // On 5062 the only IPv6 remote is one VIP (the network sets there are IPv4 only).
+    assert_eq!(class(5061).inline, inline::LOCAL_V4 | inline::LOCAL_V6);
+    assert_eq!(class(5062).inline, inline::LOCAL_V4 | inline::LOCAL_V6 | inline::REMOTE_V6);
+    // One VIP per family on the remote side, kept with its set bit.
+    let vips = "[sets]\nvips = [\"198.51.100.50\", \"2001:db8:2::50\"]\n[[rule]]\nname = \"from-vips\"\nrole = \"external\"\n\
+                direction = \"inbound\"\nprotocol = \"tcp\"\nports = 5062\nremote = \"vips\"\n";
+    let t = compile(&parse(vips, "p.toml").unwrap(), Role::External, &iface, &SlotMap::default()).unwrap();
+    let c = &t.classes[t.ports[0][0][5062] as usize];
+    assert_eq!(c.inline & (inline::REMOTE_V4 | inline::REMOTE_V6), inline::REMOTE_V4 | inline::REMOTE_V6);
+    assert_eq!(c.remote[0][0].addr, v4("198.51.100.50"));
+    assert_eq!(c.remote[0][0].sets, c.candidates[0].remote);
+    // A third host on 443 is one too many for IPv4; IPv6 still has two.
+    let three = format!(
+        "{POLICY}\n[[rule]]\nname = \"me-443\"\nrole = \"external\"\ndirection = \"inbound\"\nprotocol = \"tcp\"\nports = 443\nlocal = \"me\"\n"
+    );
+    let t = compile(&parse(&three, "p.toml").unwrap(), Role::External, &iface, &SlotMap::default()).unwrap();
+    let c = &t.classes[t.ports[0][0][443] as usize];
+    assert_eq!(c.inline & (inline::LOCAL_V4 | inline::LOCAL_V6), inline::LOCAL_V6);
 }
