@@ -10,9 +10,9 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use edge_common::{
-    GenConfig, Generation, HOST_SLOTS, HostTables, INLINE_HOSTS, InlineHost, MAX_CANDIDATES, MAX_CLASSES, MAX_LOCAL_V4,
-    MAX_LOCAL_V6, NO_CLASS, PORT_TABLE_LEN, REMOTE_HOSTS, REMOTE_NONE, RemoteKeyV4, RemoteKeyV6, flags, host_slot,
-    inline, port_index,
+    Candidate, GenConfig, Generation, HOST_SLOTS, HostTables, INLINE_HOSTS, InlineHost, MAX_CANDIDATES, MAX_CLASSES,
+    MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, PORT_TABLE_LEN, REMOTE_HOSTS, REMOTE_NONE, RemoteKeyV4, RemoteKeyV6, flags,
+    host_slot, inline, port_index,
 };
 
 use crate::maps::{EDGE_REMOTE4, EDGE_REMOTE6};
@@ -56,15 +56,22 @@ pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction:
         }
         _ => remote_sets(generation, pkt.v6, remote),
     };
+    // One test for both sides (a zero mask requires nothing).
+    let missing = |c: &Candidate| ((local_sets & c.local) ^ c.local) as u64 | ((remote_sets & c.remote) ^ c.remote);
+    // The first candidate on its own, outside the loop: most packets a rule allows match the
+    // first rule of their class (every class but the empty one has one), and straight code
+    // is cheaper than the loop's setup.
+    let first = &class.candidates[0];
+    if missing(first) == 0 {
+        return Some(first.rule);
+    }
     let len = class.len as usize;
-    for i in 0..MAX_CANDIDATES {
+    for i in 1..MAX_CANDIDATES {
         if i >= len {
             break;
         }
         let c = &class.candidates[i];
-        // One test for both sides (a zero mask requires nothing).
-        let missing = ((local_sets & c.local) ^ c.local) as u64 | ((remote_sets & c.remote) ^ c.remote);
-        if missing == 0 {
+        if missing(c) == 0 {
             return Some(c.rule);
         }
     }

@@ -245,7 +245,8 @@ fn ip_in<const DRY: bool, const V6: bool>(data: usize, data_end: usize, live: &L
     let cfg = live.cfg();
     let d = match pkt.proto {
         PROTO_TCP | PROTO_UDP => match policy::match_rule(live.generation, live.tables, &pkt, INBOUND) {
-            Some(slot) => Decision::Rule(slot),
+            // Decided here, not after the other cases join: the common case stays straight code.
+            Some(slot) => return decide::<DRY>(live, INBOUND, Decision::Rule(slot), Some(&pkt), bytes),
             None => tracked_inbound::<DRY>(live, &pkt),
         },
         PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, live, &pkt),
