@@ -70,11 +70,22 @@ impl Loaded {
         self.run_program(programs::XDP_FILTER, frame, 1).0
     }
 
-    /// Runs an XDP program `repeat` times; returns the action and the kernel's mean ns per run.
+    /// Runs an XDP program `repeat` times; returns the action and the time per run in ns: this
+    /// thread's CPU time across the BPF_PROG_TEST_RUN call, divided by `repeat`. The kernel's
+    /// own figure (`Timed::kernel_ns`) is truncated to whole nanoseconds, a step of 0.04x of
+    /// a 25 ns floor; the call's own cost, spread over a million runs, is far below that.
     pub fn run_program(&self, name: &str, frame: &[u8], repeat: u32) -> (u32, f64) {
+        let r = self.timed_run(name, frame, repeat);
+        (r.verdict, r.ns)
+    }
+
+    /// As [`Loaded::run_program`], with the kernel's own figure.
+    pub fn timed_run(&self, name: &str, frame: &[u8], repeat: u32) -> Timed {
         let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
+        let start = thread_cpu_ns();
         let r = self.program(name).test_run(opts).expect("BPF_PROG_TEST_RUN");
-        (r.return_value, r.duration.as_nanos() as f64)
+        let ns = (thread_cpu_ns() - start) as f64 / repeat as f64;
+        Timed { verdict: r.return_value, ns, kernel_ns: r.duration.as_nanos() as f64 }
     }
 
     /// Runs the egress filter once on a frame; returns the TC action ([`TC_PASS`], [`TC_DROP`]).
@@ -132,4 +143,21 @@ impl Drop for Loaded {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// One BPF_PROG_TEST_RUN call's result (see [`Loaded::run_program`]).
+pub struct Timed {
+    pub verdict: u32,
+    /// ns per run, from this thread's CPU time across the call.
+    pub ns: f64,
+    /// The kernel's mean ns per run, truncated to whole nanoseconds.
+    pub kernel_ns: f64,
+}
+
+/// CPU time of the calling thread, in ns.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -188,8 +188,12 @@ fn testrun_section(s: &mut String, part: &Part) {
         s,
         "`edge-bench` runs edge-ctl's XDP program on fixed frames with the kernel's BPF_PROG_TEST_RUN, {} runs \
          per measurement, median of {} rounds, against the floor: an empty XDP program in the same object, \
-         measured alternately with each case (so a ratio cancels this machine's drift). The kernel's ns per \
-         run include the harness's own cost; the ratio to the floor is the comparable number. **Matrix** is \
+         measured alternately with each case (so a ratio cancels this machine's drift). ns per run is the \
+         calling thread's CPU time across the BPF_PROG_TEST_RUN call divided by the runs: the kernel's own \
+         figure is truncated to whole nanoseconds (0.04x of the floor), while the call's own cost, spread \
+         over the runs, is a few thousandths of a nanosecond (the JSON keeps the kernel's figures too, as \
+         `kernel_ns`). Both include the harness's own cost; the ratio to the floor is the comparable number. \
+         **Matrix** is \
          the reference measured in the same rounds: a stateless port matrix in the same object (plain IPv4 \
          TCP/UDP, one lookup by destination port, no address conditions, no connection tracking, no \
          counters), what a hand-written filter of the ports alone costs on this harness.\n",

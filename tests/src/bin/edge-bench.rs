@@ -150,7 +150,10 @@ fn main() {
         all.iter().copied().filter(|(name, _)| only.as_deref().is_none_or(|o| o == *name)).collect();
     assert!(!policies.is_empty(), "--only: no policy named {only:?}");
     let mut results = Vec::new();
-    println!("BPF_PROG_TEST_RUN, repeat {repeat}, median of {rounds} rounds, 64-byte-class frames, ns per packet");
+    println!(
+        "BPF_PROG_TEST_RUN, repeat {repeat}, median of {rounds} rounds, 64-byte-class frames, ns per packet \
+         (this thread's CPU time across the call / repeat)"
+    );
     for (pname, extra) in &policies {
         let text = scaled_policy(*extra);
         let p = policy::parse(&text, pname).expect("bench policy parses");
@@ -163,19 +166,20 @@ fn main() {
             if let Some(prime) = &c.prime {
                 l.run_egress(prime);
             }
-            let (mut runs, mut ratios, mut matrix) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut runs, mut ratios, mut matrix, mut kernel) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
                 // Floor, reference and case alternate, and each round's ratios are taken on
                 // their own: this machine's noise (shared cores) moves them together.
-                let floor = l.run_program(programs::XDP_FLOOR, &c.frame, repeat).1;
+                let floor = l.timed_run(programs::XDP_FLOOR, &c.frame, repeat);
                 let (reference_verdict, reference) = l.run_program(programs::XDP_MATRIX, &c.frame, repeat);
                 assert_eq!(reference_verdict, c.matrix, "{}: unexpected verdict of the reference", c.name);
-                let (verdict, ns) = l.run_program(programs::XDP_FILTER, &c.frame, repeat);
-                assert_eq!(verdict, c.expect, "{}: unexpected verdict", c.name);
-                floor_runs.push(floor);
-                runs.push(ns);
-                ratios.push(ns / floor);
-                matrix.push(reference / floor);
+                let run = l.timed_run(programs::XDP_FILTER, &c.frame, repeat);
+                assert_eq!(run.verdict, c.expect, "{}: unexpected verdict", c.name);
+                floor_runs.push(floor.ns);
+                runs.push(run.ns);
+                ratios.push(run.ns / floor.ns);
+                matrix.push(reference / floor.ns);
+                kernel.push((run.kernel_ns, floor.kernel_ns));
             }
             let range = |v: &[f64]| v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
             let (ns_range, ratio_range) = (range(&runs), range(&ratios));
@@ -183,7 +187,9 @@ fn main() {
             // (for comparing builds by hand; the table shows the median).
             let ratio_mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
             let matrix = median(matrix);
-            rows.push((c.name, median(runs), median(ratios), ns_range, ratio_range, ratio_mean, matrix));
+            // The kernel's own figures (whole ns), for comparison with ours.
+            let kernel = (median(kernel.iter().map(|k| k.0).collect()), median(kernel.iter().map(|k| k.1).collect()));
+            rows.push((c.name, median(runs), median(ratios), ns_range, ratio_range, ratio_mean, matrix, kernel));
         }
         let floor = median(floor_runs);
         println!(
@@ -191,12 +197,13 @@ fn main() {
             l.tables.remote_v4.len() + l.tables.remote_v6.len()
         );
         println!("  {:<40} {:>9} {:>8} {:>9}", "PACKET", "NS", "x FLOOR", "MATRIX x");
-        for (name, ns, ratio, (ns_min, ns_max), (ratio_min, ratio_max), ratio_mean, matrix) in &rows {
+        for (name, ns, ratio, (ns_min, ns_max), (ratio_min, ratio_max), ratio_mean, matrix, kernel) in &rows {
             println!("  {:<40} {:>9.1} {:>8.2} {:>9.2}", name, ns, ratio, matrix);
             results.push(
                 json!({"policy": pname, "rules": rules, "packet": name, "ns": ns, "floor_ns": floor, "ratio": ratio,
                        "ns_min": ns_min, "ns_max": ns_max, "ratio_min": ratio_min, "ratio_max": ratio_max,
-                       "ratio_mean": ratio_mean, "matrix_ratio": matrix}),
+                       "ratio_mean": ratio_mean, "matrix_ratio": matrix,
+                       "kernel_ns": kernel.0, "kernel_floor_ns": kernel.1}),
             );
         }
     }
