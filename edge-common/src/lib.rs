@@ -551,7 +551,10 @@ pub struct DropEvent {
     pub proto: u8,
     /// 4 or 6 (0 when not IP).
     pub family: u8,
-    pub _pad: [u8; 7],
+    // Three fields, not `[u8; 7]`: zeroing a byte array is a call to memset in BPF code.
+    pub _pad0: u8,
+    pub _pad1: u16,
+    pub _pad2: u32,
 }
 
 /// Per-CPU event budget: how many events this CPU emitted in the second that began at jiffy

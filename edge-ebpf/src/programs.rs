@@ -71,12 +71,14 @@ impl Decision {
 
 /// The ingress filter: judges every frame arriving on the interface.
 #[xdp]
+#[inline(always)]
 pub fn edge_xdp(ctx: XdpContext) -> u32 {
     if ingress::<LIVE_RUN>(ctx.data(), ctx.data_end()) { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
 }
 
 /// Passes everything: the benchmark's floor, built with the same toolchain in the same object.
 #[xdp]
+#[inline(always)]
 pub fn edge_xdp_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
@@ -86,6 +88,7 @@ pub fn edge_xdp_floor(_ctx: XdpContext) -> u32 {
 /// conditions, no connection tracking, no counters; anything else passes. What edge_xdp costs
 /// beyond it is the price of the rest.
 #[xdp]
+#[inline(always)]
 pub fn edge_xdp_matrix(ctx: XdpContext) -> u32 {
     let Some(pkt) = parse::plain_v4(ctx.data(), ctx.data_end()) else {
         return xdp_action::XDP_PASS;
@@ -96,6 +99,7 @@ pub fn edge_xdp_matrix(ctx: XdpContext) -> u32 {
 
 /// The egress filter and flow recorder.
 #[classifier]
+#[inline(always)]
 pub fn edge_tc_egress(ctx: TcContext) -> i32 {
     let bytes = ctx.len() as u64;
     // The stack's own packets may carry headers outside the linear part: pull them in once.
@@ -111,6 +115,7 @@ pub fn edge_tc_egress(ctx: TcContext) -> i32 {
 
 /// `edge-ctl explain` for inbound packets: the ingress logic, dry.
 #[xdp]
+#[inline(always)]
 pub fn edge_explain_in(ctx: XdpContext) -> u32 {
     ingress::<DRY_RUN>(ctx.data(), ctx.data_end());
     xdp_action::XDP_PASS
@@ -118,6 +123,7 @@ pub fn edge_explain_in(ctx: XdpContext) -> u32 {
 
 /// `edge-ctl explain` for outbound packets: the egress logic, dry.
 #[xdp]
+#[inline(always)]
 pub fn edge_explain_out(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     egress::<DRY_RUN>(parse::parse(ctx.data(), ctx.data_end(), false), bytes);
