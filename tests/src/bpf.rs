@@ -82,9 +82,9 @@ impl Loaded {
     /// As [`Loaded::run_program`], with the kernel's own figure.
     pub fn timed_run(&self, name: &str, frame: &[u8], repeat: u32) -> Timed {
         let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
-        let start = thread_cpu_ns();
+        let start = crate::compare::cpu::thread_ns();
         let r = self.program(name).test_run(opts).expect("BPF_PROG_TEST_RUN");
-        let ns = (thread_cpu_ns() - start) as f64 / repeat as f64;
+        let ns = (crate::compare::cpu::thread_ns() - start) as f64 / repeat as f64;
         Timed { verdict: r.return_value, ns, kernel_ns: r.duration.as_nanos() as f64 }
     }
 
@@ -152,12 +152,4 @@ pub struct Timed {
     pub ns: f64,
     /// The kernel's mean ns per run, truncated to whole nanoseconds.
     pub kernel_ns: f64,
-}
-
-/// CPU time of the calling thread, in ns.
-pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -187,7 +187,8 @@ fn testrun_section(s: &mut String, part: &Part) {
     let _ = writeln!(
         s,
         "`edge-bench` runs edge-ctl's XDP program on fixed frames with the kernel's BPF_PROG_TEST_RUN, {} runs \
-         per measurement, median of {} rounds, against the floor: an empty XDP program in the same object, \
+         per measurement, median of {} rounds, pinned to the last CPU, against the floor: an empty XDP \
+         program in the same object, \
          measured alternately with each case (so a ratio cancels this machine's drift). ns per run is the \
          calling thread's CPU time across the BPF_PROG_TEST_RUN call divided by the runs: the kernel's own \
          figure is truncated to whole nanoseconds (0.04x of the floor), while the call's own cost, spread \

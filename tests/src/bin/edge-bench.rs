@@ -133,7 +133,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let json_path = std::env::args().skip_while(|a| a != "--json").nth(1);
-    let (repeat, mut rounds) = if quick { (10_000, 1) } else { (1_000_000, 15) };
+    let (repeat, mut rounds) = if quick { (10_000, 1) } else { (1_000_000, 21) };
+    // One CPU throughout (the last): a move between calls would change the caches a run starts from.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    edge_tests::compare::cpu::pin_to_cpu(cpus - 1);
     // `--rounds N` and `--only NAME` (one policy): for quick comparisons while working.
     if let Some(n) = std::env::args().skip_while(|a| a != "--rounds").nth(1) {
         rounds = n.parse().expect("--rounds takes a number");
