@@ -187,8 +187,9 @@ fn testrun_section(s: &mut String, part: &Part) {
     let _ = writeln!(
         s,
         "`edge-bench` runs edge-ctl's XDP program on fixed frames with the kernel's BPF_PROG_TEST_RUN, {} runs \
-         per measurement, median of {} rounds, pinned to the last CPU, against the floor: an empty XDP \
-         program in the same object, \
+         per measurement, median of {} rounds spread over {} loads of the object (the kernel starts each \
+         JIT-compiled image at a random offset, and where the hot code falls moves a packet's cost by up to \
+         0.2x), pinned to the last CPU, against the floor: an empty XDP program in the same object, \
          measured alternately with each case (so a ratio cancels this machine's drift). ns per run is the \
          calling thread's CPU time across the BPF_PROG_TEST_RUN call divided by the runs: the kernel's own \
          figure is truncated to whole nanoseconds (0.04x of the floor), while the call's own cost, spread \
@@ -198,7 +199,7 @@ fn testrun_section(s: &mut String, part: &Part) {
          the reference measured in the same rounds: a stateless port matrix in the same object (plain IPv4 \
          TCP/UDP, one lookup by destination port, no address conditions, no connection tracking, no \
          counters), what a hand-written filter of the ports alone costs on this harness.\n",
-        j["repeat"], j["rounds"]
+        j["repeat"], j["rounds"], j["loads"]
     );
     let results: &[Value] = j["results"].as_array().map_or(&[], Vec::as_slice);
     let mut policies: Vec<String> = Vec::new();
