@@ -44,8 +44,9 @@ pub fn emit(cfg: &GenConfig, direction: u32, kind: DropKind, reason: DropReason,
         None => ([0; 4], [0; 4], 0, 0, 0, 0),
     };
     let e = entry.as_mut_ptr();
-    // Field by field, volatile, into the reserved record: built on the stack, LLVM zeroes
-    // its parts with memset, which is a BPF-to-BPF call (see `tests/tests/object.rs`).
+    // Field by field, volatile, into the reserved record: built on the stack, LLVM zeroed
+    // parts of it with memset, a BPF-to-BPF call (see the test in edge-ctl's
+    // `dataplane::object`).
     unsafe {
         write_volatile(&raw mut (*e).time_ns, conntrack::monotonic_ns());
         for w in 0..4 {

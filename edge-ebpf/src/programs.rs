@@ -8,6 +8,11 @@
 //! The logic returns a [`Decision`]; effects (counters, drop events) are applied in one place.
 //! The explain programs run the same logic with `DRY = true`: no counters, no connection-table
 //! writes, no events; the decision goes to a map for `edge-ctl explain`.
+//!
+//! Every entry point is `#[inline(always)]`: the program macros wrap the function they are
+//! given, and when LLVM judged a body too big to inline into that wrapper, every packet paid a
+//! BPF-to-BPF call (0.3-0.5x of the benchmark's floor here; a test in edge-ctl's
+//! `dataplane::object` fails on any such call).
 
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action};
 use aya_ebpf::macros::{classifier, xdp};

@@ -1,8 +1,7 @@
 //! The eBPF object, built by build.rs (aya-build) and embedded in the binary.
 
-use std::path::Path;
-
 use std::os::fd::AsFd;
+use std::path::Path;
 
 use aya::maps::MapData;
 use aya::programs::{Program, ProgramError, SchedClassifier, Xdp};
@@ -162,6 +161,17 @@ mod tests {
     /// return thunk on CPUs that need one, which the benchmark measured at 0.3-0.5x of the
     /// floor on every packet: a change that makes LLVM call out of a program (a body too big
     /// to inline, a struct zeroed with memset) fails here rather than in the benchmark.
+    /// The global variables' map is created here with the packet tables' size (see `load`):
+    /// another global in the object would not fit in it.
+    #[test]
+    fn the_only_global_is_the_packet_tables() {
+        let obj = aya_obj::Object::parse(super::bytes()).expect("the embedded object parses");
+        let globals = &obj.maps[super::TABLES_SECTION];
+        assert_eq!(globals.value_size() as usize, std::mem::size_of::<edge_common::PacketTables>());
+        let data_sections: Vec<&String> = obj.maps.keys().filter(|n| n.starts_with('.')).collect();
+        assert_eq!(data_sections, [super::TABLES_SECTION], "global variables outside the packet tables");
+    }
+
     #[test]
     fn programs_make_no_function_calls() {
         let obj = aya_obj::Object::parse(super::bytes()).expect("the embedded object parses");
