@@ -157,11 +157,7 @@ pub fn verifier_error(program: &str, e: ProgramError) -> DataplaneError {
 mod tests {
     use aya_obj::generated::{BPF_CALL, BPF_JMP, BPF_PSEUDO_CALL};
 
-    /// The programs are one function each. A BPF-to-BPF call returns through the kernel's
-    /// return thunk on CPUs that need one, which the benchmark measured at 0.3-0.5x of the
-    /// floor on every packet: a change that makes LLVM call out of a program (a body too big
-    /// to inline, a struct zeroed with memset) fails here rather than in the benchmark.
-    /// The global variables' map is created here with the packet tables' size (see `load`):
+    /// The global variables' map is created with the packet tables' size (see `load`):
     /// another global in the object would not fit in it.
     #[test]
     fn the_only_global_is_the_packet_tables() {
@@ -172,6 +168,10 @@ mod tests {
         assert_eq!(data_sections, [super::TABLES_SECTION], "global variables outside the packet tables");
     }
 
+    /// The programs are one function each. A BPF-to-BPF call returns through the kernel's
+    /// return thunk on CPUs that need one, which the benchmark measured at 0.3-0.5x of the
+    /// floor on every packet: a change that makes LLVM call out of a program (a body too big
+    /// to inline, a struct zeroed with memset) fails here rather than in the benchmark.
     #[test]
     fn programs_make_no_function_calls() {
         let obj = aya_obj::Object::parse(super::bytes()).expect("the embedded object parses");

@@ -205,8 +205,7 @@ fn main() {
             let Samples { runs, ratios, matrix, kernel } = s;
             let range = |v: &[f64]| v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
             let (ns_range, ratio_range) = (range(&runs), range(&ratios));
-            // The kernel reports whole nanoseconds; the mean over rounds resolves finer steps
-            // (for comparing builds by hand; the table shows the median).
+            // The mean over rounds, for comparing builds by hand (the table shows the median).
             let ratio_mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
             let matrix = median(matrix);
             // The kernel's own figures (whole ns), for comparison with ours.
