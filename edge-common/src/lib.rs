@@ -150,8 +150,9 @@ pub const fn host_slot(addr: &[u32; 4], v6: bool, mul: u32) -> usize {
     (folded.wrapping_mul(mul) >> 24) as usize
 }
 
-/// A local host address and its local sets (`sets == 0`: empty slot).
-#[repr(C)]
+/// A local host address and its local sets (`sets == 0`: empty slot). Aligned to 8 bytes, like
+/// every address the kernel compares: an IPv6 address is compared as two 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalHost {
     pub addr: [u32; 4],

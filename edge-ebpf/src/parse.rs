@@ -31,13 +31,16 @@ pub enum Frame {
     Drop(DropReason),
 }
 
-/// The fields the policy looks at. Addresses are wire-order words; IPv4 uses word 0.
+/// The fields the policy looks at. Addresses are wire-order words; IPv4 uses word 0. The
+/// addresses come first and the struct is aligned to 8 bytes: IPv6 addresses are compared as
+/// two 64-bit words (see `policy::differ`).
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct Packet {
-    pub v6: bool,
-    pub proto: u8,
     pub src: [u32; 4],
     pub dst: [u32; 4],
+    pub v6: bool,
+    pub proto: u8,
     /// TCP/UDP ports in host order; for ICMP, `sport` holds type and `dport` code.
     pub sport: u16,
     pub dport: u16,
@@ -61,6 +64,13 @@ pub const TCP_ACK: u8 = 0x10;
 fn load<T: Copy>(addr: usize) -> T {
     // SAFETY: the caller checked `addr + size_of::<T>() <= data_end`; see above for alignment.
     unsafe { *(addr as *const T) }
+}
+
+/// An address read as two 64-bit words, as the wire-order 32-bit words [`Packet`] holds.
+#[inline(always)]
+fn words(wide: [u64; 2]) -> [u32; 4] {
+    // SAFETY: same size, and every bit pattern is valid for both.
+    unsafe { core::mem::transmute(wide) }
 }
 
 /// A big-endian u16 at `addr` (see [`load`]).
@@ -324,7 +334,9 @@ pub fn plain_v6(data: usize, data_end: usize) -> Option<Packet> {
     if L4 + be16(data + L3 + 4) as usize > data_end - data {
         return None;
     }
-    plain_l4(data, data_end, true, load::<u8>(data + L3 + 6), load(data + L3 + 8), load(data + L3 + 24), L4)
+    // Each address as two 64-bit loads, the width it is compared at.
+    let (src, dst) = (words(load::<[u64; 2]>(data + L3 + 8)), words(load::<[u64; 2]>(data + L3 + 24)));
+    plain_l4(data, data_end, true, load::<u8>(data + L3 + 6), src, dst, L4)
 }
 
 /// The packet, when TCP (with its whole header) or UDP is at `l4`, whose first 8 bytes the
