@@ -79,6 +79,14 @@ fn be16(addr: usize) -> u16 {
     u16::from_be(load::<u16>(addr))
 }
 
+/// [`load`] as a volatile read: the compiler cannot reuse a value it read earlier, so it need
+/// not keep that value alive until here (see [`plain_again`]).
+#[inline(always)]
+fn reload<T: Copy>(addr: usize) -> T {
+    // SAFETY: as for `load`.
+    unsafe { core::ptr::read_volatile(addr as *const T) }
+}
+
 /// A bounds-checked pointer to a `T` at `offset` from the start of the frame.
 #[inline(always)]
 fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Option<*const T> {
@@ -337,6 +345,37 @@ pub fn plain_v6(data: usize, data_end: usize) -> Option<Packet> {
     // Each address as two 64-bit loads, the width it is compared at.
     let (src, dst) = (words(load::<[u64; 2]>(data + L3 + 8)), words(load::<[u64; 2]>(data + L3 + 24)));
     plain_l4(data, data_end, true, load::<u8>(data + L3 + 6), src, dst, L4)
+}
+
+/// The second look at a packet [`plain_v4`] (`v6` false) or [`plain_v6`] (`v6` true) accepted:
+/// the same fields, read anew. The ingress filter reads a plain packet once for the rules,
+/// and only when no rule allows it a second time for everything else, so the allowed path
+/// keeps no field alive that only the other paths need.
+///
+/// The first look's checks still hold (nothing writes the packet in between) and are not
+/// repeated, except one bound: the verifier does not know that the protocol read again is the
+/// one read first, so a TCP header is bounds-checked again before its flags are read.
+#[inline(always)]
+pub fn plain_again(data: usize, data_end: usize, v6: bool) -> Option<Packet> {
+    const L3: usize = EthHdr::LEN;
+    let (l4, proto, src, dst) = if v6 {
+        let address = |at: usize| words([reload::<u64>(at), reload::<u64>(at + 8)]);
+        (L3 + Ipv6Hdr::LEN, reload::<u8>(data + L3 + 6), address(data + L3 + 8), address(data + L3 + 24))
+    } else {
+        let (src, dst) = (reload::<u32>(data + L3 + 12), reload::<u32>(data + L3 + 16));
+        (L3 + Ipv4Hdr::LEN, reload::<u8>(data + L3 + 9), [src, 0, 0, 0], [dst, 0, 0, 0])
+    };
+    // The first look checked this; the compiler knows, and so does the verifier.
+    if data + l4 + UdpHdr::LEN > data_end {
+        return None;
+    }
+    let tcp_flags = match proto {
+        PROTO_TCP if data + l4 + TcpHdr::LEN <= data_end => reload::<u8>(data + l4 + 13),
+        PROTO_UDP => 0,
+        _ => return None,
+    };
+    let (sport, dport) = (u16::from_be(reload::<u16>(data + l4)), u16::from_be(reload::<u16>(data + l4 + 2)));
+    Some(Packet { v6, proto, src, dst, sport, dport, tcp_flags, l4_offset: l4 as u16 })
 }
 
 /// The packet, when TCP (with its whole header) or UDP is at `l4`, whose first 8 bytes the

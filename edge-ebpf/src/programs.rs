@@ -223,12 +223,22 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
     let bytes = (data_end - data) as u64;
     let live = live();
     let cfg = live.cfg();
-    // Most packets are plain IPv4 or IPv6: read them straight, the same fields `parse` gives.
+    // Most packets are plain IPv4 or IPv6: read them straight, the same fields `parse` gives,
+    // first for the rules alone (see `parse::plain_v4`).
     if let Some(pkt) = parse::plain_v4(data, data_end) {
-        return ip_in::<DRY, false>(data, data_end, &live, pkt, bytes);
-    }
-    if let Some(pkt) = parse::plain_v6(data, data_end) {
-        return ip_in::<DRY, true>(data, data_end, &live, pkt, bytes);
+        if let Some(slot) = policy::match_rule(live.generation, live.tables, &pkt, INBOUND) {
+            return decide::<DRY>(&live, INBOUND, Decision::Rule(slot), None, bytes);
+        }
+        if let Some(pkt) = parse::plain_again(data, data_end, false) {
+            return no_rule_in::<DRY, false>(&live, pkt, bytes);
+        }
+    } else if let Some(pkt) = parse::plain_v6(data, data_end) {
+        if let Some(slot) = policy::match_rule(live.generation, live.tables, &pkt, INBOUND) {
+            return decide::<DRY>(&live, INBOUND, Decision::Rule(slot), None, bytes);
+        }
+        if let Some(pkt) = parse::plain_again(data, data_end, true) {
+            return no_rule_in::<DRY, true>(&live, pkt, bytes);
+        }
     }
     match parse::parse(data, data_end, true) {
         // One copy of the logic per family, so that IPv4 never carries IPv6's address words.
@@ -257,13 +267,20 @@ fn ip_in<const DRY: bool, const V6: bool>(data: usize, data_end: usize, live: &L
     let d = match pkt.proto {
         PROTO_TCP | PROTO_UDP => match policy::match_rule(live.generation, live.tables, &pkt, INBOUND) {
             // Decided here, not after the other cases join: the common case stays straight code.
-            Some(slot) => return decide::<DRY>(live, INBOUND, Decision::Rule(slot), Some(&pkt), bytes),
-            None => tracked_inbound::<DRY>(live, &pkt),
+            Some(slot) => return decide::<DRY>(live, INBOUND, Decision::Rule(slot), None, bytes),
+            None => return no_rule_in::<DRY, V6>(live, pkt, bytes),
         },
         PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, live, &pkt),
         _ => Decision::Drop(DropReason::L4Protocol),
     };
     decide::<DRY>(live, INBOUND, audited(cfg, d), Some(&pkt), bytes)
+}
+
+/// A TCP or UDP packet no rule allows, of one family.
+#[inline(always)]
+fn no_rule_in<const DRY: bool, const V6: bool>(live: &Live, pkt: Packet, bytes: u64) -> bool {
+    let pkt = Packet { v6: V6, ..pkt };
+    decide::<DRY>(live, INBOUND, audited(live.cfg(), tracked_inbound::<DRY>(live, &pkt)), Some(&pkt), bytes)
 }
 
 /// No rule allows it: it passes only as part of a flow the edge opened.
