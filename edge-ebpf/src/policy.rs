@@ -46,6 +46,9 @@ pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction:
     let local_sets = if class.inline & inline_local != 0 {
         inline_sets(&class.local[family], pkt.v6, local) as u32
     } else {
+        // An interface has few addresses of its own: the other branch is the common one, and
+        // laying it out straight (this one away) saves taken branches on the allowed path.
+        core::hint::cold_path();
         local_sets(cfg, hosts, pkt.v6, local)
     };
     let remote_sets = match class.remote_mode {
@@ -65,6 +68,8 @@ pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction:
     if missing(first) == 0 {
         return Some(first.rule);
     }
+    // The rest is laid out away from the allowed path, like every cold branch here.
+    core::hint::cold_path();
     let len = class.len as usize;
     for i in 1..MAX_CANDIDATES {
         if i >= len {
