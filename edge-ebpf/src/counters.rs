@@ -1,7 +1,9 @@
 //! Per-CPU packet and byte counters: per rule slot, per drop reason and direction, per pass
 //! reason and direction; connection-table events.
 
-use edge_common::{Counter, CtEvent, DropKind, DropReason, PassReason, drop_index, pass_index};
+use aya_ebpf::cty::c_void;
+use aya_ebpf::helpers::bpf_map_lookup_elem;
+use edge_common::{Candidate, Counter, CtEvent, DropKind, DropReason, PassReason, drop_index, pass_index};
 
 use crate::maps::{EDGE_CTEV, EDGE_DROPS, EDGE_PASSES, EDGE_RULES};
 
@@ -19,6 +21,19 @@ fn bump(counter: Option<*mut Counter>, bytes: u64) {
 #[inline(always)]
 pub fn rule(slot: u16, bytes: u64) {
     bump(EDGE_RULES.get_ptr_mut(slot as u32), bytes);
+}
+
+/// [`rule`], for the candidate that allowed the packet. Its first four bytes are the rule's
+/// slot and zero padding, a little-endian u32: the map lookup reads its key from the packet
+/// tables instead of a copy on the stack (one store and one load fewer on the allowed path).
+#[inline(always)]
+pub fn rule_of(candidate: &Candidate, bytes: u64) {
+    const _: () = assert!(core::mem::offset_of!(Candidate, rule) == 0 && core::mem::offset_of!(Candidate, _pad) == 2);
+    let key = (&raw const candidate.rule).cast::<c_void>();
+    // SAFETY: the map is a per-CPU array of `Counter`s with u32 keys; the key is four readable
+    // bytes (the candidate's `rule` and `_pad`, which the controller writes as zero).
+    let counter = unsafe { bpf_map_lookup_elem((&raw const EDGE_RULES).cast_mut().cast(), key) };
+    bump((!counter.is_null()).then_some(counter.cast()), bytes);
 }
 
 #[inline(always)]

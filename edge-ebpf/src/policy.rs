@@ -31,6 +31,19 @@ pub fn port_class(tables: &Generation, pkt: &Packet, direction: u32) -> u32 {
 /// The rule slot that allows the packet, or `None` when no rule does.
 #[inline(always)]
 pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction: u32) -> Option<u16> {
+    match_candidate(generation, tables, pkt, direction).map(|c| c.rule)
+}
+
+/// The candidate (in the packet tables) whose rule allows the packet, or `None`: the rule's
+/// counter can be looked up with the candidate's own memory as the key (see
+/// `counters::rule_of`).
+#[inline(always)]
+pub fn match_candidate<'a>(
+    generation: u32,
+    tables: &'a Generation,
+    pkt: &Packet,
+    direction: u32,
+) -> Option<&'a Candidate> {
     // Inbound: the local address is the destination; outbound: the source.
     let (local, remote) = if direction == 0 { (&pkt.dst, &pkt.src) } else { (&pkt.src, &pkt.dst) };
     let class = port_class(tables, pkt, direction);
@@ -66,7 +79,7 @@ pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction:
     // is cheaper than the loop's setup.
     let first = &class.candidates[0];
     if missing(first) == 0 {
-        return Some(first.rule);
+        return Some(first);
     }
     // The rest is laid out away from the allowed path, like every cold branch here.
     core::hint::cold_path();
@@ -77,7 +90,7 @@ pub fn match_rule(generation: u32, tables: &Generation, pkt: &Packet, direction:
         }
         let c = &class.candidates[i];
         if missing(c) == 0 {
-            return Some(c.rule);
+            return Some(c);
         }
     }
     None

@@ -17,7 +17,9 @@
 use aya_ebpf::bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action};
 use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
-use edge_common::{DropKind, DropReason, Explanation, GenConfig, Generation, NO_CLASS, PassReason, explain, flags};
+use edge_common::{
+    Candidate, DropKind, DropReason, Explanation, GenConfig, Generation, NO_CLASS, PassReason, explain, flags,
+};
 
 use crate::conntrack;
 use crate::maps::{EDGE_EXPLAIN, EDGE_TABLES};
@@ -226,15 +228,15 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
     // Most packets are plain IPv4 or IPv6: read them straight, the same fields `parse` gives,
     // first for the rules alone (see `parse::plain_v4`).
     if let Some(pkt) = parse::plain_v4(data, data_end) {
-        if let Some(slot) = policy::match_rule(live.generation, live.tables, &pkt, INBOUND) {
-            return decide::<DRY>(&live, INBOUND, Decision::Rule(slot), None, bytes);
+        if let Some(c) = policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
+            return allowed::<DRY>(&live, c, bytes);
         }
         if let Some(pkt) = parse::plain_again(data, data_end, false) {
             return no_rule_in::<DRY, false>(&live, pkt, bytes);
         }
     } else if let Some(pkt) = parse::plain_v6(data, data_end) {
-        if let Some(slot) = policy::match_rule(live.generation, live.tables, &pkt, INBOUND) {
-            return decide::<DRY>(&live, INBOUND, Decision::Rule(slot), None, bytes);
+        if let Some(c) = policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
+            return allowed::<DRY>(&live, c, bytes);
         }
         if let Some(pkt) = parse::plain_again(data, data_end, true) {
             return no_rule_in::<DRY, true>(&live, pkt, bytes);
@@ -265,15 +267,27 @@ fn ip_in<const DRY: bool, const V6: bool>(data: usize, data_end: usize, live: &L
     let pkt = Packet { v6: V6, ..pkt };
     let cfg = live.cfg();
     let d = match pkt.proto {
-        PROTO_TCP | PROTO_UDP => match policy::match_rule(live.generation, live.tables, &pkt, INBOUND) {
+        PROTO_TCP | PROTO_UDP => match policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
             // Decided here, not after the other cases join: the common case stays straight code.
-            Some(slot) => return decide::<DRY>(live, INBOUND, Decision::Rule(slot), None, bytes),
+            Some(c) => return allowed::<DRY>(live, c, bytes),
             None => return no_rule_in::<DRY, V6>(live, pkt, bytes),
         },
         PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, live, &pkt),
         _ => Decision::Drop(DropReason::L4Protocol),
     };
     decide::<DRY>(live, INBOUND, audited(cfg, d), Some(&pkt), bytes)
+}
+
+/// An inbound packet the rule of candidate `c` allows: [`decide`] for [`Decision::Rule`], with
+/// the counter looked up by the candidate's own memory (see `counters::rule_of`).
+#[inline(always)]
+fn allowed<const DRY: bool>(live: &Live, c: &Candidate, bytes: u64) -> bool {
+    if DRY {
+        record_explanation(live.generation, Decision::Rule(c.rule));
+    } else {
+        counters::rule_of(c, bytes);
+    }
+    true
 }
 
 /// A TCP or UDP packet no rule allows, of one family.
