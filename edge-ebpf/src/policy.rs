@@ -57,12 +57,12 @@ pub fn match_candidate<'a>(
     let (inline_local, inline_remote) =
         if pkt.v6 { (inline::LOCAL_V6, inline::REMOTE_V6) } else { (inline::LOCAL_V4, inline::REMOTE_V4) };
     let local_sets = if class.inline & inline_local != 0 {
-        inline_sets(&class.local[family], pkt.v6, local) as u32
+        inline_sets(&class.local[family], pkt.v6, local)
     } else {
         // An interface has few addresses of its own: the other branch is the common one, and
         // laying it out straight (this one away) saves taken branches on the allowed path.
         core::hint::cold_path();
-        local_sets(cfg, hosts, pkt.v6, local)
+        local_sets(cfg, hosts, pkt.v6, local) as u64
     };
     let remote_sets = match class.remote_mode {
         REMOTE_NONE => 0,
@@ -73,7 +73,12 @@ pub fn match_candidate<'a>(
         _ => remote_sets(generation, pkt.v6, remote),
     };
     // One test for both sides (a zero mask requires nothing).
-    let missing = |c: &Candidate| ((local_sets & c.local) ^ c.local) as u64 | ((remote_sets & c.remote) ^ c.remote);
+    // In 64 bits throughout: a u32 result widened at the end costs two shifts (BPF's 32-bit
+    // operations are not known to clear the upper half). Local set bits are the low 32.
+    let missing = |c: &Candidate| {
+        let local = c.local as u64;
+        ((local_sets & local) ^ local) | ((remote_sets & c.remote) ^ c.remote)
+    };
     // The first candidate on its own, outside the loop: most packets a rule allows match the
     // first rule of their class (every class but the empty one has one), and straight code
     // is cheaper than the loop's setup.
