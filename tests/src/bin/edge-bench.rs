@@ -170,26 +170,34 @@ fn main() {
         "BPF_PROG_TEST_RUN, repeat {repeat}, median of {rounds} rounds over {loads} loads, 64-byte-class frames, ns per packet \
          (this thread's CPU time across the call / repeat)"
     );
-    for (pname, extra) in &policies {
-        let text = scaled_policy(*extra);
-        let p = policy::parse(&text, pname).expect("bench policy parses");
-        let rules = p.rules_of(Role::External).count();
-        let cases = cases();
-        let mut floor_runs = Vec::new();
-        let mut per_case: Vec<Samples> = cases.iter().map(|_| Samples::default()).collect();
-        let mut prefixes = 0;
-        // The kernel starts each JIT-compiled image at a random offset, and where the hot code
-        // falls moves a packet's cost (the same packet measured 1.29x in one load and 1.49x in
-        // another; the floor itself moved by 15%): the rounds are spread over seven loads of
-        // the object, so the median is taken over placements, not within one or two.
-        for load in 0..loads {
-            let l = Loaded::new(&p, Role::External, &[]);
-            prefixes = l.tables.remote_v4.len() + l.tables.remote_v6.len();
-            for (c, s) in cases.iter().zip(per_case.iter_mut()) {
-                if let Some(prime) = &c.prime {
-                    l.run_egress(prime);
-                }
-                for _ in (load..rounds).step_by(loads) {
+    let parsed: Vec<_> = policies
+        .iter()
+        .map(|(pname, extra)| policy::parse(&scaled_policy(*extra), pname).expect("bench policy parses"))
+        .collect();
+    let cases = cases();
+    let mut per_policy: Vec<Vec<Samples>> =
+        parsed.iter().map(|_| cases.iter().map(|_| Samples::default()).collect()).collect();
+    let mut floor_runs: Vec<Vec<f64>> = parsed.iter().map(|_| Vec::new()).collect();
+    let mut prefixes = vec![0; parsed.len()];
+    // The kernel starts each JIT-compiled image at a random offset, and where the hot code
+    // falls moves a packet's cost (the same packet measured 1.29x in one load and 1.49x in
+    // another; the floor itself moved by 15%): the rounds are spread over seven loads of the
+    // object, so the median is taken over placements, not within one or two.
+    for load in 0..loads {
+        // Every policy loaded side by side and their rounds interleaved: when this machine's
+        // state changes (it moves the ratios too, not only the ns: the same run once measured
+        // the floor at 22 ns for one policy and 26 ns for the next), all policies share it, and
+        // the comparison across policy sizes stays fair.
+        let loaded: Vec<Loaded> = parsed.iter().map(|p| Loaded::new(p, Role::External, &[])).collect();
+        for (l, n) in loaded.iter().zip(prefixes.iter_mut()) {
+            *n = l.tables.remote_v4.len() + l.tables.remote_v6.len();
+            for prime in cases.iter().filter_map(|c| c.prime.as_ref()) {
+                l.run_egress(prime);
+            }
+        }
+        for _ in (load..rounds).step_by(loads) {
+            for ((l, samples), floors) in loaded.iter().zip(per_policy.iter_mut()).zip(floor_runs.iter_mut()) {
+                for (c, s) in cases.iter().zip(samples.iter_mut()) {
                     // Floor, reference and case alternate, and each round's ratios are taken on
                     // their own: this machine's noise (shared cores) moves them together.
                     let floor = l.timed_run(programs::XDP_FLOOR, &c.frame, repeat);
@@ -197,7 +205,7 @@ fn main() {
                     assert_eq!(reference_verdict, c.matrix, "{}: unexpected verdict of the reference", c.name);
                     let run = l.timed_run(programs::XDP_FILTER, &c.frame, repeat);
                     assert_eq!(run.verdict, c.expect, "{}: unexpected verdict", c.name);
-                    floor_runs.push(floor.ns);
+                    floors.push(floor.ns);
                     s.runs.push(run.ns);
                     s.ratios.push(run.ns / floor.ns);
                     s.matrix.push(reference / floor.ns);
@@ -205,8 +213,13 @@ fn main() {
                 }
             }
         }
+    }
+    for ((((pname, _), p), samples), (floors, prefixes)) in
+        policies.iter().zip(&parsed).zip(per_policy).zip(floor_runs.into_iter().zip(prefixes))
+    {
+        let rules = p.rules_of(Role::External).count();
         let mut rows = Vec::new();
-        for (c, s) in cases.iter().zip(per_case) {
+        for (c, s) in cases.iter().zip(samples) {
             let Samples { runs, ratios, matrix, kernel } = s;
             let range = |v: &[f64]| v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
             let (ns_range, ratio_range) = (range(&runs), range(&ratios));
@@ -217,7 +230,7 @@ fn main() {
             let kernel = (median(kernel.iter().map(|k| k.0).collect()), median(kernel.iter().map(|k| k.1).collect()));
             rows.push((c.name, median(runs), median(ratios), ns_range, ratio_range, ratio_mean, matrix, kernel));
         }
-        let floor = median(floor_runs);
+        let floor = median(floors);
         println!("\n{pname} ({rules} external rules, {prefixes} remote prefixes)  floor {floor:.1} ns");
         println!("  {:<40} {:>9} {:>8} {:>9}", "PACKET", "NS", "x FLOOR", "MATRIX x");
         for (name, ns, ratio, (ns_min, ns_max), (ratio_min, ratio_max), ratio_mean, matrix, kernel) in &rows {
