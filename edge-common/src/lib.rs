@@ -217,6 +217,9 @@ pub struct ClassEntry {
     /// [`ClassEntry::remote`], instead of the host tables or the trie ([`inline`] bits).
     pub inline: u32,
     pub _pad: u32,
+    /// Per family: the first candidate's conditions as exact host comparisons, when they are
+    /// ([`inline::FIRST_V4`], [`inline::FIRST_V6`]).
+    pub first: [FirstHosts; 2],
     /// Per family: every host of the local sets the candidates name, when they are few host
     /// addresses (at most [`INLINE_HOSTS`]), each with the bits of those sets that hold it.
     pub local: [[InlineHost; INLINE_HOSTS]; 2],
@@ -236,12 +239,33 @@ pub struct InlineHost {
     pub sets: u64,
 }
 
+/// The first candidate of a class, for one family, as host comparisons: it matches when the
+/// packet's local address is `local[0]` or `local[1]` (or any, with the `FIRST_ANY_LOCAL` bit)
+/// and its remote address is `remote[0]` or `remote[1]` (or any, with `FIRST_ANY_REMOTE`). One
+/// host is written twice. The compiler writes it only when the candidate's sets hold one or two
+/// host addresses of the family (or the side is any), so it says exactly what the candidate
+/// says: most allowed packets match the first candidate, and this is their short path.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FirstHosts {
+    pub local: [[u32; 4]; 2],
+    pub remote: [[u32; 4]; 2],
+}
+
 /// Bits of [`ClassEntry::inline`].
 pub mod inline {
     pub const LOCAL_V4: u32 = 1 << 0;
     pub const LOCAL_V6: u32 = 1 << 1;
     pub const REMOTE_V4: u32 = 1 << 2;
     pub const REMOTE_V6: u32 = 1 << 3;
+    /// [`super::ClassEntry::first`] holds the first candidate's hosts for the family.
+    pub const FIRST_V4: u32 = 1 << 4;
+    pub const FIRST_V6: u32 = 1 << 5;
+    /// The first candidate takes any local (remote) address of the family.
+    pub const FIRST_ANY_LOCAL_V4: u32 = 1 << 6;
+    pub const FIRST_ANY_LOCAL_V6: u32 = 1 << 7;
+    pub const FIRST_ANY_REMOTE_V4: u32 = 1 << 8;
+    pub const FIRST_ANY_REMOTE_V6: u32 = 1 << 9;
 }
 
 pub const REMOTE_NONE: u32 = 0;
@@ -345,7 +369,7 @@ pub const fn ct_port_slot(proto: u8, port: u16) -> usize {
     (p << 16) | port as usize
 }
 
-/// The value of [`maps::TABLES`] (one element, about 9 MB): what the packet path reads for
+/// The value of [`maps::TABLES`] (one element, about 11 MB): what the packet path reads for
 /// every packet, in one place. The kernel programs reference it as a global variable, so its
 /// address is a constant in their code and reading it costs no map lookup. Only the controller
 /// writes it, through a memory mapping: a reload fills the generation that is not live, then
@@ -796,11 +820,12 @@ mod tests {
         // The packet tables are one array value: a multiple of 8 bytes, generations included.
         assert_eq!(core::mem::size_of::<Generation>() % 8, 0);
         assert_eq!(core::mem::size_of::<PacketTables>() % 8, 0);
-        // About 9 MB; a sanity bound, the kernel takes larger array values.
+        // About 11 MB; a sanity bound, the kernel takes larger array values.
         assert!(core::mem::size_of::<PacketTables>() < 12 << 20);
+        assert_eq!(core::mem::size_of::<FirstHosts>(), 64);
         assert_eq!(core::mem::size_of::<Candidate>(), 16);
         assert_eq!(core::mem::size_of::<RemoteHost>(), 24);
-        assert_eq!(core::mem::size_of::<ClassEntry>(), 16 + 2 * 2 * INLINE_HOSTS * 24 + 16 * MAX_CANDIDATES);
+        assert_eq!(core::mem::size_of::<ClassEntry>(), 16 + 2 * 64 + 2 * 2 * INLINE_HOSTS * 24 + 16 * MAX_CANDIDATES);
         assert_eq!(core::mem::size_of::<Counter>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV4>(), 16);
         assert_eq!(core::mem::size_of::<CtKeyV6>(), 40);

@@ -483,11 +483,46 @@ impl<'a> ClassTable<'a> {
                 entry.remote[family] = hosts;
                 entry.inline |= if v6 { inline::REMOTE_V6 } else { inline::REMOTE_V4 };
             }
+            // The first candidate as host comparisons, when its sides are any or a few hosts.
+            let first = &cands[0];
+            let side = |specs: &[Vec<IpNet>], bits: u64| {
+                if bits == 0 { Some(None) } else { first_hosts(specs, bits, v6).map(Some) }
+            };
+            if let (Some(local), Some(remote)) =
+                (side(self.local_specs, first.local as u64), side(self.remote_specs, first.remote))
+            {
+                let [valid, any_local, any_remote] = if v6 {
+                    [inline::FIRST_V6, inline::FIRST_ANY_LOCAL_V6, inline::FIRST_ANY_REMOTE_V6]
+                } else {
+                    [inline::FIRST_V4, inline::FIRST_ANY_LOCAL_V4, inline::FIRST_ANY_REMOTE_V4]
+                };
+                entry.inline |= valid;
+                match local {
+                    Some(hosts) => entry.first[family].local = hosts,
+                    None => entry.inline |= any_local,
+                }
+                match remote {
+                    Some(hosts) => entry.first[family].remote = hosts,
+                    None => entry.inline |= any_remote,
+                }
+            }
         }
         let i = self.entries.len() as u32;
         self.entries.push(entry);
         self.index.insert(cands, i);
         i
+    }
+}
+
+/// The one or two host addresses of one family that the sets of `bits` hold, the one written
+/// twice, when these sets hold nothing else of that family; `None` otherwise (a network, more
+/// hosts, or none: a candidate no address of the family can match is left to the general path).
+fn first_hosts(specs: &[Vec<IpNet>], bits: u64, v6: bool) -> Option<[[u32; 4]; 2]> {
+    let hosts = inline_hosts(specs, bits, v6)?;
+    match hosts.iter().filter(|h| h.sets != 0).count() {
+        1 => Some([hosts[0].addr, hosts[0].addr]),
+        2 => Some([hosts[0].addr, hosts[1].addr]),
+        _ => None,
     }
 }
 

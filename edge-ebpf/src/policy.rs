@@ -10,9 +10,9 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use edge_common::{
-    Candidate, GenConfig, Generation, HOST_SLOTS, HostTables, INLINE_HOSTS, InlineHost, MAX_CANDIDATES, MAX_CLASSES,
-    MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, PORT_TABLE_LEN, REMOTE_HOSTS, REMOTE_NONE, RemoteKeyV4, RemoteKeyV6, flags,
-    host_slot, inline, port_index,
+    Candidate, ClassEntry, GenConfig, Generation, HOST_SLOTS, HostTables, INLINE_HOSTS, InlineHost, MAX_CANDIDATES,
+    MAX_CLASSES, MAX_LOCAL_V4, MAX_LOCAL_V6, NO_CLASS, PORT_TABLE_LEN, REMOTE_HOSTS, REMOTE_NONE, RemoteKeyV4,
+    RemoteKeyV6, flags, host_slot, inline, port_index,
 };
 
 use crate::maps::{EDGE_REMOTE4, EDGE_REMOTE6};
@@ -51,9 +51,12 @@ pub fn match_candidate<'a>(
         return None;
     }
     let class = &tables.classes[(class & (MAX_CLASSES - 1)) as usize];
+    let family = pkt.v6 as usize;
+    if first_matches(class, pkt.v6, local, remote) {
+        return Some(&class.candidates[0]);
+    }
     let cfg = &tables.config;
     let hosts = &cfg.hosts;
-    let family = pkt.v6 as usize;
     let (inline_local, inline_remote) =
         if pkt.v6 { (inline::LOCAL_V6, inline::REMOTE_V6) } else { (inline::LOCAL_V4, inline::REMOTE_V4) };
     let local_sets = if class.inline & inline_local != 0 {
@@ -99,6 +102,27 @@ pub fn match_candidate<'a>(
         }
     }
     None
+}
+
+/// Whether the class's first candidate matches, by its hosts written out for the family
+/// (`ClassEntry::first`): two address compares per side at most, none of the set arithmetic
+/// below. `false` when the class has no such hosts for the family, and then the general path
+/// decides (it tests the first candidate again).
+#[inline(always)]
+fn first_matches(class: &ClassEntry, v6: bool, local: &[u32; 4], remote: &[u32; 4]) -> bool {
+    let [valid, any_local, any_remote] = if v6 {
+        [inline::FIRST_V6, inline::FIRST_ANY_LOCAL_V6, inline::FIRST_ANY_REMOTE_V6]
+    } else {
+        [inline::FIRST_V4, inline::FIRST_ANY_LOCAL_V4, inline::FIRST_ANY_REMOTE_V4]
+    };
+    let bits = class.inline;
+    if bits & valid == 0 {
+        return false;
+    }
+    let first = &class.first[v6 as usize];
+    let one_of =
+        |addr: &[u32; 4], hosts: &[[u32; 4]; 2]| differ(v6, addr, &hosts[0]) == 0 || differ(v6, addr, &hosts[1]) == 0;
+    (bits & any_local != 0 || one_of(local, &first.local)) && (bits & any_remote != 0 || one_of(remote, &first.remote))
 }
 
 /// All ones when `x` is zero, else zero: equality without a branch (BPF has no conditional

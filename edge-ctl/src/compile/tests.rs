@@ -73,10 +73,26 @@ fn table_lookup(
                 .map_or(0, |(_, b)| *b),
         }
     };
-    entry.candidates[..entry.len as usize]
+    let decided = entry.candidates[..entry.len as usize]
         .iter()
         .find(|c| (local_sets & c.local) == c.local && (remote_sets & c.remote) == c.remote)
-        .map(|c| t.rules.iter().find(|r| r.slot == c.rule).unwrap().name.clone())
+        .map(|c| t.rules.iter().find(|r| r.slot == c.rule).unwrap().name.clone());
+    // The kernel tries the first candidate's hosts first (`ClassEntry::first`): when they say
+    // it matches, the sets must say the same.
+    let [valid, any_local, any_remote] = if v6 {
+        [inline::FIRST_V6, inline::FIRST_ANY_LOCAL_V6, inline::FIRST_ANY_REMOTE_V6]
+    } else {
+        [inline::FIRST_V4, inline::FIRST_ANY_LOCAL_V4, inline::FIRST_ANY_REMOTE_V4]
+    };
+    let first = &entry.first[family];
+    let first_says = entry.inline & valid != 0
+        && (entry.inline & any_local != 0 || first.local.contains(&words(local)))
+        && (entry.inline & any_remote != 0 || first.remote.contains(&words(remote)));
+    if first_says {
+        let name = &t.rules.iter().find(|r| r.slot == entry.candidates[0].rule).unwrap().name;
+        assert_eq!(decided.as_ref(), Some(name), "the first candidate's hosts match, its sets do not");
+    }
+    decided
 }
 
 const POLICY: &str = r#"
@@ -358,14 +374,16 @@ fn classes_check_few_hosts_in_place() {
     let class = |port: usize| &t.classes[t.ports[0][0][port] as usize];
     let v4 = |s: &str| [u32::from_ne_bytes(s.parse::<std::net::Ipv4Addr>().unwrap().octets()), 0, 0, 0];
     // 443: access or av, two hosts per family.
+    // The bits of the class's own hosts (the first candidate's have a test of their own).
+    const IN_PLACE: u32 = inline::LOCAL_V4 | inline::LOCAL_V6 | inline::REMOTE_V4 | inline::REMOTE_V6;
     let c = class(443);
-    assert_eq!(c.inline, inline::LOCAL_V4 | inline::LOCAL_V6 | inline::REMOTE_V4 | inline::REMOTE_V6);
+    assert_eq!(c.inline & IN_PLACE, IN_PLACE);
     let hosts: Vec<_> = c.local[0].iter().map(|h| h.addr).collect();
     assert!(hosts.contains(&v4("203.0.113.10")) && hosts.contains(&v4("203.0.113.12")), "{hosts:?}");
     // 5061 and 5062: a remote set holds IPv4 networks, so that side is not checked in place.
     // On 5062 the only IPv6 remote is one VIP (the network sets there are IPv4 only).
-    assert_eq!(class(5061).inline, inline::LOCAL_V4 | inline::LOCAL_V6);
-    assert_eq!(class(5062).inline, inline::LOCAL_V4 | inline::LOCAL_V6 | inline::REMOTE_V6);
+    assert_eq!(class(5061).inline & IN_PLACE, inline::LOCAL_V4 | inline::LOCAL_V6);
+    assert_eq!(class(5062).inline & IN_PLACE, inline::LOCAL_V4 | inline::LOCAL_V6 | inline::REMOTE_V6);
     // One VIP per family on the remote side, kept with its set bit.
     let vips = "[sets]\nvips = [\"198.51.100.50\", \"2001:db8:2::50\"]\n[[rule]]\nname = \"from-vips\"\nrole = \"external\"\n\
                 direction = \"inbound\"\nprotocol = \"tcp\"\nports = 5062\nremote = \"vips\"\n";
@@ -381,4 +399,34 @@ fn classes_check_few_hosts_in_place() {
     let t = compile(&parse(&three, "p.toml").unwrap(), Role::External, &iface, &SlotMap::default()).unwrap();
     let c = &t.classes[t.ports[0][0][443] as usize];
     assert_eq!(c.inline & (inline::LOCAL_V4 | inline::LOCAL_V6), inline::LOCAL_V6);
+}
+
+#[test]
+fn first_candidates_as_hosts() {
+    use inline::*;
+    const FIRST: u32 =
+        FIRST_V4 | FIRST_V6 | FIRST_ANY_LOCAL_V4 | FIRST_ANY_LOCAL_V6 | FIRST_ANY_REMOTE_V4 | FIRST_ANY_REMOTE_V6;
+    let policy = parse(POLICY, "p.toml").unwrap();
+    let iface = [ip("203.0.113.20")];
+    let t = compile(&policy, Role::External, &iface, &SlotMap::default()).unwrap();
+    let class = |proto: usize, port: usize| &t.classes[t.ports[0][proto][port] as usize];
+    let v4 = |s: &str| [u32::from_ne_bytes(s.parse::<std::net::Ipv4Addr>().unwrap().octets()), 0, 0, 0];
+    // 443: sip-tls comes first, one local host per family, any remote; the one host twice.
+    let c = class(0, 443);
+    assert_eq!(c.inline & FIRST, FIRST_V4 | FIRST_V6 | FIRST_ANY_REMOTE_V4 | FIRST_ANY_REMOTE_V6);
+    assert_eq!(c.first[0].local, [v4("203.0.113.10"), v4("203.0.113.10")]);
+    assert_eq!(c.first[1].local, [words_v6("2001:db8:1::10".parse().unwrap()); 2]);
+    // 5061: fed's remote set holds networks, and its local set no IPv6 host: no short path.
+    assert_eq!(class(0, 5061).inline & FIRST, 0);
+    // 3478/udp: the interface's one IPv4 address; nothing of IPv6.
+    let c = class(1, 3478);
+    assert_eq!(c.inline & FIRST, FIRST_V4 | FIRST_ANY_REMOTE_V4);
+    assert_eq!(c.first[0].local, [v4("203.0.113.20"); 2]);
+    // Any local address, one remote VIP per family.
+    let vips = "[sets]\nvips = [\"198.51.100.50\", \"2001:db8:2::50\"]\n[[rule]]\nname = \"from-vips\"\nrole = \"external\"\n\
+                direction = \"inbound\"\nprotocol = \"tcp\"\nports = 5062\nremote = \"vips\"\n";
+    let t = compile(&parse(vips, "p.toml").unwrap(), Role::External, &iface, &SlotMap::default()).unwrap();
+    let c = &t.classes[t.ports[0][0][5062] as usize];
+    assert_eq!(c.inline & FIRST, FIRST_V4 | FIRST_V6 | FIRST_ANY_LOCAL_V4 | FIRST_ANY_LOCAL_V6);
+    assert_eq!(c.first[0].remote, [v4("198.51.100.50"); 2]);
 }
