@@ -226,7 +226,7 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
     let live = live();
     let cfg = live.cfg();
     // Most packets are plain IPv4 or IPv6: read them straight, the same fields `parse` gives,
-    // first for the rules alone (see `parse::plain_v4`).
+    // first for the rules alone (see `parse::plain_again`).
     if let Some(pkt) = parse::plain_v4(data, data_end) {
         if let Some(c) = policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
             return allowed::<DRY>(&live, c, bytes);

@@ -373,9 +373,9 @@ fn classes_check_few_hosts_in_place() {
     let t = compile(&policy, Role::External, &iface, &SlotMap::default()).unwrap();
     let class = |port: usize| &t.classes[t.ports[0][0][port] as usize];
     let v4 = |s: &str| [u32::from_ne_bytes(s.parse::<std::net::Ipv4Addr>().unwrap().octets()), 0, 0, 0];
-    // 443: access or av, two hosts per family.
     // The bits of the class's own hosts (the first candidate's have a test of their own).
     const IN_PLACE: u32 = inline::LOCAL_V4 | inline::LOCAL_V6 | inline::REMOTE_V4 | inline::REMOTE_V6;
+    // 443: access or av, two hosts per family.
     let c = class(443);
     assert_eq!(c.inline & IN_PLACE, IN_PLACE);
     let hosts: Vec<_> = c.local[0].iter().map(|h| h.addr).collect();
