@@ -326,3 +326,72 @@ fn kernel_agrees_with_reference_on_the_lync_profile() {
         assert!(checked > 500, "{checked}");
     }
 }
+
+/// A class's first rule is tried by its hosts written out (`ClassEntry::first`) before the
+/// set arithmetic: either host of a side, "any" on a side, a first rule that fails and one
+/// after it that decides, and a first rule with no host of the packet's family.
+#[test]
+fn first_rule_hosts_and_the_rules_after_it() {
+    let l = load(
+        r#"
+[sets]
+pool = ["192.0.2.10", "192.0.2.20", "2001:db8::10", "2001:db8::20"]
+second = ["192.0.2.20", "2001:db8::20"]
+vip = ["198.51.100.1", "2001:db8:1::1"]
+v4only = ["192.0.2.10"]
+
+[[rule]]
+name = "from-vip"
+role = "external"
+direction = "inbound"
+protocol = "tcp"
+ports = 5061
+local = "pool"
+remote = "vip"
+
+[[rule]]
+name = "to-second"
+role = "external"
+direction = "inbound"
+protocol = "tcp"
+ports = 5061
+local = "second"
+
+[[rule]]
+name = "stun"
+role = "external"
+direction = "inbound"
+protocol = "udp"
+ports = 3478
+
+[[rule]]
+name = "v4-first"
+role = "external"
+direction = "inbound"
+protocol = "tcp"
+ports = 5070
+local = "v4only"
+
+[[rule]]
+name = "anyone"
+role = "external"
+direction = "inbound"
+protocol = "tcp"
+ports = 5070
+"#,
+    );
+    for (first, second, vip, client) in [
+        ("192.0.2.10", "192.0.2.20", "198.51.100.1", CLIENT4),
+        ("2001:db8::10", "2001:db8::20", "2001:db8:1::1", CLIENT6),
+    ] {
+        let (first, second, vip, client) = (ip(first), ip(second), ip(vip), ip(client));
+        expect_rule(&l, &packet::tcp(vip, first, 40000, 5061, SYN), "from-vip");
+        expect_rule(&l, &packet::tcp(vip, second, 40000, 5061, SYN), "from-vip");
+        expect_rule(&l, &packet::tcp(client, second, 40000, 5061, SYN), "to-second");
+        expect_drop(&l, &packet::tcp(client, first, 40000, 5061, SYN), DropReason::PolicyDefault);
+        expect_rule(&l, &packet::udp(client, client, 40000, 3478), "stun");
+    }
+    expect_rule(&l, &packet::tcp(ip(CLIENT4), ip("192.0.2.10"), 40000, 5070, SYN), "v4-first");
+    expect_rule(&l, &packet::tcp(ip(CLIENT4), ip("192.0.2.20"), 40000, 5070, SYN), "anyone");
+    expect_rule(&l, &packet::tcp(ip(CLIENT6), ip("2001:db8::10"), 40000, 5070, SYN), "anyone");
+}
