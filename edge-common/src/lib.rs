@@ -266,6 +266,16 @@ pub mod inline {
     pub const FIRST_ANY_LOCAL_V6: u32 = 1 << 7;
     pub const FIRST_ANY_REMOTE_V4: u32 = 1 << 8;
     pub const FIRST_ANY_REMOTE_V6: u32 = 1 << 9;
+
+    /// The family's `[FIRST, FIRST_ANY_LOCAL, FIRST_ANY_REMOTE]` bits.
+    #[inline(always)]
+    pub const fn first(v6: bool) -> [u32; 3] {
+        if v6 {
+            [FIRST_V6, FIRST_ANY_LOCAL_V6, FIRST_ANY_REMOTE_V6]
+        } else {
+            [FIRST_V4, FIRST_ANY_LOCAL_V4, FIRST_ANY_REMOTE_V4]
+        }
+    }
 }
 
 pub const REMOTE_NONE: u32 = 0;

@@ -491,11 +491,7 @@ impl<'a> ClassTable<'a> {
             if let (Some(local), Some(remote)) =
                 (side(self.local_specs, first.local as u64), side(self.remote_specs, first.remote))
             {
-                let [valid, any_local, any_remote] = if v6 {
-                    [inline::FIRST_V6, inline::FIRST_ANY_LOCAL_V6, inline::FIRST_ANY_REMOTE_V6]
-                } else {
-                    [inline::FIRST_V4, inline::FIRST_ANY_LOCAL_V4, inline::FIRST_ANY_REMOTE_V4]
-                };
+                let [valid, any_local, any_remote] = inline::first(v6);
                 entry.inline |= valid;
                 match local {
                     Some(hosts) => entry.first[family].local = hosts,

@@ -110,11 +110,7 @@ pub fn match_candidate<'a>(
 /// decides (it tests the first candidate again).
 #[inline(always)]
 fn first_matches(class: &ClassEntry, v6: bool, local: &[u32; 4], remote: &[u32; 4]) -> bool {
-    let [valid, any_local, any_remote] = if v6 {
-        [inline::FIRST_V6, inline::FIRST_ANY_LOCAL_V6, inline::FIRST_ANY_REMOTE_V6]
-    } else {
-        [inline::FIRST_V4, inline::FIRST_ANY_LOCAL_V4, inline::FIRST_ANY_REMOTE_V4]
-    };
+    let [valid, any_local, any_remote] = inline::first(v6);
     let bits = class.inline;
     if bits & valid == 0 {
         return false;

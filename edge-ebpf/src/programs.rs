@@ -227,20 +227,15 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
     let cfg = live.cfg();
     // Most packets are plain IPv4 or IPv6: read them straight, the same fields `parse` gives,
     // first for the rules alone (see `parse::plain_again`).
-    if let Some(pkt) = parse::plain_v4(data, data_end) {
-        if let Some(c) = policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
-            return allowed::<DRY>(&live, c, bytes);
-        }
-        if let Some(pkt) = parse::plain_again(data, data_end, false) {
-            return no_rule_in::<DRY, false>(&live, pkt, bytes);
-        }
+    let plain = if let Some(pkt) = parse::plain_v4(data, data_end) {
+        plain_in::<DRY, false>(data, data_end, &live, pkt, bytes)
     } else if let Some(pkt) = parse::plain_v6(data, data_end) {
-        if let Some(c) = policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
-            return allowed::<DRY>(&live, c, bytes);
-        }
-        if let Some(pkt) = parse::plain_again(data, data_end, true) {
-            return no_rule_in::<DRY, true>(&live, pkt, bytes);
-        }
+        plain_in::<DRY, true>(data, data_end, &live, pkt, bytes)
+    } else {
+        None
+    };
+    if let Some(verdict) = plain {
+        return verdict;
     }
     match parse::parse(data, data_end, true) {
         // One copy of the logic per family, so that IPv4 never carries IPv6's address words.
@@ -276,6 +271,24 @@ fn ip_in<const DRY: bool, const V6: bool>(data: usize, data_end: usize, live: &L
         _ => Decision::Drop(DropReason::L4Protocol),
     };
     decide::<DRY>(live, INBOUND, audited(cfg, d), Some(&pkt), bytes)
+}
+
+/// A plain TCP/UDP packet of one family: the rules on the first look, and only when none
+/// allows it, the rest on a second look (`parse::plain_again`). `None` only if the second look
+/// failed, which it cannot for a packet the first accepted; the general parser then judges.
+#[inline(always)]
+fn plain_in<const DRY: bool, const V6: bool>(
+    data: usize,
+    data_end: usize,
+    live: &Live,
+    pkt: Packet,
+    bytes: u64,
+) -> Option<bool> {
+    if let Some(c) = policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
+        return Some(allowed::<DRY>(live, c, bytes));
+    }
+    let pkt = parse::plain_again(data, data_end, V6)?;
+    Some(no_rule_in::<DRY, V6>(live, pkt, bytes))
 }
 
 /// An inbound packet the rule of candidate `c` allows: [`decide`] for [`Decision::Rule`], with

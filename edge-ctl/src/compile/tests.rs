@@ -79,11 +79,7 @@ fn table_lookup(
         .map(|c| t.rules.iter().find(|r| r.slot == c.rule).unwrap().name.clone());
     // The kernel tries the first candidate's hosts first (`ClassEntry::first`): when they say
     // it matches, the sets must say the same.
-    let [valid, any_local, any_remote] = if v6 {
-        [inline::FIRST_V6, inline::FIRST_ANY_LOCAL_V6, inline::FIRST_ANY_REMOTE_V6]
-    } else {
-        [inline::FIRST_V4, inline::FIRST_ANY_LOCAL_V4, inline::FIRST_ANY_REMOTE_V4]
-    };
+    let [valid, any_local, any_remote] = inline::first(v6);
     let first = &entry.first[family];
     let first_says = entry.inline & valid != 0
         && (entry.inline & any_local != 0 || first.local.contains(&words(local)))
