@@ -1,5 +1,6 @@
-//! Builds the eBPF object (edge-ebpf, for bpfel-unknown-none with the nightly toolchain and
-//! bpf-linker) and leaves it in OUT_DIR, where `dataplane::object()` embeds it.
+//! Builds the eBPF objects (edge-ebpf, for bpfel-unknown-none with the nightly toolchain and
+//! bpf-linker) and leaves them in OUT_DIR, where `dataplane::object` embeds them: `edge-ebpf`,
+//! and `edge-ebpf-compat` (feature `compat`, for kernels before 5.12).
 //! `cargo xtask setup` installs what this needs; every xtask command runs it when missing.
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
@@ -19,10 +20,19 @@ fn main() -> anyhow::Result<()> {
              or build through `cargo xtask ...`, which puts it on PATH"
         ));
     }
-    aya_build::build_ebpf(
-        [aya_build::Package { name: ebpf.name.as_str(), root_dir: root.as_str(), ..Default::default() }],
-        Toolchain::default(),
-    )
+    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+    // aya-build leaves each build's binary at OUT_DIR/edge-ebpf: the compat build first, renamed,
+    // then the default one.
+    for (features, name) in [(&["compat"][..], Some("edge-ebpf-compat")), (&[][..], None)] {
+        aya_build::build_ebpf(
+            [aya_build::Package { name: ebpf.name.as_str(), root_dir: root.as_str(), features, ..Default::default() }],
+            Toolchain::default(),
+        )?;
+        if let Some(name) = name.filter(|_| !skip) {
+            std::fs::rename(out_dir.join("edge-ebpf"), out_dir.join(name)).context("rename the compat object")?;
+        }
+    }
+    Ok(())
 }
 
 fn which_bpf_linker() -> Option<std::path::PathBuf> {

@@ -4,10 +4,12 @@
 use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
+#[cfg(not(feature = "compat"))]
+use edge_common::{CtSlotV4, CtSlotV6};
 use edge_common::{
-    CT_DEFAULT_MAX, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtPorts, CtSlotV4, CtSlotV6, DROP_COUNTERS_LEN,
-    EVENTS_RING_BYTES, EventBudget, Explanation, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PacketTables,
-    RemoteKeyV4, RemoteKeyV6, RemoteSets,
+    CT_DEFAULT_MAX, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtPorts, DROP_COUNTERS_LEN, EVENTS_RING_BYTES,
+    EventBudget, Explanation, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PacketTables, RemoteKeyV4,
+    RemoteKeyV6, RemoteSets,
 };
 
 /// The live generation and both generations' tables (see `edge_common::PacketTables`). A global
@@ -47,10 +49,13 @@ pub static EDGE_CT4: LruHashMap<CtKeyV4, CtEntry> = LruHashMap::pinned(CT_DEFAUL
 pub static EDGE_CT6: LruHashMap<CtKeyV6, CtEntry> = LruHashMap::pinned(CT_DEFAULT_MAX, 0);
 
 /// Flow slots in front of the tables (see `conntrack`); sized at attach like the tables, and
-/// memory-mapped so the controller can list and flush them with plain memory access.
+/// memory-mapped so the controller can list and flush them with plain memory access. Not in the
+/// `compat` object (see `conntrack::slots`).
+#[cfg(not(feature = "compat"))]
 #[map]
 pub static EDGE_CTS4: Array<CtSlotV4> = Array::pinned(CT_DEFAULT_MAX, BPF_F_MMAPABLE);
 
+#[cfg(not(feature = "compat"))]
 #[map]
 pub static EDGE_CTS6: Array<CtSlotV6> = Array::pinned(CT_DEFAULT_MAX, BPF_F_MMAPABLE);
 

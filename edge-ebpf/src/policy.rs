@@ -15,6 +15,7 @@ use edge_common::{
     RemoteKeyV6, flags, host_slot, inline, port_index,
 };
 
+use crate::bounds;
 use crate::maps::{EDGE_REMOTE4, EDGE_REMOTE6};
 use crate::parse::{PROTO_TCP, Packet};
 
@@ -25,7 +26,7 @@ pub fn port_class(tables: &Generation, pkt: &Packet, direction: u32) -> u32 {
     let proto = if pkt.proto == PROTO_TCP { 0 } else { 1 };
     // The mask is a no-op for the values that occur; it proves the bound to the verifier
     // without a branch.
-    tables.ports[port_index(direction, proto, pkt.dport) & (PORT_TABLE_LEN - 1)] as u32
+    tables.ports[bounds::index::<PORT_TABLE_LEN>(port_index(direction, proto, pkt.dport))] as u32
 }
 
 /// The rule slot that allows the packet, or `None` when no rule does.
@@ -50,7 +51,7 @@ pub fn match_candidate<'a>(
     if class == NO_CLASS {
         return None;
     }
-    let class = &tables.classes[(class & (MAX_CLASSES - 1)) as usize];
+    let class = &tables.classes[bounds::index::<{ MAX_CLASSES as usize }>(class as usize)];
     let family = pkt.v6 as usize;
     if first_matches(class, pkt.v6, local, remote) {
         return Some(&class.candidates[0]);
@@ -169,7 +170,7 @@ fn inline_sets(hosts: &[InlineHost; INLINE_HOSTS], v6: bool, addr: &[u32; 4]) ->
 #[inline(always)]
 fn remote_host_sets(hosts: &HostTables, v6: bool, addr: &[u32; 4]) -> u64 {
     let family = v6 as usize;
-    let e = &hosts.remote[family][host_slot(addr, v6, hosts.mul[2 + family]) & (HOST_SLOTS - 1)];
+    let e = &hosts.remote[family][bounds::index::<HOST_SLOTS>(host_slot(addr, v6, hosts.mul[2 + family]))];
     e.sets & all_ones_if_zero64(differ(v6, addr, &e.addr))
 }
 
@@ -180,7 +181,7 @@ fn local_sets(cfg: &GenConfig, hosts: &HostTables, v6: bool, addr: &[u32; 4]) ->
     let hashed = if v6 { flags::LOCAL_HASH_V6 } else { flags::LOCAL_HASH_V4 };
     if cfg.flags & hashed != 0 {
         let family = v6 as usize;
-        let e = &hosts.local[family][host_slot(addr, v6, hosts.mul[family]) & (HOST_SLOTS - 1)];
+        let e = &hosts.local[family][bounds::index::<HOST_SLOTS>(host_slot(addr, v6, hosts.mul[family]))];
         return e.sets & all_ones_if_zero64(differ(v6, addr, &e.addr)) as u32;
     }
     let mut sets = 0;

@@ -6,7 +6,6 @@ use std::path::Path;
 use aya::programs::links::{FdLink, Link, LinkOrder};
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle};
 use aya::programs::{TcAttachType, XdpMode};
-use aya::util::KernelVersion;
 use edge_common::programs;
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +79,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     }
     let addrs = system::interface_addresses(req.ifname);
     let tables = compile::compile(req.policy, req.role, &addrs, &SlotMap::default())?;
+    super::kernel::features().check_required()?;
 
     std::fs::create_dir_all(&p.staging).map_err(|e| DataplaneError::io("create staging pins", e))?;
     let mut staging = Staging { dir: &p.staging, armed: true };
@@ -173,8 +173,8 @@ fn attach_egress(ebpf: &mut aya::Ebpf, ifname: &str, pins: &Path) -> Result<Egre
     let err = |e: &dyn std::fmt::Display| DataplaneError::AttachEgress { ifname: ifname.into(), reason: e.to_string() };
     let prog = object::load_tc(ebpf)?;
     let force_clsact = std::env::var("EDGE_CTL_TC").is_ok_and(|v| v == "clsact");
-    // TCX arrived in Linux 6.6 (the same test aya makes).
-    let tcx = !force_clsact && KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0));
+    // TCX arrived in Linux 6.6; probed, not read off the version (see `kernel`).
+    let tcx = !force_clsact && super::kernel::features().has(super::kernel::Feature::Tcx);
     if tcx {
         let id = prog
             .attach_with_options(ifname, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))

@@ -84,7 +84,7 @@ impl MapSet {
         })
     }
 
-    /// The packet tables, mapped into this process: the kernel's live memory, about 11 MB.
+    /// The packet tables, mapped into this process: the kernel's live memory, about 3.4 MiB.
     pub fn tables(&self) -> Result<Mmapped<PacketTables>, DataplaneError> {
         use std::os::fd::AsFd;
         Mmapped::map(self.tables.fd().as_fd(), 1, names::TABLES)

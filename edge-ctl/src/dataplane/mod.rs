@@ -5,6 +5,7 @@ mod attach;
 pub mod conntrack;
 pub mod events;
 mod explain;
+pub mod kernel;
 pub mod maps;
 pub mod object;
 pub mod paths;
@@ -48,6 +49,11 @@ pub enum DataplaneError {
     Busy(String),
     #[error("the kernel's verifier rejected {program} ({reason}); end of the verifier log:\n{log_tail}")]
     Verifier { program: String, reason: String, log_tail: String },
+    #[error(
+        "this kernel ({release}) lacks {feature}, which edge-ctl needs for {purpose}; it exists from \
+         Linux {since}: run edge-ctl on a newer kernel (`edge-ctl kernel` lists what this one offers)"
+    )]
+    MissingFeature { feature: &'static str, since: &'static str, purpose: &'static str, release: String },
     #[error("loading the eBPF object failed: {0}")]
     Load(String),
     #[error("cannot attach XDP to {ifname} in {mode} mode: {reason}{}", mode_hint(.mode))]

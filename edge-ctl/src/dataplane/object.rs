@@ -10,12 +10,52 @@ use aya::{Ebpf, EbpfLoader};
 use super::DataplaneError;
 use super::maps::Mmapped;
 
-/// The compiled kernel programs.
-pub fn bytes() -> &'static [u8] {
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge-ebpf"))
+/// Which of the two embedded objects: the same programs, built for what the kernel offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// For kernels with the BPF atomic compare-and-exchange (5.12) and the coarse clock helper
+    /// (5.11): flow slots in front of the connection tables.
+    Full,
+    /// For older kernels (Debian 11's 5.10): no flow slots, the precise clock helper.
+    Compat,
 }
 
-/// SHA-256 of the embedded object, hex: tells whether live programs came from this build.
+impl Flavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Full => "full",
+            Flavor::Compat => "compat",
+        }
+    }
+
+    /// The flavour for this kernel, by its probed features; `EDGE_CTL_OBJECT=compat` (or
+    /// `full`) overrides it, so the compat object can be tested on a new kernel.
+    pub fn for_kernel() -> Flavor {
+        use super::kernel::{Feature, features};
+        match std::env::var("EDGE_CTL_OBJECT").as_deref() {
+            Ok("compat") => return Flavor::Compat,
+            Ok("full") => return Flavor::Full,
+            _ => {}
+        }
+        let f = features();
+        if f.has(Feature::AtomicCmpxchg) && f.has(Feature::CoarseClock) { Flavor::Full } else { Flavor::Compat }
+    }
+
+    /// The compiled kernel programs of this flavour.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Flavor::Full => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge-ebpf")),
+            Flavor::Compat => aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/edge-ebpf-compat")),
+        }
+    }
+}
+
+/// The compiled kernel programs for this kernel ([`Flavor::for_kernel`]).
+pub fn bytes() -> &'static [u8] {
+    Flavor::for_kernel().bytes()
+}
+
+/// SHA-256 of the object for this kernel, hex: tells whether live programs came from this build.
 pub fn hash() -> String {
     crate::sha256_hex(bytes())
 }
@@ -155,17 +195,45 @@ pub fn verifier_error(program: &str, e: ProgramError) -> DataplaneError {
 
 #[cfg(test)]
 mod tests {
+    use super::Flavor;
     use aya_obj::generated::{BPF_CALL, BPF_JMP, BPF_PSEUDO_CALL};
 
     /// The global variables' map is created with the packet tables' size (see `load`):
     /// another global in the object would not fit in it.
     #[test]
     fn the_only_global_is_the_packet_tables() {
-        let obj = aya_obj::Object::parse(super::bytes()).expect("the embedded object parses");
-        let globals = &obj.maps[super::TABLES_SECTION];
-        assert_eq!(globals.value_size() as usize, std::mem::size_of::<edge_common::PacketTables>());
-        let data_sections: Vec<&String> = obj.maps.keys().filter(|n| n.starts_with('.')).collect();
-        assert_eq!(data_sections, [super::TABLES_SECTION], "global variables outside the packet tables");
+        for flavor in FLAVORS {
+            let obj = aya_obj::Object::parse(flavor.bytes()).expect("the embedded object parses");
+            let globals = &obj.maps[super::TABLES_SECTION];
+            assert_eq!(globals.value_size() as usize, std::mem::size_of::<edge_common::PacketTables>());
+            let data_sections: Vec<&String> = obj.maps.keys().filter(|n| n.starts_with('.')).collect();
+            assert_eq!(data_sections, [super::TABLES_SECTION], "{flavor:?}: globals outside the packet tables");
+        }
+    }
+
+    const FLAVORS: [Flavor; 2] = [Flavor::Full, Flavor::Compat];
+
+    /// The compat object is for kernels without the atomic compare-and-exchange: it must not
+    /// contain one anywhere (those verifiers refuse the encoding even in dead code), nor the
+    /// coarse clock helper, nor the flow-slot maps; the full object has all three.
+    #[test]
+    fn the_compat_object_leaves_out_what_old_kernels_lack() {
+        use aya_obj::generated::{BPF_ATOMIC, BPF_CALL, BPF_JMP, BPF_STX, bpf_func_id};
+        for flavor in FLAVORS {
+            let obj = aya_obj::Object::parse(flavor.bytes()).expect("the embedded object parses");
+            let insns: Vec<_> = obj.functions.values().flat_map(|f| f.instructions.iter()).collect();
+            // BPF_ATOMIC with an immediate other than a plain add (0): fetch and exchange forms.
+            let fetching_atomics =
+                insns.iter().filter(|i| i.code & 0xe7 == (BPF_STX | BPF_ATOMIC) as u8 && i.imm != 0).count();
+            let coarse = bpf_func_id::BPF_FUNC_ktime_get_coarse_ns as i32;
+            let coarse_calls = insns
+                .iter()
+                .filter(|i| i.code == (BPF_JMP | BPF_CALL) as u8 && i.src_reg() == 0 && i.imm == coarse)
+                .count();
+            let slots = obj.maps.contains_key(edge_common::maps::CT_SLOTS_V4);
+            let full = flavor == Flavor::Full;
+            assert_eq!((fetching_atomics > 0, coarse_calls > 0, slots), (full, full, full), "{flavor:?}");
+        }
     }
 
     /// The programs are one function each. A BPF-to-BPF call returns through the kernel's
@@ -174,16 +242,18 @@ mod tests {
     /// to inline, a struct zeroed with memset) fails here rather than in the benchmark.
     #[test]
     fn programs_make_no_function_calls() {
-        let obj = aya_obj::Object::parse(super::bytes()).expect("the embedded object parses");
-        assert!(obj.programs.contains_key(edge_common::programs::XDP_FILTER));
-        for (name, program) in &obj.programs {
-            let f = &obj.functions[&program.function_key()];
-            let calls = f
-                .instructions
-                .iter()
-                .filter(|i| i.code == (BPF_JMP | BPF_CALL) as u8 && i.src_reg() == BPF_PSEUDO_CALL as u8)
-                .count();
-            assert_eq!(calls, 0, "{name} makes {calls} BPF-to-BPF calls");
+        for flavor in FLAVORS {
+            let obj = aya_obj::Object::parse(flavor.bytes()).expect("the embedded object parses");
+            assert!(obj.programs.contains_key(edge_common::programs::XDP_FILTER));
+            for (name, program) in &obj.programs {
+                let f = &obj.functions[&program.function_key()];
+                let calls = f
+                    .instructions
+                    .iter()
+                    .filter(|i| i.code == (BPF_JMP | BPF_CALL) as u8 && i.src_reg() == BPF_PSEUDO_CALL as u8)
+                    .count();
+                assert_eq!(calls, 0, "{flavor:?}: {name} makes {calls} BPF-to-BPF calls");
+            }
         }
     }
 }

@@ -25,7 +25,21 @@ fn effective_caps() -> Option<u64> {
 pub fn require_privileges() -> Result<(), DataplaneError> {
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1 << c) != 0;
-    if (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN) { Ok(()) } else { Err(DataplaneError::NotPrivileged) }
+    if !((has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN)) {
+        return Err(DataplaneError::NotPrivileged);
+    }
+    raise_memlock();
+    Ok(())
+}
+
+/// Lifts RLIMIT_MEMLOCK. Linux before 5.11 charges BPF maps against it (later ones charge the
+/// memory cgroup instead), and its usual 8 MiB or 64 KiB does not hold the packet tables.
+/// Without CAP_SYS_RESOURCE this fails: harmless on the newer kernels, and on the older ones
+/// map creation then fails with EPERM, which the error for it explains.
+pub fn raise_memlock() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads the struct it is given.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
 }
 
 fn is_bpffs(path: &Path) -> bool {
