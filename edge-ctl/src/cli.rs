@@ -111,6 +111,23 @@ Example:
         #[arg(long)]
         json: bool,
     },
+    /// What this kernel offers edge-ctl: the features it probes, the object it would load, and
+    /// each program run through the verifier (with the instructions it processed).
+    #[command(
+        long_about = "What this kernel offers edge-ctl. Each feature is probed (a tiny program or map \
+the kernel must accept, or a query it must answer), never read off the version. The eBPF object \
+follows: `full` on kernels with the atomic compare-and-exchange (5.12) and the coarse clock \
+helper (5.11), `compat` before (no flow slots in front of the connection table). Then every program \
+of that object goes through this kernel's verifier with maps of its own, nothing attached, and the \
+verifier's figures are shown: instructions processed against its limit of 1,000,000. Exits 1 when \
+a required feature is missing or a program is refused; `attach` would fail the same way.",
+        after_help = "Examples:\n  edge-ctl kernel\n  edge-ctl kernel --json"
+    )]
+    Kernel {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show per-rule packet and byte counters and drops by reason.
     #[command(after_help = "JSON shape (--json): {\"interfaces\": [{\"interface\", \"role\", \
 \"generation\", \"policy_hash\", \"rules\": [{\"name\", \"direction\", \"protocol\", \"ports\", \
@@ -324,6 +341,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { json } => status(json),
+        Command::Kernel { json } => kernel(json),
         Command::Stats { interface, json, watch: false } => stats(interface.as_deref(), json),
         Command::Stats { interface, json, watch: true } => watch(interface.as_deref(), json),
         Command::Tail { interface, json, seconds } => tail(interface.as_deref(), json, seconds),
@@ -638,6 +656,57 @@ fn conntrack(interface: &str, json: bool) -> Result<()> {
         );
     }
     println!("{} entries", entries.len());
+    Ok(())
+}
+
+fn kernel(json: bool) -> Result<()> {
+    use dataplane::kernel::{self, Feature};
+    use dataplane::object::{self, Flavor};
+    dataplane::system::require_privileges()?;
+    let features = kernel::features();
+    let flavor = Flavor::for_kernel();
+    let checks = object::verify(flavor)?;
+    let missing = features.all().iter().any(|(f, ok): &(Feature, bool)| f.required() && !ok);
+    let refused: Vec<&str> = checks.iter().filter(|c| !c.accepted).map(|c| c.program.as_str()).collect();
+    if json {
+        let features: Vec<_> = features
+            .all()
+            .iter()
+            .map(|(f, ok)| {
+                serde_json::json!({ "feature": f.name(), "present": ok, "since": f.since(), "required": f.required() })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "release": kernel::release(), "features": features, "object": flavor.name(), "programs": checks,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("kernel {}", kernel::release());
+        println!("features (probed):");
+        for (f, ok) in features.all() {
+            let need = if f.required() { "required" } else { "optional" };
+            let answer = if *ok { "yes" } else { "no" };
+            println!("  {:<24} {answer:<3}  Linux {}+, {need}: {}", f.name(), f.since(), f.purpose());
+        }
+        println!("object: {}", flavor.name());
+        println!("programs (this kernel's verifier; instructions processed, limit 1,000,000):");
+        for c in &checks {
+            let insns = c.insns_processed.map_or("?".to_string(), |n| n.to_string());
+            let verdict = if c.accepted { "accepted" } else { "REFUSED" };
+            // The stats line after its "processed N insns (limit ...)" part: the states.
+            let states = c.stats.split_once(") ").map_or("", |(_, rest)| rest);
+            println!("  {:<20} {verdict:<8} {insns:>7} insns  {states}", c.program);
+            if let Some(e) = &c.error {
+                println!("    {}", e.replace('\n', "\n    "));
+            }
+        }
+    }
+    if missing {
+        features.check_required()?;
+    }
+    if !refused.is_empty() {
+        bail!("this kernel's verifier refuses {}: edge-ctl cannot attach here", refused.join(", "));
+    }
     Ok(())
 }
 

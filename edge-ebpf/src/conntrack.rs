@@ -20,8 +20,8 @@ mod slots;
 #[cfg(feature = "compat")]
 #[path = "conntrack/compat_slots.rs"]
 mod slots;
-use slots::{fill_slot, free_slot, slot_lookup};
 use crate::parse::{PROTO_TCP, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+use slots::{fill_slot, free_slot, slot_lookup};
 
 pub enum Flow {
     V4(CtKeyV4),

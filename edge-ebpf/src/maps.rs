@@ -4,13 +4,13 @@
 use aya_ebpf::bindings::BPF_F_MMAPABLE;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
-#[cfg(not(feature = "compat"))]
-use edge_common::{CtSlotV4, CtSlotV6};
 use edge_common::{
     CT_DEFAULT_MAX, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtPorts, DROP_COUNTERS_LEN, EVENTS_RING_BYTES,
     EventBudget, Explanation, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PacketTables, RemoteKeyV4,
     RemoteKeyV6, RemoteSets,
 };
+#[cfg(not(feature = "compat"))]
+use edge_common::{CtSlotV4, CtSlotV6};
 
 /// The live generation and both generations' tables (see `edge_common::PacketTables`). A global
 /// variable: the loader turns it into a one-element array map and the program reads it at a

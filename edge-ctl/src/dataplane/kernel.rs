@@ -138,6 +138,8 @@ fn helper(h: BpfHelper) -> bool {
     is_helper_supported(ProgramType::Xdp, h).unwrap_or(false)
 }
 
+pub(super) use sys::{BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, load_program};
+
 /// The bpf(2) calls the probes make that aya does not offer: fixed-layout attribute structs,
 /// zero-padded to a size every kernel accepts.
 mod sys {
@@ -148,8 +150,9 @@ mod sys {
     const BPF_PROG_QUERY: u32 = 16;
 
     pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
     pub const BPF_F_MMAPABLE: u32 = 1 << 10;
-    const BPF_PROG_TYPE_XDP: u32 = 6;
+    pub const BPF_PROG_TYPE_XDP: u32 = 6;
     const BPF_TCX_EGRESS: u32 = 47;
 
     /// An attribute block: the command's fields first, the rest zero.
@@ -177,23 +180,36 @@ mod sys {
 
     /// An instruction: opcode, registers (dst low nibble, src high), offset, immediate.
     const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-        (code as u64) | ((dst as u64 | (src as u64) << 4) << 8) | ((off as u16 as u64) << 16) | ((imm as u32 as u64) << 32)
+        (code as u64)
+            | ((dst as u64 | (src as u64) << 4) << 8)
+            | ((off as u16 as u64) << 16)
+            | ((imm as u32 as u64) << 32)
     }
 
     /// Loads an XDP program of raw instructions.
     fn load_xdp(insns: &[u64]) -> io::Result<OwnedFd> {
+        load_program(BPF_PROG_TYPE_XDP, insns, 0, &mut [])
+    }
+
+    /// BPF_PROG_LOAD of a GPL program of type `prog_type`, with the verifier's log at
+    /// `log_level` into `log` (none when empty).
+    pub fn load_program(prog_type: u32, insns: &[u64], log_level: u32, log: &mut [u8]) -> io::Result<OwnedFd> {
         let license = c"GPL";
         let mut a = Attr([0; 32]);
-        let words = [
-            BPF_PROG_TYPE_XDP,
-            insns.len() as u32,
-            insns.as_ptr() as u64 as u32,
-            (insns.as_ptr() as u64 >> 32) as u32,
-            license.as_ptr() as u64 as u32,
-            (license.as_ptr() as u64 >> 32) as u32,
-        ];
-        a.0[..6].copy_from_slice(&words);
+        let (insns_lo, insns_hi) = split(insns.as_ptr() as u64);
+        let (license_lo, license_hi) = split(license.as_ptr() as u64);
+        // No log: level, size and pointer all zero (an empty slice's dangling pointer is not).
+        let (level, size, buf) =
+            if log.is_empty() { (0, 0, 0) } else { (log_level, log.len() as u32, log.as_mut_ptr() as u64) };
+        let (log_lo, log_hi) = split(buf);
+        let words =
+            [prog_type, insns.len() as u32, insns_lo, insns_hi, license_lo, license_hi, level, size, log_lo, log_hi];
+        a.0[..10].copy_from_slice(&words);
         bpf(BPF_PROG_LOAD, &mut a).map(fd)
+    }
+
+    fn split(p: u64) -> (u32, u32) {
+        (p as u32, (p >> 32) as u32)
     }
 
     const XDP_PASS: i32 = 2;

@@ -193,6 +193,80 @@ pub fn verifier_error(program: &str, e: ProgramError) -> DataplaneError {
     }
 }
 
+/// What the kernel's verifier said about one program of an object.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProgramCheck {
+    pub program: String,
+    pub accepted: bool,
+    /// Instructions the verifier processed (its complexity; the limit is 1,000,000).
+    pub insns_processed: Option<u64>,
+    /// The verifier's statistics line ("processed N insns (limit ...) ...").
+    pub stats: String,
+    /// When refused: the reason and the end of the verifier's log.
+    pub error: Option<String>,
+}
+
+/// Runs every program of the object through this kernel's verifier, with maps of its own that
+/// live only as long as the check (nothing is pinned or attached), and reads the verifier's
+/// statistics: how close each program is to the kernel's limits. aya keeps the verifier's log
+/// only when a load fails, so this loads the relocated instructions itself.
+pub fn verify(flavor: Flavor) -> Result<Vec<ProgramCheck>, DataplaneError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let load_err = |e: &dyn std::fmt::Display| DataplaneError::Load(format!("{} object: {e}", flavor.name()));
+    let mut obj = aya_obj::Object::parse(flavor.bytes()).map_err(|e| load_err(&e))?;
+    let mut maps = Vec::new();
+    for (name, map) in &obj.maps {
+        let data = MapData::create(map.clone(), name, None).map_err(|e| DataplaneError::map(name, "create", e))?;
+        maps.push((name.clone(), data, map.clone()));
+    }
+    let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
+    let fds = maps.iter().map(|(name, data, map)| (name.as_str(), data.fd().as_fd().as_raw_fd(), map));
+    obj.relocate_maps(fds, &text_sections).map_err(|e| load_err(&e))?;
+    obj.relocate_calls(&text_sections).map_err(|e| load_err(&e))?;
+    let mut names: Vec<&String> = obj.programs.keys().collect();
+    names.sort();
+    let mut checks = Vec::new();
+    for name in names {
+        let program = &obj.programs[name];
+        let prog_type = match program.section {
+            aya_obj::ProgramSection::Xdp { .. } => super::kernel::BPF_PROG_TYPE_XDP,
+            aya_obj::ProgramSection::SchedClassifier => super::kernel::BPF_PROG_TYPE_SCHED_CLS,
+            ref other => return Err(load_err(&format!("program {name} of unexpected kind {other:?}"))),
+        };
+        let insns = &obj.functions[&program.function_key()].instructions;
+        // SAFETY: bpf_insn is the kernel's 8-byte instruction, plain data.
+        let words = unsafe { std::slice::from_raw_parts(insns.as_ptr().cast::<u64>(), insns.len()) };
+        checks.push(check_program(name, prog_type, words));
+    }
+    Ok(checks)
+}
+
+/// Loads one program with the verifier's statistics (log level 4) and, when it is refused,
+/// again with its whole log (level 1) for the reason.
+fn check_program(name: &str, prog_type: u32, insns: &[u64]) -> ProgramCheck {
+    const LOG_STATS: u32 = 4;
+    const LOG_ALL: u32 = 1;
+    let mut log = vec![0u8; 64 << 10];
+    let result = super::kernel::load_program(prog_type, insns, LOG_STATS, &mut log);
+    let text = |log: &[u8]| {
+        String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(log.len())]).into_owned()
+    };
+    let stats_text = text(&log);
+    let stats = stats_text.lines().find(|l| l.starts_with("processed ")).unwrap_or_default().to_string();
+    let insns_processed = stats.split_whitespace().nth(1).and_then(|n| n.parse().ok());
+    let error = match result {
+        Ok(_fd) => None,
+        Err(e) => {
+            let mut full = vec![0u8; 64 << 20];
+            let _ = super::kernel::load_program(prog_type, insns, LOG_ALL | LOG_STATS, &mut full);
+            let full = text(&full);
+            let lines: Vec<&str> = full.lines().collect();
+            Some(format!("{e}; end of the verifier log:\n{}", lines[lines.len().saturating_sub(12)..].join("\n")))
+        }
+    };
+    ProgramCheck { program: name.to_string(), accepted: error.is_none(), insns_processed, stats, error }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Flavor;
