@@ -4,6 +4,7 @@
 mod bench;
 mod leftovers;
 mod setup;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,12 +44,28 @@ enum Task {
         quick: bool,
     },
     /// Run every test: unit tests, then the privileged integration tests, then the benchmark
-    /// in quick mode. Needs root.
+    /// in quick mode, on this machine's kernel. With --kernel, the privileged suites on Debian's
+    /// packaged kernels, each booted in a VM (see docs/kernels.md). Needs root.
+    #[command(after_help = "Examples:
+  cargo xtask test                       # this machine's kernel (host)
+  cargo xtask test --kernel 6.1          # Debian 12's 6.1 in a VM
+  cargo xtask test --kernel all          # host, then 5.10, 6.1 and 6.12
+  cargo xtask test --kernel 6.12 --suite e2e -- attach")]
     Test {
+        /// host (the default), 5.10, 6.1, 6.12, several with commas, or all (host and every
+        /// kernel).
+        #[arg(long, default_value = "host")]
+        kernel: String,
+        /// Only these suites in the VMs (repeatable; default: the kernel's list).
+        #[arg(long = "suite")]
+        suites: Vec<String>,
         /// Extra arguments for the test harness (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Inside a VM of `test --kernel`: run the plan the host wrote (not for direct use).
+    #[command(hide = true)]
+    VmGuest { plan: PathBuf },
 }
 
 fn main() -> Result<()> {
@@ -96,12 +113,20 @@ fn main() -> Result<()> {
             setup::run(&root, false)?;
             bench::bench(&root, quick, bench::Profile::Release)
         }
-        Task::Test { args } => {
+        Task::Test { kernel, suites, args } => {
             require_root("the tests")?;
             let _bpffs = leftovers::Bpffs::note();
             setup::run(&root, false)?;
-            test(&root, &args)
+            let kernels = vm::select(&kernel)?;
+            if kernel == "all" || kernel.split(',').any(|k| k == "host") {
+                test(&root, &args)?;
+            }
+            if kernels.is_empty() {
+                return Ok(());
+            }
+            vm::run(&root, &kernels, &suites, &args)
         }
+        Task::VmGuest { plan } => vm::guest(&plan),
     }
 }
 
@@ -127,7 +152,7 @@ pub fn is_root() -> bool {
     nix_euid() == 0
 }
 
-fn require_root(what: &str) -> Result<()> {
+pub fn require_root(what: &str) -> Result<()> {
     if !is_root() {
         bail!("{what} load BPF programs and create network namespaces: run as root (e.g. sudo -E cargo xtask ...)");
     }

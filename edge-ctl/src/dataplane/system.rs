@@ -47,7 +47,21 @@ fn is_bpffs(path: &Path) -> bool {
 }
 
 /// Makes sure a BPF filesystem is mounted at `root` (usually /sys/fs/bpf), mounting it if not.
+/// Under a lock: two processes that both found none would each mount one, the second over the
+/// first, and pins made in the first would vanish from sight.
 pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    let lock_path = Path::new("/run/edge-ctl.bpffs.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_path)
+        .map_err(|e| DataplaneError::Io { what: format!("open {}", lock_path.display()), source: e })?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| DataplaneError::Io { what: format!("lock {}", lock_path.display()), source: e.into() })?;
     if is_bpffs(root) {
         return Ok(());
     }
