@@ -252,3 +252,24 @@ mod sys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Feature, Features};
+
+    fn with(missing: &[Feature]) -> Features {
+        Features { found: Feature::ALL.iter().map(|f| (*f, !missing.contains(f))).collect() }
+    }
+
+    #[test]
+    fn a_missing_optional_feature_is_no_error() {
+        assert!(with(&[Feature::Tcx, Feature::AtomicCmpxchg, Feature::CoarseClock]).check_required().is_ok());
+    }
+
+    #[test]
+    fn a_missing_required_feature_names_itself_and_its_version() {
+        let e = with(&[Feature::RingBuf]).check_required().unwrap_err().to_string();
+        assert!(e.contains("lacks ringbuf") && e.contains("Linux 5.8"), "{e}");
+        assert!(e.contains("drop events"), "{e}");
+    }
+}
