@@ -29,6 +29,11 @@ pub struct Loaded {
 impl Loaded {
     /// Loads and verifies the programs and writes `policy`'s tables for `role` as generation 0.
     pub fn new(policy: &Policy, role: Role, interface: &[IpAddr]) -> Loaded {
+        Loaded::with_flavor(policy, role, interface, object::Flavor::for_kernel())
+    }
+
+    /// [`Loaded::new`] with the object of `flavor`.
+    pub fn with_flavor(policy: &Policy, role: Role, interface: &[IpAddr], flavor: object::Flavor) -> Loaded {
         crate::lab::require_root();
         system::ensure_bpffs(Path::new("/sys/fs/bpf")).expect("bpffs");
         let dir = PathBuf::from(format!(
@@ -40,7 +45,7 @@ impl Loaded {
         // Removes the pins if loading fails below (a panic here would otherwise leave them).
         let guard = PinDir(dir.clone());
         let tables = compile::compile(policy, role, interface, &SlotMap::default()).expect("compile");
-        let mut ebpf = object::load(&dir, tables.ct_max).expect("load object");
+        let mut ebpf = object::load_flavor(&dir, tables.ct_max, flavor).expect("load object");
         object::load_xdp(&mut ebpf, programs::XDP_FILTER).expect("verifier accepts the filter");
         object::load_xdp(&mut ebpf, programs::XDP_FLOOR).expect("verifier accepts the floor");
         object::load_xdp(&mut ebpf, programs::XDP_MATRIX).expect("verifier accepts the reference matrix");

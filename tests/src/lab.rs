@@ -6,6 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -44,6 +45,38 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Waits until an edge-ctl started with `EDGE_CTL_STEP_DELAY_MS` and a piped stderr has
+/// finished `steps` steps (it is then paused after the last one), or has exited, or `limit`
+/// passed. Returns the steps it reported and everything else it wrote to stderr meanwhile.
+pub fn wait_for_steps(child: &mut std::process::Child, steps: usize, limit: Duration) -> (usize, String) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The reader lives on: a child killed later closes the pipe and ends it.
+    std::thread::spawn(move || {
+        // Read to the end even after the caller stopped listening: a closed pipe would make
+        // edge-ctl's next line on stderr fail.
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let (mut seen, mut other) = (0, String::new());
+    while seen < steps {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line == edge_ctl::dataplane::STEP_MARK => seen += 1,
+            Ok(line) => {
+                other.push_str(&line);
+                other.push('\n');
+            }
+            Err(_) => break,
+        }
+    }
+    (seen, other)
 }
 
 pub struct Lab {

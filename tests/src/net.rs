@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -15,6 +16,17 @@ use nix::sched::{CloneFlags, setns};
 pub const BANNER: &[u8] = b"edge-lab\n";
 /// A server never outlives this, even if its owner forgets to stop it.
 const MAX_SERVER_LIFETIME: Duration = Duration::from_secs(120);
+/// How often an idle server looks at its stop flag. Servers block in poll(2) between looks:
+/// busy polling (a sleep of a few milliseconds between non-blocking calls) by the dozens of
+/// servers of the Lync lab kept an emulated guest's CPU saturated.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Blocks until one of `fds` is readable or [`STOP_CHECK`] passes; true when one is readable.
+fn readable(fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    matches!(poll(&mut pfds, PollTimeout::from(STOP_CHECK.as_millis() as u16)), Ok(n) if n > 0)
+}
 
 /// Runs `f` on a new thread inside network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -82,7 +94,9 @@ fn tcp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
                 let _ = conn.set_nonblocking(false);
                 let _ = conn.write_all(BANNER);
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => {
+                readable(&[listener.as_fd()]);
+            }
         }
     }
 }
@@ -122,7 +136,8 @@ fn udp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
             }
         }
         if idle {
-            std::thread::sleep(Duration::from_millis(2));
+            let fds: Vec<_> = socks.iter().map(|s| s.as_fd()).collect();
+            readable(&fds);
         }
     }
 }
@@ -211,7 +226,7 @@ pub fn udp_delayed_echo(ns: &str, port: u16, delay: Duration) -> Servers {
     let s = stop.clone();
     let t = spawn_in_netns(ns, move || {
         let sock = UdpSocket::bind(any_v6(port)).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        sock.set_read_timeout(Some(STOP_CHECK)).expect("timeout");
         let _ = ready_tx.send(());
         let start = Instant::now();
         let mut buf = [0u8; 2048];
@@ -238,14 +253,21 @@ pub struct HeldConnection {
 }
 
 impl HeldConnection {
+    /// Listens on every address of `ns` (IPv4 and IPv6).
     pub fn listen(ns: &str, port: u16) -> HeldConnection {
+        Self::listen_at(ns, any_v6(port))
+    }
+
+    /// Listens on one address. Two held connections to one port need this: after the first
+    /// accept, a second wildcard listener on the port got EADDRINUSE on Debian's 6.1 and 6.12.
+    pub fn listen_at(ns: &str, addr: SocketAddr) -> HeldConnection {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (accepted_tx, accepted) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = spawn_in_netns(ns, move || {
-            let listener = TcpListener::bind(any_v6(port)).expect("bind");
+            let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
             listener.set_nonblocking(true).expect("non-blocking listener");
             let _ = ready_tx.send(());
             let start = Instant::now();
@@ -253,7 +275,9 @@ impl HeldConnection {
                 match listener.accept() {
                     Ok((conn, _)) => break conn,
                     Err(_) if stopped.load(Ordering::SeqCst) || start.elapsed() > MAX_SERVER_LIFETIME => return,
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => {
+                        readable(&[listener.as_fd()]);
+                    }
                 }
             };
             conn.set_nonblocking(false).expect("blocking connection");
@@ -336,7 +360,23 @@ impl UdpSink {
         let s = stop.clone();
         let thread = spawn_in_netns(ns, move || {
             let sock = UdpSocket::bind(any_v6(port)).expect("bind");
-            sock.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+            sock.set_read_timeout(Some(STOP_CHECK)).expect("timeout");
+            // 4 MiB (about 4,000 small datagrams) instead of rmem_default's 208 KiB: while an
+            // emulated guest verifies a program, this thread can be off the CPU for hundreds
+            // of milliseconds, and a full receive buffer drops what the filter passed.
+            let size: libc::c_int = 4 << 20;
+            // SAFETY: setsockopt on an open socket with a correctly sized int (root may exceed
+            // rmem_max with SO_RCVBUFFORCE).
+            let r = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
             let _ = ready_tx.send(());
             let start = Instant::now();
             let mut seen = Vec::new();

@@ -238,7 +238,7 @@ fn attach_keeps_open_permitted_connections_working() {
     let s = setup("sed", "enforce");
     let mut open = Vec::new();
     for (i, peer) in PEER.iter().enumerate() {
-        let held = HeldConnection::listen(&s.peer, 5061);
+        let held = HeldConnection::listen_at(&s.peer, at(peer, 5061));
         let conn = tcp_connect_from(&s.edge, 41900 + i as u16, at(peer, 5061), ALLOW).expect("connect");
         held.accepted();
         open.push((held, conn));
@@ -344,32 +344,16 @@ fn clsact_fallback_enforces_and_detaches() {
         .lab
         .edge_ctl_command(&s.edge, &["attach", "edge0", "--role", "external", "--policy", s.file.to_str().unwrap()])
         .env("EDGE_CTL_TC", "clsact")
-        .env("EDGE_CTL_STEP_DELAY_MS", "3000")
+        .env("EDGE_CTL_STEP_DELAY_MS", "1000")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut guard = edge_tests::lab::KillOnDrop(child);
-    let start = std::time::Instant::now();
-    while !filters().contains("edge_tc_egress") {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
-            "the staged attach never put its filter on (edge-ctl: {:?} {}): {}",
-            guard.0.try_wait(),
-            guard
-                .0
-                .stderr
-                .take()
-                .map(|mut e| {
-                    let mut t = String::new();
-                    let _ = std::io::Read::read_to_string(&mut e, &mut t);
-                    t
-                })
-                .unwrap_or_default(),
-            filters()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // Attach's second step puts the egress filter on; killed in the pause after it.
+    let (steps, other) = edge_tests::lab::wait_for_steps(&mut guard.0, 2, std::time::Duration::from_secs(120));
+    assert_eq!(steps, 2, "the staged attach stopped early: {other}");
+    assert!(filters().contains("edge_tc_egress"), "the staged attach put its filter on: {}", filters());
     drop(guard);
     assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
     assert!(!filters().contains("edge_tc_egress"), "status removed the orphan filter: {}", filters());

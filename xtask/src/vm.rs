@@ -5,7 +5,7 @@
 //!   state under target/, so the machine's apt configuration never changes), unpacked with
 //!   `dpkg -x` into a cache under target/kernels.
 //! - virtme-ng (from PyPI, in .tools/vng) boots it with QEMU on this machine's root file system,
-//!   read-only with writable overlays, plus one writable directory per kernel (target/vm/K)
+//!   read-only with writable overlays, plus one writable directory per kernel (target/matrix/K)
 //!   where the guest leaves its logs and results. KVM when it works, TCG otherwise.
 //! - Inside, this same xtask binary (`xtask vm-guest`) runs `edge-ctl kernel` (features and the
 //!   verifier's figures per program) and each suite's test binary, built on the host.
@@ -40,9 +40,10 @@ pub struct Kernel {
 const PRIVILEGED: &[&str] =
     &["packets", "e2e", "stateful", "stateful_packets", "reload", "lync", "observe", "differential"];
 /// What the oldest kernel runs: the packet suite (every program and path through the verifier
-/// and BPF_PROG_TEST_RUN) and real traffic through `attach` (e2e). `edge-ctl kernel` runs on
-/// every kernel.
-const SMOKE: &[&str] = &["packets", "e2e"];
+/// and BPF_PROG_TEST_RUN), the connection table's packet suite (where its compat object differs:
+/// no flow slots, the precise clock) and real traffic through `attach` (e2e). `edge-ctl kernel`
+/// runs on every kernel.
+const SMOKE: &[&str] = &["packets", "stateful_packets", "e2e"];
 
 pub const KERNELS: &[Kernel] = &[
     Kernel {
@@ -291,27 +292,33 @@ struct Binaries {
     xtask: PathBuf,
 }
 
+/// The guests run a build of their own, the `vm` profile (Cargo.toml): the test profile's checks,
+/// optimized, because under emulation unoptimized code multiplies every suite's time.
 fn build(root: &Path) -> Result<Binaries> {
-    crate::run(&mut crate::cargo_cmd(root, &["build", "-p", "edge-ctl"]))?;
-    let out = crate::cargo_cmd(root, &["test", "-p", "edge-tests", "--no-run", "--message-format=json"])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cargo test --no-run")?;
+    crate::run(&mut crate::cargo_cmd(root, &["build", "--profile", "vm", "-p", "edge-ctl"]))?;
+    let out =
+        crate::cargo_cmd(root, &["test", "--profile", "vm", "-p", "edge-tests", "--no-run", "--message-format=json"])
+            .stderr(Stdio::inherit())
+            .output()
+            .context("cargo test --no-run")?;
     if !out.status.success() {
+        // The JSON messages hold the compiler's errors: let cargo print them as text.
+        let _ = crate::cargo_cmd(root, &["test", "--profile", "vm", "-p", "edge-tests", "--no-run"]).status();
         bail!("building the test binaries failed");
     }
     let mut suites = BTreeMap::new();
     for line in out.stdout.lines() {
         let Ok(m) = serde_json::from_str::<serde_json::Value>(&line?) else { continue };
         let is_test = m["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|v| v == "test"));
-        if m["reason"] == "compiler-artifact" && is_test {
-            if let (Some(name), Some(exe)) = (m["target"]["name"].as_str(), m["executable"].as_str()) {
-                suites.insert(name.to_string(), PathBuf::from(exe));
-            }
+        if m["reason"] == "compiler-artifact"
+            && is_test
+            && let (Some(name), Some(exe)) = (m["target"]["name"].as_str(), m["executable"].as_str())
+        {
+            suites.insert(name.to_string(), PathBuf::from(exe));
         }
     }
     Ok(Binaries {
-        edge_ctl: root.join("target/debug/edge-ctl"),
+        edge_ctl: root.join("target/vm/edge-ctl"),
         suites,
         xtask: std::env::current_exe().context("this xtask's path")?,
     })
@@ -412,7 +419,7 @@ fn accelerator(root: &Path, vng: &Path, image: &Image) -> Result<String> {
     if !Path::new("/dev/kvm").exists() {
         return Ok(TCG.into());
     }
-    let dir = root.join("target/vm");
+    let dir = root.join("target/matrix");
     std::fs::create_dir_all(&dir)?;
     let mut c = vng_command(vng, "kvm", image, &dir, "echo edge-vm-kvm-ok");
     let out = run_with_timeout(&mut c, Duration::from_secs(60), &dir.join("kvm-probe.log"))?;
@@ -476,7 +483,7 @@ fn boot(
     only: &[String],
     filter: &[String],
 ) -> Result<GuestReport> {
-    let out = root.join("target/vm").join(k.name);
+    let out = root.join("target/matrix").join(k.name);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     let mut suites = Vec::new();

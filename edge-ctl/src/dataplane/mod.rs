@@ -102,13 +102,18 @@ impl DataplaneError {
     }
 }
 
-/// Test hook: `EDGE_CTL_STEP_DELAY_MS` pauses between the steps of attach and reload, so a
-/// test can kill them at every step.
+/// Test hook: `EDGE_CTL_STEP_DELAY_MS` pauses after each step of attach and reload and says so
+/// on stderr (`edge-ctl: step done`), so a test can kill them at every step: it waits for the
+/// k-th line, not for a time, which holds on a slow (emulated) machine as on a fast one.
 pub(crate) fn step() {
     if let Some(ms) = std::env::var("EDGE_CTL_STEP_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+        eprintln!("{STEP_MARK}");
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
 }
+
+/// What [`step`] prints.
+pub const STEP_MARK: &str = "edge-ctl: step done";
 
 /// Everything a command on one interface needs, with the interface's lock held.
 struct Locked {

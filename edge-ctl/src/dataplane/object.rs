@@ -87,6 +87,11 @@ const TABLES_SYMBOL: &str = "EDGE_TABLES";
 /// Loads the object; its maps are created (or, when already pinned there, reused) in `pin_dir`.
 /// `ct_max` sizes each connection table (and the flow slots in front of it).
 pub fn load(pin_dir: &Path, ct_max: u32) -> Result<Ebpf, DataplaneError> {
+    load_flavor(pin_dir, ct_max, Flavor::for_kernel())
+}
+
+/// [`load`] with the object of `flavor` (the benchmark measures both on one kernel).
+pub fn load_flavor(pin_dir: &Path, ct_max: u32, flavor: Flavor) -> Result<Ebpf, DataplaneError> {
     let tables_pin = pin_dir.join(edge_common::maps::TABLES);
     let live_tables = tables_map(&tables_pin)?;
     let mut loader = EbpfLoader::new();
@@ -104,7 +109,7 @@ pub fn load(pin_dir: &Path, ct_max: u32) -> Result<Ebpf, DataplaneError> {
             loader.map_max_entries(name, n);
         }
     }
-    loader.load(bytes()).map_err(|e| DataplaneError::Load(format!("{e:#}")))
+    loader.load(flavor.bytes()).map_err(|e| DataplaneError::Load(format!("{e:#}")))
 }
 
 /// Makes sure the packet-tables map is pinned at `pin`, memory-mappable, before the object is
