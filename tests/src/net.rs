@@ -14,8 +14,9 @@ use nix::sched::{CloneFlags, setns};
 
 /// The reply servers send, so probes know the connection really reached them.
 pub const BANNER: &[u8] = b"edge-lab\n";
-/// A server never outlives this, even if its owner forgets to stop it.
-const MAX_SERVER_LIFETIME: Duration = Duration::from_secs(120);
+/// A server never outlives this, even if its owner forgets to stop it (generous: a test under
+/// emulation runs for minutes, and an idle server costs nothing).
+const MAX_SERVER_LIFETIME: Duration = Duration::from_secs(600);
 /// How often an idle server looks at its stop flag. Servers block in poll(2) between looks:
 /// busy polling (a sleep of a few milliseconds between non-blocking calls) by the dozens of
 /// servers of the Lync lab kept an emulated guest's CPU saturated.
@@ -26,6 +27,23 @@ fn readable(fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
     matches!(poll(&mut pfds, PollTimeout::from(STOP_CHECK.as_millis() as u16)), Ok(n) if n > 0)
+}
+
+/// Binds with `bind`, retrying while the address is in use, for up to 10 s. A socket the test
+/// closed can stay bound for a moment: a child the test process is starting (every edge-ctl
+/// command) holds a copy of its descriptors until it executes, which under emulation takes long
+/// enough for the next test to bind the same port (seen on 6.1 and 6.12 guests).
+fn bind_retry<T>(what: &str, mut bind: impl FnMut() -> std::io::Result<T>) -> T {
+    let start = Instant::now();
+    loop {
+        match bind() {
+            Ok(t) => return t,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("bind {what}: {e}"),
+        }
+    }
 }
 
 /// Runs `f` on a new thread inside network namespace `ns`.
@@ -84,7 +102,7 @@ fn any_v6(port: u16) -> SocketAddr {
 }
 
 fn tcp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) {
-    let listener = TcpListener::bind(any_v6(port)).unwrap_or_else(|e| panic!("bind tcp {port}: {e}"));
+    let listener = bind_retry(&format!("tcp {port}"), || TcpListener::bind(any_v6(port)));
     listener.set_nonblocking(true).expect("nonblocking");
     let _ = ready.send(());
     let start = Instant::now();
@@ -119,7 +137,7 @@ fn udp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
     let socks: Vec<UdpSocket> = addrs
         .iter()
         .map(|a| {
-            let s = UdpSocket::bind(SocketAddr::new(*a, port)).unwrap_or_else(|e| panic!("bind udp {a}:{port}: {e}"));
+            let s = bind_retry(&format!("udp {a}:{port}"), || UdpSocket::bind(SocketAddr::new(*a, port)));
             s.set_nonblocking(true).expect("nonblocking");
             s
         })
@@ -177,7 +195,8 @@ pub fn tcp_connect_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration)
         let domain = if to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
         let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
-        s.bind(&SockAddr::from(unspecified(to, sport)))?;
+        let local = SockAddr::from(unspecified(to, sport));
+        bind_retry("tcp client", || s.bind(&local));
         s.connect_timeout(&SockAddr::from(to), timeout)?;
         let stream: TcpStream = s.into();
         stream.set_read_timeout(Some(timeout))?;
@@ -203,7 +222,7 @@ pub fn tcp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -
 /// Sends a datagram from a pinned source port and waits for the echo.
 pub fn udp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> Outcome {
     in_netns(ns, move || {
-        let sock = UdpSocket::bind(unspecified(to, sport)).expect("bind udp client");
+        let sock = bind_retry("udp client", || UdpSocket::bind(unspecified(to, sport)));
         sock.connect(to).expect("connect udp");
         sock.set_read_timeout(Some(timeout)).expect("timeout");
         let payload = b"edge-lab probe";
@@ -225,7 +244,7 @@ pub fn udp_delayed_echo(ns: &str, port: u16, delay: Duration) -> Servers {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let s = stop.clone();
     let t = spawn_in_netns(ns, move || {
-        let sock = UdpSocket::bind(any_v6(port)).expect("bind");
+        let sock = bind_retry("udp", || UdpSocket::bind(any_v6(port)));
         sock.set_read_timeout(Some(STOP_CHECK)).expect("timeout");
         let _ = ready_tx.send(());
         let start = Instant::now();
@@ -258,8 +277,9 @@ impl HeldConnection {
         Self::listen_at(ns, any_v6(port))
     }
 
-    /// Listens on one address. Two held connections to one port need this: after the first
-    /// accept, a second wildcard listener on the port got EADDRINUSE on Debian's 6.1 and 6.12.
+    /// Listens on one address: for two held connections to one port, one listener per address,
+    /// so the second never competes with the first for the wildcard (which once failed with
+    /// EADDRINUSE in a 6.12 guest; see `bind_retry`).
     pub fn listen_at(ns: &str, addr: SocketAddr) -> HeldConnection {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -267,7 +287,7 @@ impl HeldConnection {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = spawn_in_netns(ns, move || {
-            let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+            let listener = bind_retry(&addr.to_string(), || TcpListener::bind(addr));
             listener.set_nonblocking(true).expect("non-blocking listener");
             let _ = ready_tx.send(());
             let start = Instant::now();
@@ -359,7 +379,7 @@ impl UdpSink {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let s = stop.clone();
         let thread = spawn_in_netns(ns, move || {
-            let sock = UdpSocket::bind(any_v6(port)).expect("bind");
+            let sock = bind_retry("udp", || UdpSocket::bind(any_v6(port)));
             sock.set_read_timeout(Some(STOP_CHECK)).expect("timeout");
             // 4 MiB (about 4,000 small datagrams) instead of rmem_default's 208 KiB: while an
             // emulated guest verifies a program, this thread can be off the CPU for hundreds
@@ -407,7 +427,7 @@ impl UdpSink {
 /// Sends `count` datagrams numbered `first..` at a fixed interval from a pinned source port.
 pub fn udp_stream(ns: &str, sport: u16, to: SocketAddr, first: u64, count: u64, interval: Duration) -> JoinHandle<()> {
     spawn_in_netns(ns, move || {
-        let sock = UdpSocket::bind(unspecified(to, sport)).expect("bind");
+        let sock = bind_retry("udp sender", || UdpSocket::bind(unspecified(to, sport)));
         let start = Instant::now();
         for seq in 0..count {
             let due = start + interval * seq as u32;
@@ -423,7 +443,7 @@ pub fn udp_stream(ns: &str, sport: u16, to: SocketAddr, first: u64, count: u64, 
 pub fn tcp_echo(ns: &str, port: u16, conns: usize) -> JoinHandle<u64> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let t = spawn_in_netns(ns, move || {
-        let listener = TcpListener::bind(any_v6(port)).expect("bind");
+        let listener = bind_retry("tcp echo", || TcpListener::bind(any_v6(port)));
         let _ = ready_tx.send(());
         let mut handlers = Vec::new();
         for _ in 0..conns {

@@ -337,7 +337,7 @@ fn a_reload_killed_at_any_step_leaves_one_whole_policy() {
         names
     };
     let pinned = pins();
-    // Each step count twice, so both directions (a to b, b to a) are killed at every step.
+    // Every kill point twice, so both directions (a to b, b to a) are killed at every step.
     for round in 0..2 * (STEPS + 1) {
         let kill_after = round % (STEPS + 1);
         let live = s.status()["policy_hash"].as_str().unwrap().to_string();

@@ -286,13 +286,16 @@ fn a_full_table_evicts_and_counts() {
 fn a_flow_without_a_slot_lives_in_the_table() {
     let l = load("");
     for (edge, peer) in families() {
-        // 64 slots: of 60 flows, some share a slot (and the table, of 64, evicts none).
-        for port in 0..60u16 {
+        // 64 slots: of 60 flows, some share a slot (and the table, of 64, evicts none). The
+        // compat object has no slots, every flow is in the table: 8 of them, because 5.10's LRU
+        // evicted a table of 64 entries before 60 flows filled it.
+        let flows = if slots() { 60 } else { 8 };
+        for port in 0..flows {
             assert_eq!(l.run_egress(&packet::tcp(edge, peer, 40000 + port, 5061, SYN)), TC_PASS);
         }
         let slotted: Vec<u16> =
             l.maps.ct_slotted().unwrap().iter().filter(|f| f.local == edge).map(|f| f.local_port).collect();
-        let unslotted: Vec<u16> = (40000..40060).filter(|p| !slotted.contains(p)).collect();
+        let unslotted: Vec<u16> = (40000..40000 + flows).filter(|p| !slotted.contains(p)).collect();
         assert!(!unslotted.is_empty());
         assert_eq!(slotted.is_empty(), !slots());
         for &port in &unslotted {
