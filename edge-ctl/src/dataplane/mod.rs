@@ -3,6 +3,7 @@
 
 mod attach;
 pub mod conntrack;
+mod egress;
 pub mod events;
 mod explain;
 pub mod kernel;
@@ -170,7 +171,7 @@ fn sweep(p: &InterfacePaths) -> Result<(), DataplaneError> {
             // A clsact egress filter lives in the qdisc, not in a pin: take it off too, unless a
             // live attachment owns it.
             if !p.pins.exists() {
-                attach::detach_clsact(&p.ifname, &attach::EgressAttachment::default_clsact());
+                egress::detach_clsact(&p.ifname, &egress::EgressAttachment::default_clsact());
             }
         }
     }

@@ -17,7 +17,7 @@ use aya::programs::{SchedClassifier, TcAttachType, Xdp};
 use edge_common::programs;
 use serde::Serialize;
 
-use super::attach::EgressAttachment;
+use super::egress::EgressAttachment;
 use super::maps::MapSet;
 use super::paths::{TC_LINK, XDP_LINK};
 use super::state::InterfaceState;

@@ -24,7 +24,7 @@ pub struct InterfaceState {
     /// "native" or "generic".
     pub mode: String,
     /// How the egress program is attached.
-    pub egress: super::attach::EgressAttachment,
+    pub egress: super::egress::EgressAttachment,
     /// Seconds since the Unix epoch.
     pub attached_at: u64,
     /// SHA-256 of the eBPF object the live programs came from (see `edge-ctl upgrade`).

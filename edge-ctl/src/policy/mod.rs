@@ -1,9 +1,11 @@
 //! The policy: what the operator writes (TOML), as a typed and validated model.
 //!
 //! `parse` turns text into a [`Policy`] or a [`PolicyError`] naming file:line:column for every
-//! problem. Nothing here knows about BPF; `compile` turns a policy into lookup tables.
+//! problem; `read_policy` reads a policy file from disk, refusing one that other users may write.
+//! Nothing here knows about BPF; `compile` turns a policy into lookup tables.
 
 mod diag;
+mod file;
 mod raw;
 mod validate;
 
@@ -14,6 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Location, PolicyError, Severity};
+pub use file::read_policy;
 
 /// The current policy format version.
 pub const FORMAT_VERSION: i64 = 1;

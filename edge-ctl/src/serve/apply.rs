@@ -20,7 +20,7 @@ pub enum Applied {
 /// Reads the interface's policy file and makes it the live policy. A file that does not
 /// parse or validate changes nothing (the error names file:line:col).
 pub fn apply(iface: &InterfaceConfig) -> Result<Applied> {
-    let policy = crate::cli::read_policy(&iface.policy)?;
+    let policy = crate::policy::read_policy(&iface.policy)?;
     for w in &policy.warnings {
         log::warn!("{w}");
     }

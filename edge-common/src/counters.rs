@@ -1,0 +1,149 @@
+//! Counters: the packet and byte [`Counter`] of the rule, drop and pass counter maps, and their
+//! indices: why a packet was dropped ([`DropReason`], [`DropKind`]) or passed without a rule
+//! ([`PassReason`]), and the connection-table events ([`CtEvent`]). The reason enums carry the
+//! names every tool prints.
+
+#[cfg(doc)]
+use crate::maps;
+
+/// Packet and byte counter (per CPU in the maps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        $vis enum $name { $($(#[$vmeta])* $variant = $value,)* }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            pub const COUNT: u32 = 0 $(+ { let _ = $value; 1 })*;
+            /// The name every tool prints.
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+            pub const fn from_u32(v: u32) -> Option<Self> {
+                match v { $($value => Some($name::$variant),)* _ => None }
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// Why a packet was dropped. Indexes [`maps::DROP_COUNTERS`].
+    pub enum DropReason {
+        /// No rule allows the packet and it belongs to no tracked flow.
+        PolicyDefault = 0 => "policy-default",
+        /// A header ends beyond the frame.
+        Truncated = 1 => "truncated",
+        /// A header field is impossible (IPv4 IHL below 5, total length beyond the frame, TCP data
+        /// offset below 5, wrong IP version).
+        BadHeader = 2 => "bad-header",
+        /// A non-first IPv4/IPv6 fragment: it carries no ports to judge.
+        Fragment = 3 => "fragment",
+        /// An EtherType other than IPv4, IPv6 and ARP (after up to two VLAN tags).
+        EtherType = 4 => "ethertype",
+        /// An IP protocol other than TCP, UDP, ICMP and ICMPv6 (after IPv6 extension headers).
+        L4Protocol = 5 => "l4-protocol",
+        /// An ICMP/ICMPv6 message that is not an enabled essential.
+        Icmp = 6 => "icmp",
+        /// ARP or neighbour discovery with the essential switched off.
+        EssentialOff = 7 => "essential-off",
+        /// A TCP segment without SYN (an answer, an ACK) that belongs to no tracked flow.
+        NoFlow = 8 => "no-flow",
+        /// Egress: no outbound rule, tracked flow or inbound-allowed reply explains the packet.
+        EgressPolicy = 9 => "egress-policy",
+        /// IPv6 with more than four extension headers before the upper layer.
+        ExtHeaders = 10 => "ext-headers",
+    }
+}
+
+/// Whether a drop counter counts real drops or drops that enforcement would make (egress
+/// `monitor` mode).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropKind {
+    Dropped = 0,
+    WouldDrop = 1,
+}
+
+/// Index into [`maps::DROP_COUNTERS`].
+#[inline(always)]
+pub const fn drop_index(direction: u32, kind: DropKind, reason: DropReason) -> u32 {
+    ((direction * 2) + kind as u32) * DropReason::COUNT + reason as u32
+}
+
+/// Entries of [`maps::DROP_COUNTERS`].
+pub const DROP_COUNTERS_LEN: u32 = 4 * DropReason::COUNT;
+
+/// Index into [`maps::PASS_COUNTERS`].
+#[inline(always)]
+pub const fn pass_index(direction: u32, reason: PassReason) -> u32 {
+    direction * PassReason::COUNT + reason as u32
+}
+
+/// Entries of [`maps::PASS_COUNTERS`].
+pub const PASS_COUNTERS_LEN: u32 = 2 * PassReason::COUNT;
+
+named_enum! {
+    /// Why a packet passed without a rule. Indexes [`maps::PASS_COUNTERS`].
+    pub enum PassReason {
+        /// ARP (essential).
+        Arp = 0 => "arp",
+        /// IPv6 neighbour and multicast listener discovery (essential).
+        Ndp = 1 => "ndp",
+        /// ICMP fragmentation-needed / ICMPv6 packet-too-big (essential).
+        Pmtu = 2 => "pmtu",
+        /// Ingress: a packet of a tracked flow (an answer to the edge's own connection).
+        Conntrack = 3 => "conntrack",
+        /// Ingress: an ICMP error quoting a tracked flow.
+        Related = 4 => "related",
+        /// Egress: an answer from a port an inbound rule allows (a reply to an allowed client).
+        Reply = 5 => "reply",
+        /// Egress: an ICMP error or neighbour discovery the edge's stack sends.
+        IcmpOut = 6 => "icmp-out",
+        /// Egress: not IP (ARP and other link-layer traffic of the host).
+        NotIp = 7 => "not-ip",
+        /// Egress `off`: not filtered.
+        Unfiltered = 8 => "unfiltered",
+        /// A later fragment: passed by `fragments = "pass"` (ingress), or the host's own (egress).
+        Fragment = 9 => "fragment",
+    }
+}
+
+named_enum! {
+    /// Connection-table events. Indexes [`maps::CT_EVENTS`].
+    pub enum CtEvent {
+        /// An entry was created by an outbound packet.
+        Created = 0 => "created",
+        /// An entry was found past its idle timeout and removed.
+        Expired = 1 => "expired",
+        /// An entry was created while the table was full, evicting the least recently used.
+        TableFull = 2 => "table-full",
+        /// A TCP RST on a tracked flow: the edge's own ends the flow, one from outside makes it
+        /// closing (see the README). (Hits, packets passed for a tracked flow, are the inbound
+        /// `conntrack` pass counter.)
+        Reset = 3 => "reset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_by_value() {
+        for r in DropReason::ALL {
+            assert_eq!(DropReason::from_u32(*r as u32), Some(*r));
+        }
+        assert_eq!(DropReason::COUNT as usize, DropReason::ALL.len());
+        assert_eq!(PassReason::COUNT as usize, PassReason::ALL.len());
+    }
+}

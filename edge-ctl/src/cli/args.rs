@@ -1,0 +1,73 @@
+//! The value enums of the command line's arguments, and what each value stands for in the
+//! library's terms.
+
+use crate::policy::{self, Role};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProtoArg {
+    Tcp,
+    Udp,
+}
+
+impl From<ProtoArg> for policy::Protocol {
+    fn from(p: ProtoArg) -> policy::Protocol {
+        match p {
+            ProtoArg::Tcp => policy::Protocol::Tcp,
+            ProtoArg::Udp => policy::Protocol::Udp,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FlagsArg {
+    Syn,
+    Ack,
+    SynAck,
+}
+
+impl FlagsArg {
+    /// The TCP flags of the probe.
+    pub fn tcp_flags(self) -> u8 {
+        match self {
+            FlagsArg::Syn => crate::frame::SYN,
+            FlagsArg::Ack => crate::frame::ACK,
+            FlagsArg::SynAck => crate::frame::SYN | crate::frame::ACK,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DirectionArg {
+    Inbound,
+    Outbound,
+}
+
+impl From<DirectionArg> for policy::Direction {
+    fn from(d: DirectionArg) -> policy::Direction {
+        match d {
+            DirectionArg::Inbound => policy::Direction::Inbound,
+            DirectionArg::Outbound => policy::Direction::Outbound,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RoleArg {
+    External,
+    Internal,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::External => Role::External,
+            RoleArg::Internal => Role::Internal,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ProfileArg {
+    #[value(name = "lync2013-edge-hlb")]
+    Lync2013EdgeHlb,
+}

@@ -1,0 +1,251 @@
+//! Commands that read the live filter and change nothing in it (a flush of the connection table
+//! aside): status, stats and its `--watch`, tail, conntrack and explain.
+
+use anyhow::Result;
+
+use crate::dataplane;
+
+pub(super) fn status(json: bool) -> Result<()> {
+    let list = dataplane::status()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "interfaces": list }))?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("edge-ctl is not attached to any interface in this network namespace");
+        return Ok(());
+    }
+    for s in list {
+        let role = s.role.map_or("?".to_string(), |r| r.to_string());
+        println!(
+            "{}: role {role}, {} XDP, {} egress",
+            s.interface,
+            s.mode.as_deref().unwrap_or("?"),
+            s.egress.unwrap_or("?")
+        );
+        println!("  program id {}, link id {}", opt(s.program_id), opt(s.link_id));
+        println!(
+            "  policy {} (sha256 {}), {} rules, generation {}",
+            s.policy_origin.as_deref().unwrap_or("?"),
+            s.policy_hash.as_deref().map_or("?", |h| &h[..16.min(h.len())]),
+            s.rules,
+            opt(s.generation)
+        );
+        if let Some(t) = s.attached_at {
+            println!("  attached at {}", format_time(t));
+        }
+        if let Some(p) = s.problem {
+            println!("  problem: {p}");
+        }
+    }
+    Ok(())
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("?".to_string(), |v| v.to_string())
+}
+
+pub fn format_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix)).to_string()
+}
+
+pub(super) fn stats(interface: Option<&str>, json: bool) -> Result<()> {
+    let all = dataplane::stats(interface)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "interfaces": all }))?);
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("edge-ctl is not attached to any interface in this network namespace");
+    }
+    for s in all {
+        println!("{} ({}, generation {}, policy {})", s.interface, s.role, s.generation, &s.policy_hash[..16]);
+        println!("  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14}", "RULE", "DIR", "PROTO", "PORTS", "PACKETS", "BYTES");
+        for r in &s.rules {
+            println!(
+                "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14}",
+                r.name, r.direction, r.protocol, r.ports, r.packets, r.bytes
+            );
+        }
+        let section = |title: &str, rows: &[dataplane::ReasonStats]| {
+            let rows: Vec<_> = rows.iter().filter(|r| r.packets > 0).collect();
+            println!("  {title}");
+            if rows.is_empty() {
+                println!("    (none)");
+            }
+            for r in rows {
+                println!("    {:<9} {:<22} {:>12} {:>14}", r.direction, r.reason, r.packets, r.bytes);
+            }
+        };
+        section("DROPPED by reason", &s.drops);
+        section("WOULD DROP (egress monitor mode, passed)", &s.would_drop);
+        section("PASSED without a rule", &s.passes);
+        let c = &s.conntrack;
+        println!(
+            "  CONNTRACK  entries {} IPv4 + {} IPv6 of {} each; hits {}, created {}, expired {}, table-full {}, reset {}",
+            c.entries_v4, c.entries_v6, c.max_entries, c.hits, c.created, c.expired, c.table_full, c.reset
+        );
+    }
+    Ok(())
+}
+
+/// `stats --watch`: refreshed in place on a terminal, plain blocks otherwise.
+pub(super) fn watch(interface: Option<&str>, json: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal() && !json;
+    let mut previous: Option<(std::time::Instant, Vec<dataplane::InterfaceStats>)> = None;
+    loop {
+        let now = std::time::Instant::now();
+        let all = dataplane::stats(interface)?;
+        if json {
+            println!("{}", serde_json::to_string(&serde_json::json!({ "interfaces": all }))?);
+        } else {
+            if tty {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!("{}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()));
+            for s in &all {
+                let prev =
+                    previous.as_ref().and_then(|(t, p)| p.iter().find(|x| x.interface == s.interface).map(|x| (t, x)));
+                let rate = |name: &str, packets: u64| -> String {
+                    match prev.and_then(|(t, p)| p.rules.iter().find(|r| r.name == name).map(|r| (t, r.packets))) {
+                        Some((t, before)) => {
+                            format!(
+                                "{:.0}/s",
+                                packets.saturating_sub(before) as f64 / now.duration_since(*t).as_secs_f64()
+                            )
+                        }
+                        None => "-".into(),
+                    }
+                };
+                println!("{} ({}, {}, generation {})", s.interface, s.role, s.mode, s.generation);
+                println!(
+                    "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
+                    "RULE", "DIR", "PROTO", "PORTS", "PACKETS", "BYTES", "RATE"
+                );
+                for r in &s.rules {
+                    println!(
+                        "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
+                        r.name,
+                        r.direction,
+                        r.protocol,
+                        r.ports,
+                        r.packets,
+                        r.bytes,
+                        rate(&r.name, r.packets)
+                    );
+                }
+                for (title, rows) in [("dropped", &s.drops), ("would drop", &s.would_drop)] {
+                    for d in rows.iter().filter(|d| d.packets > 0) {
+                        println!("  {title:<10} {:<9} {:<22} {:>12}", d.direction, d.reason, d.packets);
+                    }
+                }
+                let c = &s.conntrack;
+                println!("  conntrack {} + {} of {} each", c.entries_v4, c.entries_v6, c.max_entries);
+            }
+        }
+        previous = Some((now, all));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+pub(super) fn tail(interface: Option<&str>, json: bool, seconds: Option<u64>) -> Result<()> {
+    use std::io::Write;
+    let mut t = dataplane::events::Tail::open(interface)?;
+    if !json {
+        eprintln!("reading drop events of {} (Ctrl-C to stop)", t.interfaces().join(", "));
+    }
+    let deadline = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    let mut out = std::io::stdout().lock();
+    while deadline.is_none_or(|d| std::time::Instant::now() < d) {
+        for e in t.wait(std::time::Duration::from_millis(250)) {
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&e)?)?;
+            } else {
+                let end = |a: Option<std::net::IpAddr>, p: Option<u16>| match (a, p) {
+                    (Some(a), Some(p)) => std::net::SocketAddr::new(a, p).to_string(),
+                    (Some(a), None) => a.to_string(),
+                    _ => "-".into(),
+                };
+                writeln!(
+                    out,
+                    "{} {} {:<8} {:<10} {:<6} {} -> {} {} ({})",
+                    e.time,
+                    e.interface,
+                    e.direction,
+                    e.verdict,
+                    e.protocol,
+                    end(e.src, e.sport),
+                    end(e.dst, e.dport),
+                    e.reason,
+                    e.decided_by
+                )?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+pub(super) fn conntrack(interface: &str, json: bool) -> Result<()> {
+    let entries = dataplane::conntrack::list(interface)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "interface": interface, "entries": entries }))?
+        );
+        return Ok(());
+    }
+    println!("{:<5} {:<40} {:<40} {:<12} {:>8} {:>8}  RULE", "PROTO", "LOCAL", "REMOTE", "STATE", "AGE s", "IDLE s");
+    for e in &entries {
+        let local = std::net::SocketAddr::new(e.flow.local, e.flow.local_port).to_string();
+        let remote = std::net::SocketAddr::new(e.flow.remote, e.flow.remote_port).to_string();
+        let state = if e.expired { format!("{} (expired)", e.state) } else { e.state.to_string() };
+        println!(
+            "{:<5} {local:<40} {remote:<40} {state:<12} {:>8.1} {:>8.1}  {}",
+            e.flow.protocol, e.age_s, e.idle_s, e.rule
+        );
+    }
+    println!("{} entries", entries.len());
+    Ok(())
+}
+
+/// `conntrack` without an interface: every attached one.
+pub(super) fn conntrack_all(json: bool) -> Result<()> {
+    for s in dataplane::status()? {
+        conntrack(&s.interface, json)?;
+    }
+    Ok(())
+}
+
+pub(super) fn conntrack_flush(interface: &str) -> Result<()> {
+    let n = dataplane::conntrack::flush(interface)?;
+    println!("flushed {n} entries on {interface}");
+    Ok(())
+}
+
+pub(super) fn explain(req: &dataplane::ExplainRequest, json: bool) -> Result<()> {
+    let a = dataplane::explain(req)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&a)?);
+    } else {
+        println!(
+            "{}: {} {} {} -> {}: {}",
+            a.interface,
+            a.direction,
+            req.protocol,
+            std::net::SocketAddr::new(req.src, req.sport),
+            std::net::SocketAddr::new(req.dst, req.dport),
+            a.verdict.to_uppercase()
+        );
+        println!("  because {}", a.because);
+        if let Some(f) = &a.flow {
+            println!(
+                "  flow: {} {}, age {:.1} s, idle {:.1} s, opened by {}",
+                f.flow.protocol, f.state, f.age_s, f.idle_s, f.rule
+            );
+        }
+        println!("  (generation {}, policy sha256 {})", a.generation, &a.policy_hash[..16.min(a.policy_hash.len())]);
+    }
+    Ok(())
+}
