@@ -127,7 +127,7 @@ named_enum! {
         /// An entry was created while the table was full, evicting the least recently used.
         TableFull = 2 => "table-full",
         /// A TCP RST on a tracked flow: the edge's own ends the flow, one from outside makes it
-        /// closing (see the README). (Hits, packets passed for a tracked flow, are the inbound
+        /// closing (see docs/design.md). (Hits, packets passed for a tracked flow, are the inbound
         /// `conntrack` pass counter.)
         Reset = 3 => "reset",
     }

@@ -231,7 +231,7 @@ attached and counting. Log level: RUST_LOG (default info).",
   policy = \"/etc/edge-ctl/policy.toml\" # relative paths: from the configuration's directory
   mode = \"auto\"                        # optional: native | generic | auto (used at attach)
 
-Metrics, each labelled interface and role (README, \"Running as a service\", has them all):
+Metrics, each labelled interface and role (docs/operations.md, \"Metrics reference\", has them all):
   edge_ctl_rule_packets_total, edge_ctl_rule_bytes_total          {rule, direction}
   edge_ctl_dropped_packets_total, edge_ctl_dropped_bytes_total    {direction, reason}
   edge_ctl_would_drop_packets_total, ..._bytes_total              {direction, reason}

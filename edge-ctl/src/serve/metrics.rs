@@ -33,7 +33,8 @@ pub struct InterfaceSample {
     pub reloads: Option<ReloadCounts>,
 }
 
-/// Every metric the endpoint exposes, as (name, type, help); the README's table follows it.
+/// Every metric the endpoint exposes, as (name, type, help); docs/operations.md's table follows it
+/// (a test in edge-ctl/tests/docs.rs checks that it names each).
 pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "edge_ctl_interface_attached",
