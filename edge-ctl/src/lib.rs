@@ -17,7 +17,9 @@ pub mod policy;
 pub mod profile;
 pub mod reference;
 pub mod serve;
+pub mod session;
 pub mod show;
+pub mod trust;
 
 /// SHA-256 of some bytes, in hex: identifies policies (`status`, `serve`) and the embedded
 /// eBPF object (`upgrade`).

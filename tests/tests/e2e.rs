@@ -147,15 +147,50 @@ fn errors_are_clear_and_change_nothing() {
     assert!(!out.status.success());
 }
 
+/// Whoever can change the policy can change the firewall: a policy another user could write
+/// (group- or world-writable, owned by someone else, or in a directory others can write) is
+/// refused by attach and by reload, naming the path at fault and the fix.
 #[test]
-fn world_writable_policy_is_refused() {
+fn untrusted_policy_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let s = setup("ww");
-    std::fs::set_permissions(&s.policy, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out =
-        s.lab.edge_ctl(&s.edge, &["attach", "edge0", "--role", "external", "--policy", s.policy.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("writable by other users"));
+    let policy = s.policy.to_str().unwrap();
+    let dir = s.policy.parent().unwrap().to_str().unwrap().to_string();
+    let mode = |path: &str, m: u32| std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap();
+    let refused = |args: &[&str], expect: &[&str]| {
+        let out = s.lab.edge_ctl(&s.edge, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        for e in expect {
+            assert!(err.contains(e), "{args:?}: expected {e:?} in: {err}");
+        }
+    };
+    let attach = ["attach", "edge0", "--role", "external", "--policy", policy];
+    mode(policy, 0o666);
+    refused(&attach, &["writable by its group and all users", &format!("chmod go-w {policy}")]);
+    mode(policy, 0o664);
+    refused(&attach, &["writable by its group (mode 0664)", &format!("chmod g-w {policy}")]);
+    mode(policy, 0o644);
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+    nix::unistd::chown(policy, Some(nobody.uid), None).unwrap();
+    refused(&attach, &["owned by user nobody", &format!("chown root {policy}")]);
+    nix::unistd::chown(policy, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+    mode(&dir, 0o777);
+    refused(
+        &attach,
+        &[&format!("directory {dir} is writable by its group and all users"), &format!("chmod go-w {dir}")],
+    );
+    assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
+    // Reload refuses the same way and keeps the live policy.
+    mode(&dir, 0o755);
+    s.lab.edge_ctl_ok(&s.edge, &attach);
+    let hash =
+        |st: &str| serde_json::from_str::<serde_json::Value>(st).unwrap()["interfaces"][0]["policy_hash"].clone();
+    let before = hash(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"]));
+    mode(policy, 0o646);
+    refused(&["reload", "edge0", "--policy", policy], &["writable by all users", &format!("chmod o-w {policy}")]);
+    assert_eq!(hash(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])), before);
+    mode(policy, 0o644);
 }
 
 #[test]

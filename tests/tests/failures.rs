@@ -109,10 +109,20 @@ fn interface_comes_back_with_the_same_index() {
     s.lab.ip(&s.edge, &["link", "del", "edge0"]);
     s.lab.link_edge_and_peer_at(&s.edge, &s.peer, Some(index));
     assert!(s.lab.ip_out(&s.edge, &["-o", "link", "show", "edge0"]).starts_with(&format!("{index}:")));
-    let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+    let st = status_with_problem(&s);
     assert_eq!(st["interfaces"][0]["stale"], true, "{st}");
     assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("same index"), "{st}");
     reattach_replaces_stale(&s);
+}
+
+/// `status --json` when it reports a problem: exit code 3 (the plain form too), and its JSON.
+fn status_with_problem(s: &Setup) -> serde_json::Value {
+    let plain = s.lab.edge_ctl(&s.edge, &["status"]);
+    assert_eq!(plain.status.code(), Some(3), "status with a problem: {}", String::from_utf8_lossy(&plain.stdout));
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("problem:"));
+    let out = s.lab.edge_ctl(&s.edge, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "status --json with a problem: {}", stderr(&out));
+    serde_json::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap()
 }
 
 /// Attaches, with a server on 8080 (kept while the guard lives), and checks the filter works.
@@ -138,12 +148,12 @@ fn interface_vanishes_and_comes_back() {
     let s = setup("van");
     let _servers = attach_filtered(&s);
     s.lab.ip(&s.edge, &["link", "del", "edge0"]);
-    let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+    let st = status_with_problem(&s);
     assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("no longer exists"), "{st}");
     assert_eq!(st["interfaces"][0]["stale"], false, "{st}");
     // Back under the same name (a new device): status says so, and attach takes it over.
     s.lab.link_edge_and_peer(&s.edge, &s.peer);
-    let st: serde_json::Value = serde_json::from_str(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap();
+    let st = status_with_problem(&s);
     assert!(st["interfaces"][0]["problem"].as_str().unwrap().contains("deleted and created again"), "{st}");
     assert_eq!(st["interfaces"][0]["stale"], true, "{st}");
     reattach_replaces_stale(&s);
@@ -284,4 +294,34 @@ fn pins_and_state_are_root_only() {
         let m = mode(path.to_str().unwrap());
         assert_eq!(m & 0o077, 0, "{} is {m:o}", path.display());
     }
+}
+
+#[test]
+fn loopback_is_refused() {
+    let s = setup("lo");
+    let out = s.lab.edge_ctl(&s.edge, &["attach", "lo", "--role", "internal", "--policy", s.policy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("lo is the loopback interface") && stderr(&out).contains("instead"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.lab.ip_out(&s.edge, &["link", "show", "lo"]).contains("xdp"), "nothing attached to lo");
+    assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
+}
+
+#[test]
+fn a_role_without_rules_is_warned_loudly() {
+    let s = setup("emp");
+    // POLICY has external rules only; without the failsafe the internal role has none.
+    let file = s.lab.file("internal-empty.toml", &format!("{POLICY}\n[failsafe]\nssh = false\n"));
+    let out = s.lab.edge_ctl(&s.edge, &["attach", "edge0", "--role", "internal", "--policy", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("WARNING: the internal role of") && err.contains("has NO enabled rules"), "{err}");
+    assert!(err.contains("edge0 will drop every packet it receives"), "{err}");
+    s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
+    // A role with rules: no warning.
+    let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
+    assert!(out.status.success() && !stderr(&out).contains("WARNING"), "{}", stderr(&out));
 }

@@ -301,6 +301,34 @@ fn failsafe_ssh_and_the_session_guard() {
         assert_eq!(tcp_probe(&s.peer, at(edge, 22), ALLOW), Outcome::Answered, "management SSH to {edge}");
     }
     assert!(edge_tests::lab::rule_packets(&s.stats(), "failsafe-ssh") > 0);
+    // Reload guards the session as attach does: a policy without the failsafe is refused over
+    // SSH, and the live one stays; --force reloads anyway.
+    let hash = || {
+        serde_json::from_str::<serde_json::Value>(&s.lab.edge_ctl_ok(&s.edge, &["status", "--json"])).unwrap()
+            ["interfaces"][0]["policy_hash"]
+            .clone()
+    };
+    let before = hash();
+    let text = std::fs::read_to_string(&s.file).unwrap();
+    let no_failsafe = s.lab.file("no-failsafe.toml", &format!("{text}\n[failsafe]\nssh = false\n"));
+    let reload = |force: bool| {
+        let mut args = vec!["reload", "edge0", "--policy", no_failsafe.to_str().unwrap()];
+        if force {
+            args.push("--force");
+        }
+        s.lab.edge_ctl_command(&s.edge, &args).env("SSH_CONNECTION", "192.0.2.2 40022 192.0.2.1 22").output().unwrap()
+    };
+    let out = reload(false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("arrives on edge0") && err.contains("reloading would cut it") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(hash(), before, "the live policy stays");
+    let out = reload(true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_ne!(hash(), before);
 }
 
 /// Kernels before 6.6 have no TCX: the egress program goes on the clsact qdisc instead.

@@ -1,5 +1,6 @@
 //! Commands that change what filters an interface: attach, detach, reload and upgrade. Attach
-//! first checks that the policy would not cut the SSH session edge-ctl runs in.
+//! and reload first check that the policy would not cut the SSH session edge-ctl runs in, and
+//! warn loudly when the role has no rules.
 
 use std::path::{Path, PathBuf};
 
@@ -7,8 +8,9 @@ use anyhow::{Result, bail};
 
 use super::DEFAULT_POLICY;
 use crate::dataplane::{self, AttachRequest, Mode};
-use crate::policy::{self, Policy, Role, read_policy};
+use crate::policy::{Policy, Role, read_policy};
 use crate::profile;
+use crate::session::{empty_role_warning, ssh_session_cut};
 
 /// The policy for `attach`: the given file, else /etc/edge-ctl/policy.toml, else the built-in.
 fn choose_policy(arg: Option<PathBuf>) -> Result<Policy> {
@@ -29,16 +31,29 @@ fn print_warnings(p: &Policy) {
     }
 }
 
+/// Refuses a policy that would cut the admin's SSH session on this interface, unless forced;
+/// warns when the role has no rules.
+fn guard(policy: &Policy, role: Role, interface: &str, verb: &str, force: bool) -> Result<()> {
+    let addrs = dataplane::system::interface_addresses(interface);
+    if let Some(cut) = ssh_session_cut(policy, role, interface, &addrs) {
+        if !force {
+            bail!(
+                "{cut}: {verb}ing would cut it; fix the policy (the [failsafe] section, or a rule) or pass \
+                 --force to {verb} anyway"
+            );
+        }
+        eprintln!("warning: {cut} ({verb}ing anyway: --force)");
+    }
+    if let Some(w) = empty_role_warning(policy, role, interface) {
+        eprintln!("WARNING: {w}");
+    }
+    Ok(())
+}
+
 pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode: Mode, force: bool) -> Result<()> {
     let policy = choose_policy(policy)?;
     print_warnings(&policy);
-    let addrs = dataplane::system::interface_addresses(interface);
-    if let Some(cut) = ssh_session_cut(&policy, role, interface, &addrs) {
-        if !force {
-            bail!("{cut}; fix the policy (the [failsafe] section, or a rule) or pass --force to attach anyway");
-        }
-        eprintln!("warning: {cut} (attaching anyway: --force)");
-    }
+    guard(&policy, role, interface, "attach", force)?;
     let report = dataplane::attach(&AttachRequest { ifname: interface, role, policy: &policy, mode })?;
     if report.replaced_stale {
         eprintln!("note: removed a stale attachment: {interface} had been deleted and created again");
@@ -63,38 +78,14 @@ pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode:
     Ok(())
 }
 
-/// When edge-ctl runs over SSH and the session arrives on this interface, whether the policy
-/// would cut it ($SSH_CONNECTION: "client_ip client_port server_ip server_port").
-fn ssh_session_cut(policy: &Policy, role: Role, interface: &str, addrs: &[std::net::IpAddr]) -> Option<String> {
-    use crate::reference::{Frame, Payload, decide};
-    let conn = std::env::var("SSH_CONNECTION").ok()?;
-    let f: Vec<&str> = conn.split_whitespace().collect();
-    let [client, client_port, server, server_port] = f[..] else {
-        return None;
-    };
-    let (client, server): (std::net::IpAddr, std::net::IpAddr) = (client.parse().ok()?, server.parse().ok()?);
-    if !addrs.contains(&server) {
-        return None;
-    }
-    let frame = Frame::Ip {
-        src: client,
-        dst: server,
-        payload: Payload::Ports {
-            protocol: policy::Protocol::Tcp,
-            sport: client_port.parse().ok()?,
-            dport: server_port.parse().ok()?,
-            tcp_flags: crate::reference::TCP_SYN,
-        },
-    };
-    let decision = decide(policy, role, addrs, policy::Direction::Inbound, &frame);
-    (!decision.passes()).then(|| {
-        format!("your SSH session ({client} -> {server}:{server_port}) arrives on {interface} and the {role} rules of this policy drop it: attaching would cut it")
-    })
-}
-
-pub(super) fn reload(interface: &str, policy: Option<PathBuf>, json: bool) -> Result<()> {
+pub(super) fn reload(interface: &str, policy: Option<PathBuf>, json: bool, force: bool) -> Result<()> {
     let policy = choose_policy(policy)?;
     print_warnings(&policy);
+    // The role is the live one's; an interface without the filter gets reload's own error.
+    let live = dataplane::status()?.into_iter().find(|s| s.interface == interface && !s.stale);
+    if let Some(role) = live.and_then(|s| s.role) {
+        guard(&policy, role, interface, "reload", force)?;
+    }
     let r = dataplane::reload(interface, &policy)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -30,6 +30,18 @@ use crate::profile;
 pub use args::{DirectionArg, FlagsArg, ProfileArg, ProtoArg, RoleArg};
 pub use observe::format_time;
 
+/// Exit codes of every command (`edge-ctl --help` lists them; docs/operations.md too).
+pub mod exit {
+    /// Done. For `status`: every attached interface is filtered as its state says (or none is).
+    pub const OK: u8 = 0;
+    /// The command failed and changed nothing it could not finish; the message says what to do.
+    pub const ERROR: u8 = 1;
+    /// Bad arguments (clap's usage errors).
+    pub const USAGE: u8 = 2;
+    /// `status` ran and reports a problem on at least one interface (gone, stale, renamed).
+    pub const PROBLEM: u8 = 3;
+}
+
 /// The policy used when `attach` is given none.
 pub const DEFAULT_POLICY: &str = "/etc/edge-ctl/policy.toml";
 
@@ -50,7 +62,11 @@ and gets that role's rules. The filter stays attached after edge-ctl exits (pinn
   edge-ctl attach eth1 --role internal --policy /etc/edge-ctl/policy.toml
   edge-ctl status
   edge-ctl stats eth0
-  edge-ctl detach eth0"
+  edge-ctl detach eth0
+
+Exit status: 0 done; 1 failed (the message says what to do); 2 bad arguments; 3 `status` reports
+a problem. Writing to a closed pipe (`edge-ctl ... | head`) ends a command quietly, as other
+tools do."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -112,6 +128,9 @@ Examples:
         policy: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// Reload even if the new policy would cut the SSH session edge-ctl runs in.
+        #[arg(long)]
+        force: bool,
     },
     /// Replace the live eBPF programs with this build's, on the same links, keeping the maps.
     #[command(after_help = "The programs are swapped with bpf_link_update: there is no moment without \
@@ -125,7 +144,12 @@ Example:
     #[command(after_help = "Example:\n  edge-ctl detach eth0")]
     Detach { interface: String },
     /// Show the interfaces the filter is attached to in this network namespace.
-    #[command(after_help = "Example:\n  edge-ctl status --json")]
+    #[command(after_help = "Exit status: 0 when every attached interface is filtered as its state \
+says (or none is attached), 3 when a problem is reported (the interface is gone, was created again, \
+or the programs are stale), 1 when status itself fails.
+
+Example:
+  edge-ctl status --json")]
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -288,8 +312,10 @@ pub enum PolicyCommand {
     },
 }
 
-pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+/// Runs a command; the exit code is [`exit::OK`] unless the command reports otherwise (an error
+/// is [`exit::ERROR`], printed by the caller).
+pub fn run(cli: Cli) -> Result<u8> {
+    let done = match cli.command {
         Command::Attach { interface, role, policy, mode, force } => {
             attach::attach(&interface, role.into(), policy, mode, force)
         }
@@ -298,10 +324,10 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Conntrack { interface: Some(interface), json, command: None } => observe::conntrack(&interface, json),
         Command::Conntrack { interface: None, json, command: None } => observe::conntrack_all(json),
-        Command::Reload { interface, policy, json } => attach::reload(&interface, policy, json),
+        Command::Reload { interface, policy, json, force } => attach::reload(&interface, policy, json, force),
         Command::Upgrade { interface } => attach::upgrade(&interface),
         Command::Detach { interface } => attach::detach(&interface),
-        Command::Status { json } => observe::status(json),
+        Command::Status { json } => return observe::status(json),
         Command::Kernel { json } => kernel::kernel(json),
         Command::Stats { interface, json, watch: false } => observe::stats(interface.as_deref(), json),
         Command::Stats { interface, json, watch: true } => observe::watch(interface.as_deref(), json),
@@ -324,5 +350,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Policy(PolicyCommand::Show { file, role }) => policy_cmd::show(&file, role.map(Role::from)),
         Command::Policy(PolicyCommand::Plan { nodes }) => policy_cmd::plan(nodes),
         Command::Policy(PolicyCommand::Template { profile, nodes }) => policy_cmd::template(profile, nodes),
-    }
+    };
+    done.map(|()| exit::OK)
 }

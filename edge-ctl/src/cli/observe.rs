@@ -5,15 +5,17 @@ use anyhow::Result;
 
 use crate::dataplane;
 
-pub(super) fn status(json: bool) -> Result<()> {
+/// Prints the status; the exit code says whether any interface has a problem.
+pub(super) fn status(json: bool) -> Result<u8> {
     let list = dataplane::status()?;
+    let code = if list.iter().any(|s| s.problem.is_some()) { super::exit::PROBLEM } else { super::exit::OK };
     if json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "interfaces": list }))?);
-        return Ok(());
+        return Ok(code);
     }
     if list.is_empty() {
         println!("edge-ctl is not attached to any interface in this network namespace");
-        return Ok(());
+        return Ok(code);
     }
     for s in list {
         let role = s.role.map_or("?".to_string(), |r| r.to_string());
@@ -38,7 +40,7 @@ pub(super) fn status(json: bool) -> Result<()> {
             println!("  problem: {p}");
         }
     }
-    Ok(())
+    Ok(code)
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {

@@ -57,6 +57,9 @@ pub struct AttachReport {
 /// into place last.
 pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     let ifindex = system::if_index(req.ifname)?;
+    if system::is_loopback(req.ifname) {
+        return Err(DataplaneError::Loopback(req.ifname.to_string()));
+    }
     let (ns, locked) = prepare(req.ifname)?;
     let p = &locked.paths;
     let mut replaced_stale = false;

@@ -44,6 +44,12 @@ pub enum DataplaneError {
          or run `edge-ctl detach {0}` first"
     )]
     AlreadyAttached(String),
+    #[error(
+        "{0} is the loopback interface: filtering it would cut what the host says to itself (local \
+         services, resolvers, edge-ctl's own probes) and protects nothing from outside; attach the \
+         edge's external and internal interfaces instead"
+    )]
+    Loopback(String),
     #[error("edge-ctl is not attached to {ifname}{}", attached_hint(.attached))]
     NotAttached { ifname: String, attached: Vec<String> },
     #[error("another edge-ctl is changing {0} right now; try again when it has finished")]

@@ -116,6 +116,13 @@ pub fn interface_addresses(name: &str) -> Vec<IpAddr> {
     out
 }
 
+/// Whether the interface is a loopback device (IFF_LOOPBACK), whatever its name.
+pub fn is_loopback(name: &str) -> bool {
+    nix::ifaddrs::getifaddrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| a.interface_name == name && a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK))
+    })
+}
+
 /// Identifies the current network namespace (inode of /proc/self/ns/net).
 pub fn netns_id() -> Result<u64, DataplaneError> {
     std::fs::metadata("/proc/self/ns/net")

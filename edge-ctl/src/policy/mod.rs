@@ -1,7 +1,7 @@
 //! The policy: what the operator writes (TOML), as a typed and validated model.
 //!
 //! `parse` turns text into a [`Policy`] or a [`PolicyError`] naming file:line:column for every
-//! problem; `read_policy` reads a policy file from disk, refusing one that other users may write.
+//! problem; `read_policy` reads a policy file from disk, refusing one that another user could change.
 //! Nothing here knows about BPF; `compile` turns a policy into lookup tables.
 
 mod diag;

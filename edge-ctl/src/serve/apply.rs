@@ -26,7 +26,16 @@ pub fn apply(iface: &InterfaceConfig) -> Result<Applied> {
     }
     // A stale attachment (the interface was created again) filters nothing: attach replaces it.
     let live = dataplane::status()?.into_iter().find(|s| s.interface == iface.name && !s.stale);
+    let addrs = dataplane::system::interface_addresses(&iface.name);
+    // The daemon started from an SSH session: a policy that cuts it is not applied (a live one
+    // stays; the failure is logged and counted), as `edge-ctl attach` and `reload` refuse it.
+    if let Some(cut) = crate::session::ssh_session_cut(&policy, iface.role, &iface.name, &addrs) {
+        bail!("{cut}: not applied; fix the policy (the [failsafe] section, or a rule)");
+    }
     let Some(live) = live else {
+        if let Some(w) = crate::session::empty_role_warning(&policy, iface.role, &iface.name) {
+            log::warn!("{w}");
+        }
         let report = dataplane::attach(&AttachRequest {
             ifname: &iface.name,
             role: iface.role,
@@ -48,6 +57,9 @@ pub fn apply(iface: &InterfaceConfig) -> Result<Applied> {
     }
     if live.policy_hash.as_deref() == Some(policy.hash().as_str()) {
         return Ok(Applied::Unchanged { generation: live.generation });
+    }
+    if let Some(w) = crate::session::empty_role_warning(&policy, iface.role, &iface.name) {
+        log::warn!("{w}");
     }
     Ok(Applied::Reloaded(dataplane::reload(&iface.name, &policy)?))
 }

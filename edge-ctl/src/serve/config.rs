@@ -47,6 +47,8 @@ pub enum ConfigError {
     /// Every problem found, one `file:line:col: error: ...` line each.
     #[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::Untrusted),
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +71,7 @@ struct RawInterface {
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    crate::trust::check(path, "serve configuration")?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, &path.display().to_string(), base)
 }
