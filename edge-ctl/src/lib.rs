@@ -19,6 +19,7 @@ pub mod reference;
 pub mod serve;
 pub mod session;
 pub mod show;
+pub mod tomlkeys;
 pub mod trust;
 
 /// SHA-256 of some bytes, in hex: identifies policies (`status`, `serve`) and the embedded

@@ -1,5 +1,6 @@
 //! The policy file as TOML gives it, with byte spans kept for diagnostics. Only structure is
-//! checked here (unknown keys, wrong types); meaning is checked in `validate`.
+//! checked here (unknown keys by [`SHAPE`], wrong types by serde); meaning is checked in
+//! `validate`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,8 +9,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
+use crate::tomlkeys::Shape;
+
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     pub version: Option<Spanned<i64>>,
     #[serde(default)]
@@ -24,7 +26,6 @@ pub struct RawPolicy {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConntrack {
     pub max_entries: Option<Spanned<i64>>,
     pub tcp_syn_sent: Option<Spanned<i64>>,
@@ -34,21 +35,18 @@ pub struct RawConntrack {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawFailsafe {
     pub ssh: Option<bool>,
     pub ssh_from: Option<Spanned<Scalars>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoles {
     pub external: Option<Spanned<RawRole>>,
     pub internal: Option<Spanned<RawRole>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRole {
     pub default: Option<Spanned<String>>,
     pub essentials: Option<RawEssentials>,
@@ -58,13 +56,11 @@ pub struct RawRole {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawEvents {
     pub per_second: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawEssentials {
     pub arp: Option<bool>,
     pub ndp: Option<bool>,
@@ -72,7 +68,6 @@ pub struct RawEssentials {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: Spanned<String>,
     pub role: Spanned<String>,
@@ -85,6 +80,67 @@ pub struct RawRule {
     pub service: Option<String>,
     pub enabled: Option<bool>,
 }
+
+/// The keys each table of a policy may hold (checked before deserializing, which ignores
+/// unknown keys, so that all of them are reported with every other error). Kept beside the
+/// structs above; `validate`'s tests parse a policy that uses every key.
+pub const SHAPE: Shape = Shape::Table(
+    "the top level",
+    &[
+        ("version", Shape::Any),
+        ("sets", Shape::Any),
+        (
+            "roles",
+            Shape::Table(
+                "[roles]",
+                &[
+                    ("external", Shape::Table("[roles.external]", ROLE)),
+                    ("internal", Shape::Table("[roles.internal]", ROLE)),
+                ],
+            ),
+        ),
+        (
+            "conntrack",
+            Shape::Table(
+                "[conntrack]",
+                &[
+                    ("max_entries", Shape::Any),
+                    ("tcp_syn_sent", Shape::Any),
+                    ("tcp_established", Shape::Any),
+                    ("tcp_closing", Shape::Any),
+                    ("udp", Shape::Any),
+                ],
+            ),
+        ),
+        ("events", Shape::Table("[events]", &[("per_second", Shape::Any)])),
+        ("failsafe", Shape::Table("[failsafe]", &[("ssh", Shape::Any), ("ssh_from", Shape::Any)])),
+        ("rule", Shape::Tables(&RULE)),
+    ],
+);
+
+const ROLE: &[(&str, Shape)] = &[
+    ("default", Shape::Any),
+    ("essentials", Shape::Table("essentials", &[("arp", Shape::Any), ("ndp", Shape::Any), ("pmtu", Shape::Any)])),
+    ("egress", Shape::Any),
+    ("mode", Shape::Any),
+    ("fragments", Shape::Any),
+];
+
+const RULE: Shape = Shape::Table(
+    "[[rule]]",
+    &[
+        ("name", Shape::Any),
+        ("role", Shape::Any),
+        ("direction", Shape::Any),
+        ("protocol", Shape::Any),
+        ("ports", Shape::Any),
+        ("local", Shape::Any),
+        ("remote", Shape::Any),
+        ("note", Shape::Any),
+        ("service", Shape::Any),
+        ("enabled", Shape::Any),
+    ],
+);
 
 /// A TOML integer or string.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ use toml::Spanned;
 
 use crate::dataplane::Mode;
 use crate::policy::{Diagnostic, Location, Role, Severity};
+use crate::tomlkeys::Shape;
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
 const IFNAME_MAX: usize = 15;
@@ -52,20 +53,31 @@ pub enum ConfigError {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default, rename = "interface")]
     interfaces: Vec<Spanned<RawInterface>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawInterface {
-    name: Spanned<String>,
-    role: Spanned<String>,
-    policy: Spanned<String>,
+    // Required, but optional here: a missing one is reported with every other error.
+    name: Option<Spanned<String>>,
+    role: Option<Spanned<String>>,
+    policy: Option<Spanned<String>>,
     mode: Option<Spanned<String>>,
 }
+
+/// The keys a configuration may hold (the structs above, which ignore unknown keys).
+const SHAPE: Shape = Shape::Table(
+    "the top level",
+    &[(
+        "interface",
+        Shape::Tables(&Shape::Table(
+            "[[interface]]",
+            &[("name", Shape::Any), ("role", Shape::Any), ("policy", Shape::Any), ("mode", Shape::Any)],
+        )),
+    )],
+);
 
 /// Reads and checks a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -79,10 +91,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses configuration text; relative policy paths are taken from `base`.
 pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
     let mut errors = Errors { origin, text, list: Vec::new() };
+    // Unknown keys first (all of them; deserializing ignores them), so they hide nothing else.
+    for (at, message) in crate::tomlkeys::unknown(text, &SHAPE) {
+        errors.at(at, &message);
+    }
     let raw: RawConfig = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {
             errors.at(e.span().map_or(0, |s| s.start), e.message().trim_end());
+            errors.list.sort_by_key(|d| d.at);
             return Err(ConfigError::Invalid(errors.list));
         }
     };
@@ -93,10 +110,10 @@ pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     let mut interfaces = Vec::new();
     for entry in &raw.interfaces {
         let at = Location::of(text, entry.span().start);
-        if let Some(i) = interface(entry.get_ref(), at, base, &mut errors) {
+        if let Some(i) = interface(entry.get_ref(), entry.span().start, at, base, &mut errors) {
             match seen.get(&i.name) {
                 Some(first) => errors.at(
-                    entry.get_ref().name.span().start,
+                    entry.get_ref().name.as_ref().map_or(entry.span().start, |n| n.span().start),
                     &format!(
                         "interface `{}` is listed twice (first at line {}); list each interface once",
                         i.name, first.line
@@ -112,28 +129,48 @@ pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     if errors.list.is_empty() {
         Ok(Config { origin: origin.to_string(), interfaces })
     } else {
+        errors.list.sort_by_key(|d| d.at);
         Err(ConfigError::Invalid(errors.list))
     }
 }
 
-fn interface(raw: &RawInterface, at: Location, base: &Path, errors: &mut Errors) -> Option<InterfaceConfig> {
-    let name = raw.name.get_ref();
-    let name_ok = !name.is_empty()
-        && name.len() <= IFNAME_MAX
-        && !name.contains(['/', ' ', '\t', '\n', '\0', ':'])
-        && name != "."
-        && name != "..";
-    if !name_ok {
-        errors.at(
-            raw.name.span().start,
-            &format!("`{name}` is not an interface name (1-{IFNAME_MAX} characters, no `/`, `:` or spaces)"),
-        );
+/// Checks one `[[interface]]` table; every problem is reported, also when fields are missing.
+fn interface(
+    raw: &RawInterface,
+    start: usize,
+    at: Location,
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<InterfaceConfig> {
+    for (field, present) in
+        [("name", raw.name.is_some()), ("role", raw.role.is_some()), ("policy", raw.policy.is_some())]
+    {
+        if !present {
+            errors.at(start, &format!("missing field `{field}` in [[interface]]"));
+        }
     }
-    let role = Role::parse(raw.role.get_ref());
-    if role.is_none() {
-        errors
-            .at(raw.role.span().start, &format!("unknown role `{}`: use `external` or `internal`", raw.role.get_ref()));
-    }
+    let name = raw.name.as_ref().and_then(|n| {
+        let name = n.get_ref();
+        let ok = !name.is_empty()
+            && name.len() <= IFNAME_MAX
+            && !name.contains(['/', ' ', '\t', '\n', '\0', ':'])
+            && name != "."
+            && name != "..";
+        if !ok {
+            errors.at(
+                n.span().start,
+                &format!("`{name}` is not an interface name (1-{IFNAME_MAX} characters, no `/`, `:` or spaces)"),
+            );
+        }
+        ok.then(|| name.clone())
+    });
+    let role = raw.role.as_ref().and_then(|r| {
+        let role = Role::parse(r.get_ref());
+        if role.is_none() {
+            errors.at(r.span().start, &format!("unknown role `{}`: use `external` or `internal`", r.get_ref()));
+        }
+        role
+    });
     let mode = match &raw.mode {
         None => Some(Mode::Auto),
         Some(m) => {
@@ -145,14 +182,14 @@ fn interface(raw: &RawInterface, at: Location, base: &Path, errors: &mut Errors)
             parsed
         }
     };
-    let policy_ok = !raw.policy.get_ref().is_empty();
-    if !policy_ok {
-        errors.at(raw.policy.span().start, "empty policy path");
-    }
-    let (Some(role), Some(mode), true, true) = (role, mode, name_ok, policy_ok) else {
-        return None;
-    };
-    Some(InterfaceConfig { name: name.clone(), role, policy: base.join(raw.policy.get_ref()), mode, at })
+    let policy = raw.policy.as_ref().and_then(|p| {
+        if p.get_ref().is_empty() {
+            errors.at(p.span().start, "empty policy path");
+            return None;
+        }
+        Some(base.join(p.get_ref()))
+    });
+    Some(InterfaceConfig { name: name?, role: role?, policy: policy?, mode: mode?, at })
 }
 
 struct Errors<'a> {
@@ -226,9 +263,14 @@ mode = "generic"
 
     #[test]
     fn unknown_keys_and_missing_fields_are_located() {
-        let e = errors("[[interface]]\nname = \"eth0\"\nrole = \"external\"\npolcy = \"p.toml\"\n");
-        assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("serve.toml:4:1: error: unknown field `polcy`"), "{e:?}");
+        // Every error at once, in line order: the unknown key hides neither the bad role nor the
+        // missing policy.
+        let e = errors("[[interface]]\nname = \"eth0\"\nrole = \"outside\"\npolcy = \"p.toml\"\nport = 1\n");
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].contains("missing field `policy`"), "{e:?}");
+        assert!(e[1].starts_with("serve.toml:3:8: error: unknown role `outside`"), "{e:?}");
+        assert!(e[2].starts_with("serve.toml:4:1: error: unknown field `polcy` in [[interface]]"), "{e:?}");
+        assert!(e[3].starts_with("serve.toml:5:1: error: unknown field `port`"), "{e:?}");
         let e = errors("[[interface]]\nname = \"eth0\"\nrole = \"external\"\n");
         assert!(e[0].contains("missing field `policy`"), "{e:?}");
     }

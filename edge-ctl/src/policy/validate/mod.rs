@@ -17,6 +17,9 @@ use super::{
 
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     let mut diags = Diagnostics::new(origin, text);
+    for (at, message) in crate::tomlkeys::unknown(text, &super::raw::SHAPE) {
+        diags.error(at, message);
+    }
     let raw: RawPolicy = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => {

@@ -92,6 +92,36 @@ fn unknown_key_names_its_position() {
 }
 
 #[test]
+fn every_unknown_key_is_reported_with_the_other_errors_in_line_order() {
+    let text = "versoin = 1\n[sets]\nedge = [\"203.0.113.10\"]\n[roles.external]\negres = \"off\"\n\
+                [[rule]]\nname = \"a\"\nrole = \"external\"\ndirection = \"inbound\"\nprotocol = \"tcp\"\n\
+                ports = 0\nlocal = \"edge\"\nprot = \"tcp\"\n[[rule]]\nname = \"b\"\nrole = \"external\"\n\
+                direction = \"inbound\"\nprotocol = \"tcp\"\nports = 443\nlocal = \"nowhere\"\n";
+    let e = errors(text);
+    let heads: Vec<&str> = e.iter().map(|e| e.split(": error: ").next().unwrap()).collect();
+    assert_eq!(heads, ["p.toml:1:1", "p.toml:5:1", "p.toml:11:9", "p.toml:13:1", "p.toml:20:9"], "{e:#?}");
+    assert!(e[0].contains("unknown field `versoin` in the top level, expected one of `version`"), "{}", e[0]);
+    assert!(e[1].contains("unknown field `egres` in [roles.external]"), "{}", e[1]);
+    assert!(e[3].contains("unknown field `prot` in [[rule]]"), "{}", e[3]);
+    assert!(e[4].contains("nowhere"), "{}", e[4]);
+}
+
+#[test]
+fn every_key_of_the_format_is_known() {
+    // Every key the structs take, once: none may be reported unknown.
+    let text = "version = 1\n[sets]\nedge = [\"203.0.113.10\"]\n\
+                [roles.external]\ndefault = \"drop\"\nessentials = { arp = true, ndp = true, pmtu = true }\n\
+                egress = \"enforce\"\nmode = \"enforce\"\nfragments = \"drop\"\n\
+                [roles.internal]\nessentials.arp = true\n\
+                [conntrack]\nmax_entries = 1024\ntcp_syn_sent = 1\ntcp_established = 2\ntcp_closing = 3\nudp = 4\n\
+                [events]\nper_second = 1\n[failsafe]\nssh = true\nssh_from = [\"192.0.2.0/24\"]\n\
+                [[rule]]\nname = \"a\"\nrole = \"external\"\ndirection = \"inbound\"\nprotocol = \"tcp\"\n\
+                ports = 443\nlocal = \"edge\"\nremote = \"any\"\nnote = \"n\"\nservice = \"s\"\nenabled = true\n";
+    assert!(crate::tomlkeys::unknown(text, &super::super::raw::SHAPE).is_empty());
+    parse(text, "p.toml").unwrap();
+}
+
+#[test]
 fn toml_syntax_error_has_position() {
     let e = one_error("[[rule]\nname = 1");
     assert!(e.starts_with("p.toml:1:"), "{e}");
