@@ -349,9 +349,27 @@ fn policy_edits_are_hot_swapped_and_invalid_ones_refused() {
     assert!(diagnostic.starts_with(&location) && diagnostic.contains(": error: "), "{diagnostic}");
     assert!(d.log().contains(&diagnostic), "the log lacks {diagnostic:?}:\n{}", d.log());
 
+    // A file another user could change is refused; the fix its error names (chmod) is a change
+    // the daemon sees, and the same content is then applied.
+    let generation = {
+        use std::os::unix::fs::PermissionsExt;
+        let staged = s.dir.join("policy.toml.new");
+        std::fs::write(&staged, policy(&[6000, 6001, 6002])).unwrap();
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o664)).unwrap();
+        std::fs::rename(&staged, s.policy_file()).unwrap();
+        d.wait_for("the refusal", |m| m.reloads() == (reloads + 1, 2));
+        let fix = format!("chmod g-w {}", s.policy_file().display());
+        assert!(d.log().contains(&fix), "the log lacks {fix:?}:\n{}", d.log());
+        std::fs::set_permissions(s.policy_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let m = d.wait_for("the reload after chmod", |m| m.reloads() == (reloads + 2, 2));
+        assert_eq!(m.get("edge_ctl_rule_packets_total", &[("rule", "udp-6002")]), Some(0));
+        assert_ne!(m.generation(), generation);
+        m.generation()
+    };
+
     // The port stops passing again.
     std::fs::write(s.policy_file(), policy(&[6000])).unwrap();
-    let m = d.wait_for("the second reload", |m| m.reloads() == (reloads + 2, 1));
+    let m = d.wait_for("the second reload", |m| m.reloads() == (reloads + 3, 2));
     assert_ne!(m.generation(), generation);
     assert_eq!(m.get("edge_ctl_rule_packets_total", &[("rule", "udp-6001")]), None);
     assert_eq!(udp_probe(&s.peer, at(6001), DENY_WAIT), Outcome::Silent);

@@ -172,14 +172,15 @@ async fn apply_and_log(daemon: &Arc<Daemon>, iface: &InterfaceConfig) -> bool {
         }
         Err(e) => {
             let transient = apply::is_transient(&e);
-            if !transient {
-                daemon.count(name, false);
-            }
             let stays = match is_attached(name).await {
                 true => "the live policy stays",
                 false => "the interface stays unfiltered",
             };
+            // Logged before it is counted: whoever sees the failure metric finds the reason.
             error!("{name}: policy {policy} not applied, {stays}:\n{e:#}");
+            if !transient {
+                daemon.count(name, false);
+            }
             return !transient;
         }
     }

@@ -17,10 +17,21 @@ pub const QUIET_PERIOD: Duration = Duration::from_millis(500);
 /// What a look at the file found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// SHA-256 of the content, hex: the same value as `Policy::hash` of the text.
-    Content(String),
+    /// SHA-256 of the content, hex (the same value as `Policy::hash` of the text), and what else
+    /// decides whether it can be applied.
+    Content(String, Standing),
     /// The file could not be read (the error, e.g. "No such file or directory").
     Unreadable(String),
+}
+
+/// Besides the content, what the fixes an error asks for change: the file's ctime (`chmod`,
+/// `chown`, `touch` on the file) and whether it is trusted (also `chmod` on a directory above
+/// it). A policy refused for either is tried again once one of them changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
+    pub ctime: (i64, i64),
+    /// Why the file is not trusted ([`crate::trust`]), when it is not.
+    pub untrusted: Option<String>,
 }
 
 /// The stat fields that change when a file is written or replaced.
@@ -51,7 +62,8 @@ impl Stat {
 pub struct FileWatch {
     path: PathBuf,
     stat: Option<Stat>,
-    last: Option<Observation>,
+    /// The content's hash (or why it was unreadable) at `stat`.
+    last: Option<Result<String, String>>,
 }
 
 impl FileWatch {
@@ -59,21 +71,28 @@ impl FileWatch {
         FileWatch { path: path.to_path_buf(), stat: None, last: None }
     }
 
-    /// Looks at the file: reads and hashes it only when its stat changed.
+    /// Looks at the file: reads and hashes it only when its stat changed; checks its trust
+    /// (a few stats up to `/`) every time, since a directory's mode is not in the file's stat.
     pub fn poll(&mut self) -> Observation {
         let stat = Stat::of(&self.path);
-        if let (Ok(now), Some(before), Some(last)) = (&stat, &self.stat, &self.last)
-            && now == before
-        {
-            return last.clone();
-        }
-        let observation = match std::fs::read(&self.path) {
-            Ok(bytes) => Observation::Content(crate::sha256_hex(&bytes)),
-            Err(e) => Observation::Unreadable(e.to_string()),
+        let cached = match (&stat, &self.stat, &self.last) {
+            (Ok(now), Some(before), Some(last)) if now == before => Some(last.clone()),
+            _ => None,
         };
-        self.stat = stat.ok();
-        self.last = Some(observation.clone());
-        observation
+        let content = cached.unwrap_or_else(|| {
+            let c = std::fs::read(&self.path).map(|b| crate::sha256_hex(&b)).map_err(|e| e.to_string());
+            self.stat = stat.as_ref().ok().cloned();
+            self.last = Some(c.clone());
+            c
+        });
+        match (content, stat) {
+            (Ok(sha256), Ok(stat)) => {
+                let untrusted = crate::trust::check(&self.path, "policy file").err().map(|e| e.to_string());
+                Observation::Content(sha256, Standing { ctime: stat.ctime, untrusted })
+            }
+            (Err(why), _) => Observation::Unreadable(why),
+            (_, Err(e)) => Observation::Unreadable(e.to_string()),
+        }
     }
 }
 
@@ -128,7 +147,15 @@ mod tests {
     use super::*;
 
     fn content(s: &str) -> Observation {
-        Observation::Content(crate::sha256_hex(s.as_bytes()))
+        Observation::Content(crate::sha256_hex(s.as_bytes()), Standing::default())
+    }
+
+    /// The content's hash of an observation of a file.
+    fn sha(o: &Observation) -> &str {
+        match o {
+            Observation::Content(sha, _) => sha,
+            Observation::Unreadable(why) => panic!("unreadable: {why}"),
+        }
     }
 
     #[test]
@@ -200,14 +227,53 @@ mod tests {
         let path = dir.join("p.toml");
         std::fs::write(&path, "one").unwrap();
         let mut w = FileWatch::new(&path);
-        assert_eq!(w.poll(), content("one"));
-        assert_eq!(w.poll(), content("one"));
+        let one = crate::sha256_hex(b"one");
+        assert_eq!(sha(&w.poll()), one);
+        assert_eq!(w.poll(), w.poll(), "nothing changed");
         // Same size, replaced by rename: a new inode.
         std::fs::write(dir.join("tmp"), "two").unwrap();
         std::fs::rename(dir.join("tmp"), &path).unwrap();
-        assert_eq!(w.poll(), content("two"));
+        assert_eq!(sha(&w.poll()), crate::sha256_hex(b"two"));
         std::fs::remove_file(&path).unwrap();
         assert!(matches!(w.poll(), Observation::Unreadable(_)));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The fixes the trust error asks for (`chmod` on the file or on a directory above it) are
+    /// changes: a refused policy is tried again after them, with the same content.
+    #[test]
+    fn file_watch_sees_the_fixes_of_a_trust_error() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        let dir = std::env::temp_dir().join(format!("edge-watch-trust-{}", std::process::id()));
+        let sub = dir.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        mode(&dir, 0o755);
+        mode(&sub, 0o755);
+        let path = sub.join("p.toml");
+        std::fs::write(&path, "one").unwrap();
+        mode(&path, 0o666);
+        let mut w = FileWatch::new(&path);
+        let refused = w.poll();
+        let Observation::Content(_, standing) = &refused else { panic!("{refused:?}") };
+        assert!(standing.untrusted.as_deref().is_some_and(|u| u.contains("writable")), "{refused:?}");
+        let mut d = Debouncer::new(Duration::from_millis(0), Some(refused.clone()));
+        // With no quiet period, a change is due at its second sighting.
+        let changed = |d: &mut Debouncer, o: &Observation| {
+            let now = Instant::now();
+            !d.observe(o, now) && d.observe(o, now)
+        };
+        mode(&path, 0o644);
+        let fixed = w.poll();
+        assert_eq!(sha(&fixed), sha(&refused));
+        assert!(changed(&mut d, &fixed), "chmod on the file is a change");
+        d.settle(fixed.clone());
+        mode(&sub, 0o777);
+        let refused = w.poll();
+        assert!(changed(&mut d, &refused), "an unsafe directory is a change");
+        d.settle(refused);
+        mode(&sub, 0o755);
+        assert!(changed(&mut d, &w.poll()), "chmod on the directory is a change");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
