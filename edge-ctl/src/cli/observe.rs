@@ -107,48 +107,64 @@ pub(super) fn watch(interface: Option<&str>, json: bool) -> Result<()> {
             }
             println!("{}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()));
             for s in &all {
-                let prev =
-                    previous.as_ref().and_then(|(t, p)| p.iter().find(|x| x.interface == s.interface).map(|x| (t, x)));
-                let rate = |name: &str, packets: u64| -> String {
-                    match prev.and_then(|(t, p)| p.rules.iter().find(|r| r.name == name).map(|r| (t, r.packets))) {
-                        Some((t, before)) => {
-                            format!(
-                                "{:.0}/s",
-                                packets.saturating_sub(before) as f64 / now.duration_since(*t).as_secs_f64()
-                            )
-                        }
-                        None => "-".into(),
-                    }
-                };
-                println!("{} ({}, {}, generation {})", s.interface, s.role, s.mode, s.generation);
-                println!(
-                    "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
-                    "RULE", "DIR", "PROTO", "PORTS", "PACKETS", "BYTES", "RATE"
-                );
-                for r in &s.rules {
-                    println!(
-                        "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
-                        r.name,
-                        r.direction,
-                        r.protocol,
-                        r.ports,
-                        r.packets,
-                        r.bytes,
-                        rate(&r.name, r.packets)
-                    );
-                }
-                for (title, rows) in [("dropped", &s.drops), ("would drop", &s.would_drop)] {
-                    for d in rows.iter().filter(|d| d.packets > 0) {
-                        println!("  {title:<10} {:<9} {:<22} {:>12}", d.direction, d.reason, d.packets);
-                    }
-                }
-                let c = &s.conntrack;
-                println!("  conntrack {} + {} of {} each", c.entries_v4, c.entries_v6, c.max_entries);
+                let prev = previous.as_ref().and_then(|(t, p)| {
+                    p.iter().find(|x| x.interface == s.interface).map(|x| (now.duration_since(*t).as_secs_f64(), x))
+                });
+                print!("{}", watch_block(s, prev));
             }
         }
         previous = Some((now, all));
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
+}
+
+/// One interface's block of `stats --watch`: counters, and rates against the previous sample
+/// (`seconds` before) for rules and drops alike.
+fn watch_block(s: &dataplane::InterfaceStats, prev: Option<(f64, &dataplane::InterfaceStats)>) -> String {
+    use std::fmt::Write;
+    let rate = |before: Option<u64>, now: u64| match (prev, before) {
+        (Some((seconds, _)), Some(before)) if seconds > 0.0 => {
+            format!("{:.0}/s", now.saturating_sub(before) as f64 / seconds)
+        }
+        _ => "-".into(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({}, {}, generation {})", s.interface, s.role, s.mode, s.generation);
+    let _ = writeln!(
+        out,
+        "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
+        "RULE", "DIR", "PROTO", "PORTS", "PACKETS", "BYTES", "RATE"
+    );
+    for r in &s.rules {
+        let before = prev.and_then(|(_, p)| p.rules.iter().find(|x| x.name == r.name)).map(|x| x.packets);
+        let _ = writeln!(
+            out,
+            "  {:<26} {:<8} {:<5} {:<13} {:>12} {:>14} {:>10}",
+            r.name,
+            r.direction,
+            r.protocol,
+            r.ports,
+            r.packets,
+            r.bytes,
+            rate(before, r.packets)
+        );
+    }
+    let reasons = |p: &dataplane::InterfaceStats, would: bool| -> Vec<(String, &'static str, u64)> {
+        let rows = if would { &p.would_drop } else { &p.drops };
+        rows.iter().map(|d| (d.direction.to_string(), d.reason, d.packets)).collect()
+    };
+    for (title, would) in [("dropped", false), ("would drop", true)] {
+        let earlier = prev.map(|(_, p)| reasons(p, would)).unwrap_or_default();
+        for (direction, reason, packets) in reasons(s, would).into_iter().filter(|d| d.2 > 0) {
+            // A reason not counted before had 0 then.
+            let before = prev.map(|_| earlier.iter().find(|e| e.0 == direction && e.1 == reason).map_or(0, |e| e.2));
+            let _ =
+                writeln!(out, "  {title:<10} {direction:<9} {reason:<22} {packets:>12} {:>10}", rate(before, packets));
+        }
+    }
+    let c = &s.conntrack;
+    let _ = writeln!(out, "  conntrack {} + {} of {} each", c.entries_v4, c.entries_v6, c.max_entries);
+    out
 }
 
 pub(super) fn tail(interface: Option<&str>, json: bool, seconds: Option<u64>) -> Result<()> {
@@ -250,4 +266,58 @@ pub(super) fn explain(req: &dataplane::ExplainRequest, json: bool) -> Result<()>
         println!("  (generation {}, policy sha256 {})", a.generation, &a.policy_hash[..16.min(a.policy_hash.len())]);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{InterfaceStats, ReasonStats, RuleStats};
+    use crate::policy::{Direction, Protocol, Role};
+
+    fn sample(rule_packets: u64, drops: &[(&'static str, u64)]) -> InterfaceStats {
+        InterfaceStats {
+            interface: "eth0".into(),
+            role: Role::External,
+            generation: 0,
+            policy_hash: "0".repeat(64),
+            rules: vec![RuleStats {
+                name: "sip".into(),
+                direction: Direction::Inbound,
+                protocol: Protocol::Tcp,
+                ports: "5061".into(),
+                local: "any".into(),
+                remote: "any".into(),
+                packets: rule_packets,
+                bytes: rule_packets * 60,
+            }],
+            drops: drops
+                .iter()
+                .map(|&(reason, packets)| ReasonStats { direction: Direction::Inbound, reason, packets, bytes: 0 })
+                .collect(),
+            would_drop: Vec::new(),
+            passes: Vec::new(),
+            conntrack: Default::default(),
+            mode: "enforce",
+            events: Default::default(),
+        }
+    }
+
+    fn line<'a>(block: &'a str, start: &str) -> &'a str {
+        block.lines().find(|l| l.trim_start().starts_with(start)).unwrap_or_else(|| panic!("no {start:?} in\n{block}"))
+    }
+
+    #[test]
+    fn watch_shows_rates_for_rules_and_drops() {
+        let first = sample(100, &[("policy-default", 10)]);
+        let block = watch_block(&first, None);
+        assert!(line(&block, "sip").ends_with(" -"), "no rate without an earlier sample:\n{block}");
+        assert!(line(&block, "dropped").ends_with(" -"), "{block}");
+        // Two seconds later: 100 more allowed, 40 more dropped, and a new reason with 6.
+        let second = sample(200, &[("policy-default", 50), ("no-flow", 6)]);
+        let block = watch_block(&second, Some((2.0, &first)));
+        assert!(line(&block, "sip").ends_with(" 50/s"), "{block}");
+        let drops: Vec<&str> = block.lines().filter(|l| l.trim_start().starts_with("dropped")).collect();
+        assert!(drops.iter().any(|l| l.contains("policy-default") && l.ends_with(" 20/s")), "{block}");
+        assert!(drops.iter().any(|l| l.contains("no-flow") && l.ends_with(" 3/s")), "{block}");
+    }
 }
