@@ -49,25 +49,50 @@ fn setup(tag: &str, extra: &str) -> Setup {
     Setup { lab, edge, peer }
 }
 
-/// Starts `edge-ctl tail --json` for `seconds` inside the edge namespace.
-fn tail(s: &Setup, seconds: u32) -> std::process::Child {
-    let child = s
-        .lab
-        .edge_ctl_command(&s.edge, &["tail", "edge0", "--json", "--seconds", &seconds.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    child
+/// Starts `edge-ctl tail --json` for `seconds` inside the edge namespace, and waits until it
+/// reads (it says so on stderr): what is dropped from then on is reported.
+fn tail(s: &Setup, seconds: u32) -> Tail {
+    tail_with(s, seconds, &[])
 }
 
-fn events(child: std::process::Child) -> Vec<serde_json::Value> {
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
+fn tail_with(s: &Setup, seconds: u32, more: &[&str]) -> Tail {
+    use std::io::BufRead;
+    let mut args = vec!["tail", "edge0", "--json", "--seconds"];
+    let seconds = seconds.to_string();
+    args.push(&seconds);
+    args.extend_from_slice(more);
+    let mut child =
+        s.lab.edge_ctl_command(&s.edge, &args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.starts_with("reading drop events of edge0"), "tail said: {first}");
+    // The rest of stderr, read to its end while tail runs.
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    });
+    Tail { child, rest }
+}
+
+struct Tail {
+    child: std::process::Child,
+    rest: std::thread::JoinHandle<String>,
+}
+
+fn events(t: Tail) -> Vec<serde_json::Value> {
+    events_and_notes(t).0
+}
+
+/// The events tail printed, and what else it said on stderr.
+fn events_and_notes(t: Tail) -> (Vec<serde_json::Value>, String) {
+    let out = t.child.wait_with_output().unwrap();
+    let events = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
+        .collect();
+    (events, t.rest.join().unwrap())
 }
 
 #[test]
@@ -94,6 +119,25 @@ fn tail_shows_denied_probes_with_their_fields() {
             assert!(e["time"].as_str().unwrap().ends_with('Z'));
         }
     }
+}
+
+/// Drops from before tail started wait in the ring buffer: tail skips them and says so, and
+/// `--since` shows them.
+#[test]
+fn tail_skips_what_was_buffered_before_it_unless_asked() {
+    let s = setup("old", "");
+    assert_eq!(udp_probe(&s.peer, at(EDGE[0], 5001), Duration::from_millis(300)), Outcome::Silent);
+    let t = tail(&s, 2);
+    assert_eq!(udp_probe(&s.peer, at(EDGE[0], 5002), Duration::from_millis(300)), Outcome::Silent);
+    let (ev, notes) = events_and_notes(t);
+    assert!(ev.iter().any(|e| e["dport"] == 5002), "the new drop: {ev:#?}");
+    assert!(!ev.iter().any(|e| e["dport"] == 5001), "the old drop is skipped: {ev:#?}");
+    assert!(notes.contains("note: skipped") && notes.contains("--since"), "{notes}");
+    // The ring buffer was read: a new reader with --since sees nothing older again, so drop
+    // once more before it.
+    assert_eq!(udp_probe(&s.peer, at(EDGE[0], 5003), Duration::from_millis(300)), Outcome::Silent);
+    let (ev, _) = events_and_notes(tail_with(&s, 1, &["--since", "10m"]));
+    assert!(ev.iter().any(|e| e["dport"] == 5003), "--since shows the buffered drop: {ev:#?}");
 }
 
 #[test]

@@ -195,8 +195,13 @@ Examples:
 audit/monitor mode), protocol, source, destination, reason and what decided. The kernel limits \
 events per CPU and second, so a flood yields at most that many lines. One reader at a time.
 
+The kernel keeps events of drops that happened while nobody was reading (up to 256 KiB). tail \
+shows only what is dropped after it starts, and says how many older events it skipped; \
+--since shows those of the given time before it started as well.
+
 Examples:
   edge-ctl tail eth0
+  edge-ctl tail eth0 --since 10m
   edge-ctl tail --json")]
     Tail {
         /// Only this interface (default: all attached).
@@ -206,6 +211,9 @@ Examples:
         /// Stop after this many seconds (default: run until interrupted).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Also show buffered events of this long before tail started, e.g. 30s, 10m, 1h.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
     },
     /// Which rule, default or tracked flow would decide a packet, and why (live maps, dry run).
     #[command(after_help = "The kernel's own code answers: a dry copy of the filter runs on the \
@@ -331,7 +339,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Kernel { json } => kernel::kernel(json),
         Command::Stats { interface, json, watch: false } => observe::stats(interface.as_deref(), json),
         Command::Stats { interface, json, watch: true } => observe::watch(interface.as_deref(), json),
-        Command::Tail { interface, json, seconds } => observe::tail(interface.as_deref(), json, seconds),
+        Command::Tail { interface, json, seconds, since } => observe::tail(interface.as_deref(), json, seconds, since),
         Command::Explain { interface, proto, src, dst, dport, sport, flags, direction, json } => {
             let req = dataplane::ExplainRequest {
                 ifname: &interface,

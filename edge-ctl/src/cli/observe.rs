@@ -167,16 +167,30 @@ fn watch_block(s: &dataplane::InterfaceStats, prev: Option<(f64, &dataplane::Int
     out
 }
 
-pub(super) fn tail(interface: Option<&str>, json: bool, seconds: Option<u64>) -> Result<()> {
+pub(super) fn tail(
+    interface: Option<&str>,
+    json: bool,
+    seconds: Option<u64>,
+    since: Option<std::time::Duration>,
+) -> Result<()> {
     use std::io::Write;
-    let mut t = dataplane::events::Tail::open(interface)?;
-    if !json {
-        eprintln!("reading drop events of {} (Ctrl-C to stop)", t.interfaces().join(", "));
-    }
+    let mut t = dataplane::events::Tail::open(interface, since)?;
+    // On stderr also with --json: it says from when on events are new (scripts wait for it).
+    eprintln!("reading drop events of {} (Ctrl-C to stop)", t.interfaces().join(", "));
     let deadline = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
     let mut out = std::io::stdout().lock();
+    let mut told = false;
     while deadline.is_none_or(|d| std::time::Instant::now() < d) {
-        for e in t.wait(std::time::Duration::from_millis(250)) {
+        let events = t.wait(std::time::Duration::from_millis(250));
+        if !told && t.skipped() > 0 {
+            told = true;
+            let older = since.map_or(String::new(), |s| format!(" more than {} before", humantime::format_duration(s)));
+            eprintln!(
+                "note: skipped {} event(s) buffered{older} before tail started; --since DURATION shows them",
+                t.skipped()
+            );
+        }
+        for e in events {
             if json {
                 writeln!(out, "{}", serde_json::to_string(&e)?)?;
             } else {

@@ -72,11 +72,20 @@ pub struct Tail {
     readers: Vec<(String, RingBuf<MapData>)>,
     /// Realtime minus monotonic, to date kernel timestamps.
     offset_ns: i128,
+    /// Events stamped before this (monotonic ns) were buffered before the reader came: skipped.
+    cutoff_ns: u64,
+    skipped: u64,
 }
 
+/// How far before opening an event still counts as new: the kernel stamps events with the
+/// coarse clock, which lags the precise one by up to a tick.
+const COARSE_SLACK: Duration = Duration::from_millis(20);
+
 impl Tail {
-    /// Opens one interface's events, or every attached interface's in this namespace.
-    pub fn open(ifname: Option<&str>) -> Result<Tail, DataplaneError> {
+    /// Opens one interface's events, or every attached interface's in this namespace. The ring
+    /// buffer holds events of drops before the reader came; those older than `since` (default:
+    /// all of them) are skipped and counted ([`Tail::skipped`]).
+    pub fn open(ifname: Option<&str>, since: Option<Duration>) -> Result<Tail, DataplaneError> {
         system::require_privileges()?;
         let ns = NamespacePaths::new(system::netns_id()?);
         let names = match ifname {
@@ -91,7 +100,14 @@ impl Tail {
             readers.push((name, ring));
         }
         let realtime = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos() as i128;
-        Ok(Tail { readers, offset_ns: realtime - monotonic_ns() as i128 })
+        let now = monotonic_ns();
+        let back = since.unwrap_or(COARSE_SLACK).as_nanos().min(u64::MAX as u128) as u64;
+        Ok(Tail { readers, offset_ns: realtime - now as i128, cutoff_ns: now.saturating_sub(back), skipped: 0 })
+    }
+
+    /// Events skipped so far because they were older than the reader (or than `since`).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     pub fn interfaces(&self) -> Vec<&str> {
@@ -108,6 +124,10 @@ impl Tail {
                 }
                 // SAFETY: the kernel wrote a DropEvent (plain old data) into this record.
                 let e: DropEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                if e.time_ns < self.cutoff_ns {
+                    self.skipped += 1;
+                    continue;
+                }
                 out.push(convert(name, &e, self.offset_ns));
             }
         }
