@@ -325,3 +325,66 @@ fn a_role_without_rules_is_warned_loudly() {
     let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
     assert!(out.status.success() && !stderr(&out).contains("WARNING"), "{}", stderr(&out));
 }
+
+/// The directories edge-ctl keeps for a network namespace (pins, state).
+fn namespace_dirs(ns: &str) -> [std::path::PathBuf; 2] {
+    let ino = std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino();
+    [format!("/sys/fs/bpf/edge-ctl/{ino}").into(), format!("/run/edge-ctl/{ino}").into()]
+}
+
+#[test]
+fn nothing_is_left_behind() {
+    let s = setup("left");
+    // Commands that find nothing to do, and an attach that fails, leave no lock file.
+    for args in [vec!["detach", "edge0"], vec!["reload", "edge0", "--policy", s.policy()], vec!["detach", "nosuch0"]] {
+        assert_eq!(s.lab.edge_ctl(&s.edge, &args).status.code(), Some(1), "{args:?}");
+    }
+    let bad = s.lab.file("bad.toml", "[[rule]]\nname = 1\n");
+    assert!(
+        !s.lab
+            .edge_ctl(&s.edge, &["attach", "edge0", "--role", "external", "--policy", bad.to_str().unwrap()])
+            .status
+            .success()
+    );
+    for dir in namespace_dirs(&s.edge) {
+        assert!(!dir.exists(), "{} is left after commands that did nothing", dir.display());
+    }
+    // Attach and detach: nothing is left either.
+    s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
+    s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
+    for dir in namespace_dirs(&s.edge) {
+        assert!(!dir.exists(), "{} is left after the last detach", dir.display());
+    }
+}
+
+#[test]
+fn a_deleted_namespace_leaves_nothing_behind() {
+    let mut s = setup("gone");
+    s.lab.edge_ctl_ok(&s.edge, &s.attach_args());
+    let dirs = namespace_dirs(&s.edge);
+    assert!(dirs.iter().all(|d| d.exists()));
+    // A namespace of its own, deleted with the filter still attached in it.
+    let doomed = s.lab.netns("doomed");
+    s.lab.ip(&doomed, &["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    s.lab.ip(&doomed, &["link", "set", "d0", "up"]);
+    s.lab.ip(&doomed, &["addr", "add", "192.0.2.9/24", "dev", "d0"]);
+    s.lab.edge_ctl_ok(&doomed, &["attach", "d0", "--role", "external", "--policy", s.policy()]);
+    let gone = namespace_dirs(&doomed);
+    assert!(gone.iter().all(|d| d.exists()));
+    run_ip(&["netns", "del", &doomed]);
+    // The kernel frees the namespace from a work queue; status elsewhere then removes its leftovers.
+    let start = std::time::Instant::now();
+    while gone.iter().any(|d| d.exists()) {
+        assert!(start.elapsed() < Duration::from_secs(30), "{gone:?} stayed after the namespace was deleted");
+        s.lab.edge_ctl_ok(&s.edge, &["status"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A live namespace's are kept, and its filter works.
+    assert!(dirs.iter().all(|d| d.exists()));
+    assert!(s.filtered());
+}
+
+fn run_ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}

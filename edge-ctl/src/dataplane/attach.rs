@@ -1,7 +1,6 @@
 //! Attach and detach: load, fill, attach and pin; and the reverse.
 
 use std::net::IpAddr;
-use std::path::Path;
 
 use aya::programs::XdpMode;
 use aya::programs::links::FdLink;
@@ -11,7 +10,7 @@ use super::egress::{attach_egress, detach_clsact};
 use super::maps::MapSet;
 use super::paths::XDP_LINK;
 use super::state::{self, GenerationState, InterfaceState};
-use super::{DataplaneError, Staging, object, paths, prepare, seed, step, system};
+use super::{DataplaneError, Staging, object, prepare, seed, step, system};
 use crate::compile::{self, SlotMap};
 use crate::policy::{Policy, Role};
 
@@ -184,8 +183,6 @@ pub fn detach(ifname: &str) -> Result<(), DataplaneError> {
     }
     // Removing the link pin (the last reference) detaches the program.
     std::fs::remove_dir_all(&p.retiring).map_err(|e| DataplaneError::io("remove pins", e))?;
-    // Leave no empty directories on bpffs; fails harmlessly while other interfaces are attached.
-    let _ = std::fs::remove_dir(&ns.pin_root);
-    let _ = std::fs::remove_dir(Path::new(paths::BPFFS).join("edge-ctl"));
+    // The lock file and the directories left empty go when `locked` is dropped.
     Ok(())
 }

@@ -122,10 +122,61 @@ pub(crate) fn step() {
 /// What [`step`] prints.
 pub const STEP_MARK: &str = "edge-ctl: step done";
 
-/// Everything a command on one interface needs, with the interface's lock held.
+/// Everything a command on one interface needs, with the interface's lock held. When it is
+/// dropped and the interface has no filter (detached, or an attach failed), the lock file and
+/// the directories nothing else uses are removed, so nothing piles up for names used once.
 struct Locked {
+    ns: NamespacePaths,
     paths: InterfacePaths,
     _lock: nix::fcntl::Flock<File>,
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // Still locked here (fields drop after this): whoever opened the file before the unlink
+        // sees, once it gets the lock, that the path no longer leads to it, and starts again.
+        if !self.paths.pins.exists() && !self.paths.staging.exists() && !self.paths.retiring.exists() {
+            let _ = std::fs::remove_file(&self.paths.lock);
+            remove_empty_roots(&self.ns);
+        }
+    }
+}
+
+/// Removes the namespace's directories and edge-ctl's top directories when they are empty
+/// (fails harmlessly while anything is in them).
+fn remove_empty_roots(ns: &NamespacePaths) {
+    for dir in [&ns.state_root, &ns.pin_root] {
+        let _ = std::fs::remove_dir(dir);
+    }
+    for top in [ns.state_root.parent(), ns.pin_root.parent()].into_iter().flatten() {
+        let _ = std::fs::remove_dir(top);
+    }
+}
+
+/// Takes the interface's lock (without waiting: a held lock is [`DataplaneError::Busy`]).
+fn lock(ns: &NamespacePaths, paths: &InterfacePaths) -> Result<nix::fcntl::Flock<File>, DataplaneError> {
+    use std::os::unix::fs::MetadataExt;
+    // A finishing command may remove the lock file (and its directory) between our open and our
+    // lock: then the lock is on a file no longer at the path. Start again; it settles at once.
+    for _ in 0..5 {
+        std::fs::create_dir_all(&ns.state_root).map_err(|e| DataplaneError::io("create /run/edge-ctl", e))?;
+        std::fs::set_permissions(&ns.state_root, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| DataplaneError::io(format!("chmod {}", ns.state_root.display()), e))?;
+        let file =
+            match std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&paths.lock) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(DataplaneError::io(format!("open {}", paths.lock.display()), e)),
+            };
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| DataplaneError::Busy(paths.ifname.clone()))?;
+        let held = lock.metadata().map(|m| (m.dev(), m.ino())).ok();
+        let at_path = std::fs::metadata(&paths.lock).map(|m| (m.dev(), m.ino())).ok();
+        if held.is_some() && held == at_path {
+            return Ok(lock);
+        }
+    }
+    Err(DataplaneError::Busy(paths.ifname.clone()))
 }
 
 fn prepare(ifname: &str) -> Result<(NamespacePaths, Locked), DataplaneError> {
@@ -133,37 +184,57 @@ fn prepare(ifname: &str) -> Result<(NamespacePaths, Locked), DataplaneError> {
     system::ensure_bpffs(Path::new(paths::BPFFS))?;
     let ns = NamespacePaths::new(system::netns_id()?);
     let paths = ns.interface(ifname);
-    std::fs::create_dir_all(&ns.state_root).map_err(|e| DataplaneError::io("create /run/edge-ctl", e))?;
+    let lock = lock(&ns, &paths)?;
+    let locked = Locked { ns: ns.clone(), paths, _lock: lock };
     std::fs::create_dir_all(&ns.pin_root).map_err(|e| DataplaneError::io("create pin directory", e))?;
-    for dir in [&ns.state_root, &ns.pin_root] {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| DataplaneError::io(format!("chmod {}", dir.display()), e))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&paths.lock)
-        .map_err(|e| DataplaneError::io(format!("open {}", paths.lock.display()), e))?;
-    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| DataplaneError::Busy(ifname.to_string()))?;
-    sweep(&paths)?;
-    Ok((ns, Locked { paths, _lock: lock }))
+    std::fs::set_permissions(&ns.pin_root, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| DataplaneError::io(format!("chmod {}", ns.pin_root.display()), e))?;
+    sweep(&locked.paths)?;
+    Ok((ns, locked))
 }
 
 /// Finishes what killed commands left behind (a staged link still filters until it is
 /// unpinned), so that a read-only command reports what the kernel does. Interfaces whose lock
-/// is held are left to the command holding it.
+/// is held are left to the command holding it. Then removes what namespaces that are gone left.
 fn sweep_interrupted(ns: &NamespacePaths) {
     for name in ns.interrupted_names() {
-        let p = ns.interface(&name);
-        let Ok(file) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&p.lock)
-        else {
-            continue;
-        };
-        if let Ok(_lock) = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            let _ = sweep(&p);
+        let paths = ns.interface(&name);
+        if let Ok(lock) = lock(ns, &paths) {
+            let locked = Locked { ns: ns.clone(), paths, _lock: lock };
+            let _ = sweep(&locked.paths);
+        }
+    }
+    sweep_dead_namespaces(ns.netns);
+}
+
+/// Removes the pins and state kept for network namespaces that no longer exist: no process is
+/// in them and no nsfs mount holds them, and every XDP link pinned for them has lost its device
+/// (the kernel reports index 0). Both conditions, so a namespace held only by an open
+/// descriptor never loses a working filter.
+fn sweep_dead_namespaces(current: u64) {
+    let roots = [paths::PIN_BASE, paths::STATE_BASE];
+    let mut inodes: Vec<u64> = roots
+        .iter()
+        .flat_map(|r| std::fs::read_dir(r).into_iter().flatten())
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&ino| ino != current)
+        .collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    if inodes.is_empty() {
+        return;
+    }
+    let live = system::live_netns_inodes();
+    for ino in inodes.into_iter().filter(|i| !live.contains(i)) {
+        let ns = NamespacePaths::new(ino);
+        let links_gone = std::fs::read_dir(&ns.pin_root).into_iter().flatten().filter_map(|e| e.ok()).all(|e| {
+            let link = e.path().join(XDP_LINK);
+            !link.exists() || system::xdp_link_ifindex(&link) == Some(0)
+        });
+        if links_gone {
+            let _ = std::fs::remove_dir_all(&ns.pin_root);
+            let _ = std::fs::remove_dir_all(&ns.state_root);
+            remove_empty_roots(&ns);
         }
     }
 }

@@ -14,8 +14,10 @@ use std::path::PathBuf;
 
 /// bpffs mount point.
 pub const BPFFS: &str = "/sys/fs/bpf";
-const PIN_BASE: &str = "/sys/fs/bpf/edge-ctl";
-const STATE_BASE: &str = "/run/edge-ctl";
+/// Where the pins of every namespace live.
+pub const PIN_BASE: &str = "/sys/fs/bpf/edge-ctl";
+/// Where the state of every namespace lives.
+pub const STATE_BASE: &str = "/run/edge-ctl";
 
 /// Name of the pinned XDP link inside the pin directory.
 pub const XDP_LINK: &str = "link_xdp";

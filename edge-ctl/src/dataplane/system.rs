@@ -123,6 +123,41 @@ pub fn is_loopback(name: &str) -> bool {
     })
 }
 
+/// Inodes of the network namespaces that exist as far as this process can see: those of every
+/// thread of every process (/proc/*/task/*/ns/net) and those held by an nsfs mount (`ip netns`,
+/// container runtimes), from this mount namespace's mountinfo.
+pub fn live_netns_inodes() -> std::collections::HashSet<u64> {
+    let mut live = std::collections::HashSet::new();
+    let parse = |link: std::path::PathBuf| -> Option<u64> {
+        let target = std::fs::read_link(link).ok()?;
+        target.to_str()?.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+    };
+    for proc_entry in std::fs::read_dir("/proc").into_iter().flatten().filter_map(|e| e.ok()) {
+        if !proc_entry.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
+        for task in std::fs::read_dir(proc_entry.path().join("task")).into_iter().flatten().filter_map(|e| e.ok()) {
+            live.extend(parse(task.path().join("ns/net")));
+        }
+    }
+    // mountinfo: "id parent major:minor root mount-point options ... - fstype source ...".
+    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            if right.split(' ').next() != Some("nsfs") {
+                continue;
+            }
+            let Some(point) = left.split(' ').nth(4) else { continue };
+            // Octal escapes (\040 for a space) as the kernel writes them.
+            let point = point.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\");
+            if let Ok(m) = std::fs::metadata(&point) {
+                live.insert(m.ino());
+            }
+        }
+    }
+    live
+}
+
 /// Identifies the current network namespace (inode of /proc/self/ns/net).
 pub fn netns_id() -> Result<u64, DataplaneError> {
     std::fs::metadata("/proc/self/ns/net")
