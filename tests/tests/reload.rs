@@ -87,10 +87,15 @@ impl Setup {
     fn stats(&self) -> serde_json::Value {
         self.lab.stats(&self.edge, "edge0")
     }
+    /// `status --json` of edge0; the exit code says whether it reports a problem (3) or not (0).
     fn status(&self) -> serde_json::Value {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.lab.edge_ctl_ok(&self.edge, &["status", "--json"])).unwrap();
-        v["interfaces"][0].clone()
+        let out = self.lab.edge_ctl(&self.edge, &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let i = v["interfaces"][0].clone();
+        let expected = if i["problem"].is_null() { 0 } else { 3 };
+        assert_eq!(out.status.code(), Some(expected), "status exit code for {i}");
+        i
     }
 }
 
