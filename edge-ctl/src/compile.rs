@@ -116,7 +116,13 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     let mut remote_bits = SetBits::new(MAX_REMOTE_SETS);
     // Per rule: (local bit, remote bit), or None when the rule can never match.
     let mut conds = Vec::with_capacity(rules.len());
+    // Rules share address matches (many name the same sets): each pair is resolved once.
+    let mut seen: HashMap<(&AddrMatch, &AddrMatch), Option<(Option<u8>, Option<u8>)>> = HashMap::new();
     for rule in &rules {
+        if let Some(cond) = seen.get(&(&rule.local, &rule.remote)) {
+            conds.push(*cond);
+            continue;
+        }
         let local = resolve(policy, &rule.local, interface);
         let remote = resolve(policy, &rule.remote, interface);
         let cond = match (local, remote) {
@@ -144,6 +150,7 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
                 Some((lb, rb))
             }
         };
+        seen.insert((&rule.local, &rule.remote), cond);
         conds.push(cond);
     }
     let (local_v4, local_v6) = local_table(&local_bits)
@@ -539,10 +546,10 @@ fn inline_hosts(specs: &[Vec<IpNet>], bits: u64, v6: bool) -> Option<[InlineHost
                 IpNet::V6(n) => words_v6(n.addr()),
             };
             *hosts.entry(key).or_insert(0) |= 1 << bit;
+            if hosts.len() > INLINE_HOSTS {
+                return None;
+            }
         }
-    }
-    if hosts.len() > INLINE_HOSTS {
-        return None;
     }
     let mut out = [InlineHost::default(); INLINE_HOSTS];
     for (slot, (addr, sets)) in out.iter_mut().zip(hosts) {

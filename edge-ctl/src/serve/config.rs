@@ -92,13 +92,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
     let mut errors = Errors { origin, text, list: Vec::new() };
     // Unknown keys first (all of them; deserializing ignores them), so they hide nothing else.
-    for (at, message) in crate::tomlkeys::unknown(text, &SHAPE) {
+    let (unknown, raw) = crate::tomlkeys::parse::<RawConfig>(text, &SHAPE);
+    for (at, message) in unknown {
         errors.at(at, &message);
     }
-    let raw: RawConfig = match toml::from_str(text) {
+    let raw = match raw {
         Ok(raw) => raw,
-        Err(e) => {
-            errors.at(e.span().map_or(0, |s| s.start), e.message().trim_end());
+        Err((at, message)) => {
+            errors.at(at, &message);
             errors.list.sort_by_key(|d| d.at);
             return Err(ConfigError::Invalid(errors.list));
         }

@@ -17,14 +17,14 @@ use super::{
 
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     let mut diags = Diagnostics::new(origin, text);
-    for (at, message) in crate::tomlkeys::unknown(text, &super::raw::SHAPE) {
+    let (unknown, raw) = crate::tomlkeys::parse::<RawPolicy>(text, &super::raw::SHAPE);
+    for (at, message) in unknown {
         diags.error(at, message);
     }
-    let raw: RawPolicy = match toml::from_str(text) {
+    let raw = match raw {
         Ok(raw) => raw,
-        Err(e) => {
-            let offset = e.span().map_or(0, |s| s.start);
-            diags.error(offset, e.message().trim_end().to_string());
+        Err((offset, message)) => {
+            diags.error(offset, message);
             return Err(diags.finish().unwrap_err());
         }
     };
