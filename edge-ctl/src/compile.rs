@@ -107,6 +107,9 @@ pub struct Tables {
     pub slots: SlotMap,
 }
 
+/// A matchable rule's (local bit, remote bit); `None` on a side is any.
+type Cond = (Option<u8>, Option<u8>);
+
 /// Compiles the enabled rules of `role`. `interface` holds the attached interface's addresses,
 /// which `@interface` set entries stand for.
 pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMap) -> Result<Tables, PolicyError> {
@@ -117,7 +120,7 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     // Per rule: (local bit, remote bit), or None when the rule can never match.
     let mut conds = Vec::with_capacity(rules.len());
     // Rules share address matches (many name the same sets): each pair is resolved once.
-    let mut seen: HashMap<(&AddrMatch, &AddrMatch), Option<(Option<u8>, Option<u8>)>> = HashMap::new();
+    let mut seen: HashMap<(&AddrMatch, &AddrMatch), Option<Cond>> = HashMap::new();
     for rule in &rules {
         if let Some(cond) = seen.get(&(&rule.local, &rule.remote)) {
             conds.push(*cond);
