@@ -8,3 +8,4 @@ pub mod lab;
 pub mod lync;
 pub mod net;
 pub mod packet;
+pub mod scale;

@@ -1,6 +1,6 @@
-//! `cargo xtask bench [--quick]`: builds, runs edge-bench (BPF_PROG_TEST_RUN) and edge-compare
-//! (veth traffic against no filter, xdp-filter and nftables), and writes BENCHMARKS.md from
-//! their JSON. `--quick` (CI) writes target/bench/BENCHMARKS.quick.md instead and prints it.
+//! `cargo xtask bench [--quick]`: builds, runs edge-bench (BPF_PROG_TEST_RUN), edge-compare
+//! (veth traffic against no filter, xdp-filter and nftables) and edge-control (the control
+//! plane's commands from 34 to 10,034 rules), and writes BENCHMARKS.md from their JSON. `--quick` (CI) writes target/bench/BENCHMARKS.quick.md instead and prints it.
 //! A part that fails is reported in the file and on the terminal; the other part still runs.
 
 use std::fmt::Write as _;
@@ -56,8 +56,11 @@ pub fn bench(root: &Path, quick: bool, profile: Profile) -> Result<()> {
     let out = root.join("target/bench");
     std::fs::create_dir_all(&out)?;
     let suffix = if quick { ".quick" } else { "" };
-    let (testrun_json, compare_json) =
-        (out.join(format!("testrun{suffix}.json")), out.join(format!("compare{suffix}.json")));
+    let (testrun_json, compare_json, control_json) = (
+        out.join(format!("testrun{suffix}.json")),
+        out.join(format!("compare{suffix}.json")),
+        out.join(format!("control{suffix}.json")),
+    );
 
     let quick_arg: &[&str] = if quick { &["--quick"] } else { &[] };
     println!("== edge-bench: per-packet cost with BPF_PROG_TEST_RUN");
@@ -79,14 +82,27 @@ pub fn bench(root: &Path, quick: bool, profile: Profile) -> Result<()> {
         eprintln!("edge-compare FAILED: {f}");
     }
 
-    let text = render(quick, &machine(), &testrun, &compare);
+    println!("\n== edge-control: policy check, attach and reload from 34 to 10,034 rules");
+    let control = run_part(
+        Command::new(bin.join("edge-control"))
+            .args(quick_arg)
+            .arg("--json")
+            .arg(&control_json)
+            .env("EDGE_CTL_BIN", bin.join("edge-ctl")),
+        &control_json,
+    );
+    if let Some(f) = &control.failure {
+        eprintln!("edge-control FAILED: {f}");
+    }
+
+    let text = render(quick, &machine(), &testrun, &compare, &control);
     let md = if quick { out.join("BENCHMARKS.quick.md") } else { root.join("BENCHMARKS.md") };
     std::fs::write(&md, &text).with_context(|| format!("write {}", md.display()))?;
     if quick {
         println!("\n{text}");
     }
     println!("wrote {}", md.display());
-    let failed: Vec<&str> = [("edge-bench", &testrun), ("edge-compare", &compare)]
+    let failed: Vec<&str> = [("edge-bench", &testrun), ("edge-compare", &compare), ("edge-control", &control)]
         .iter()
         .filter(|(_, p)| p.failure.is_some() || p.json.is_none())
         .map(|(n, _)| *n)
@@ -150,7 +166,7 @@ fn signed(v: Option<f64>) -> String {
     v.map_or("?".into(), |x| format!("{x:+.0}"))
 }
 
-fn render(quick: bool, m: &Machine, testrun: &Part, compare: &Part) -> String {
+fn render(quick: bool, m: &Machine, testrun: &Part, compare: &Part, control: &Part) -> String {
     let mut s = String::from("# Benchmarks\n\n");
     let _ = writeln!(
         s,
@@ -168,6 +184,7 @@ fn render(quick: bool, m: &Machine, testrun: &Part, compare: &Part) -> String {
     s.push('\n');
     testrun_section(&mut s, testrun);
     compare_section(&mut s, compare);
+    control_section(&mut s, control);
     noise_section(&mut s, testrun, compare);
     s
 }
@@ -449,6 +466,97 @@ fn where_it_ran(s: &mut String, j: &Value) {
 }
 
 /// The median and the largest of non-empty values.
+/// Issue 18's targets for the control plane.
+const CONTROL_TARGET_S: f64 = 0.5;
+const LYNC_MAPS_TARGET_MIB: f64 = 8.0;
+
+fn control_section(s: &mut String, part: &Part) {
+    s.push_str("## 3. Control plane: policy check, attach, reload (edge-control)\n\n");
+    failure_note(s, "edge-control", part);
+    let Some(j) = &part.json else { return };
+    let rows: &[Value] = j["rows"].as_array().map_or(&[], Vec::as_slice);
+    let _ = writeln!(
+        s,
+        "`edge-control` runs the release `edge-ctl` on the built-in Lync profile plus N rules (the policies of \
+         section 1: N rules on 2,000 ports, remotes from 48 sets holding N prefixes), in a namespace on a veth \
+         pair: `policy check`, `attach --role external` (load, verify and attach both programs, write the tables, \
+         seed the connection table), `reload` of the same file (compile, write the idle generation, switch), \
+         `detach`; median of {} run(s) by wall time. CPU is the edge-ctl process's user + system time (the kernel's \
+         verifier runs in the process, in system time); peak RSS is its own (`wait4`). Map memory is the sum of \
+         the kernel's `memlock` figure for each map one attached interface pins.\n",
+        j["repeat"]
+    );
+    s.push_str(
+        "| policy | rules | check s (CPU) | attach s (CPU) | reload s (CPU) | peak RSS MiB | map memory MiB | state file KiB |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let cell =
+        |r: &Value| format!("{:.3} ({:.3})", num(r, "wall_s").unwrap_or(f64::NAN), num(r, "cpu_s").unwrap_or(f64::NAN));
+    let mib = |v: Option<f64>| v.map_or("?".into(), |b| format!("{:.1}", b / 1048576.0));
+    for r in rows {
+        let rss = ["check", "attach", "reload"].iter().filter_map(|k| num(&r[*k], "rss_kib")).fold(0.0, f64::max);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {:.0} |",
+            r["policy"].as_str().unwrap_or("?"),
+            r["rules"],
+            cell(&r["check"]),
+            cell(&r["attach"]),
+            cell(&r["reload"]),
+            rss / 1024.0,
+            mib(num(r, "map_bytes")),
+            num(r, "state_bytes").unwrap_or(0.0) / 1024.0
+        );
+    }
+    s.push('\n');
+    let by_extra = |n: u64| rows.iter().find(|r| r["extra_rules"].as_u64() == Some(n));
+    if let (Some(small), Some(large)) = (by_extra(100), by_extra(10_000)) {
+        let growth = |k: &str| {
+            let (a, b) = (num(&small[k], "wall_s"), num(&large[k], "wall_s"));
+            a.zip(b).map_or("?".into(), |(a, b)| format!("{:.1}x ({:.3} s -> {:.3} s)", b / a, a, b))
+        };
+        let _ = writeln!(
+            s,
+            "From 134 to 10,034 rules (100x): `policy check` {}, `attach` {}, `reload` {}.\n",
+            growth("check"),
+            growth("attach"),
+            growth("reload")
+        );
+        let verdict = |k: &str| match num(&large[k], "wall_s") {
+            Some(t) if t <= CONTROL_TARGET_S => format!("`{k}` {t:.3} s: met"),
+            Some(t) => format!("`{k}` {t:.3} s: **not met**"),
+            None => format!("`{k}`: not measured"),
+        };
+        let lync = by_extra(0).and_then(|r| num(r, "map_bytes")).map(|b| b / 1048576.0);
+        let maps = match lync {
+            Some(m) if m <= LYNC_MAPS_TARGET_MIB => format!("the Lync profile's maps {m:.1} MiB: met"),
+            Some(m) => format!("the Lync profile's maps {m:.1} MiB: **not met**"),
+            None => "the Lync profile's maps: not measured".into(),
+        };
+        let _ = writeln!(
+            s,
+            "Targets (issue 18: each command <= {CONTROL_TARGET_S} s for 10,000 rules, <= {LYNC_MAPS_TARGET_MIB} MiB of \
+             maps per interface for the Lync profile): {}, {}, {}; {maps}.\n",
+            verdict("check"),
+            verdict("attach"),
+            verdict("reload")
+        );
+    }
+    let maps: &[Value] = j["lync_maps"].as_array().map_or(&[], Vec::as_slice);
+    if !maps.is_empty() {
+        s.push_str("The Lync profile's maps on one interface (kernel `memlock`):\n\n| map | KiB |\n|---|---:|\n");
+        for m in maps {
+            let _ = writeln!(
+                s,
+                "| {} | {:.0} |",
+                m["map"].as_str().unwrap_or("?"),
+                num(m, "bytes").unwrap_or(0.0) / 1024.0
+            );
+        }
+        s.push('\n');
+    }
+}
+
 fn median_and_max(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (v[v.len() / 2], v[v.len() - 1])

@@ -79,6 +79,7 @@ pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode:
 }
 
 pub(super) fn reload(interface: &str, policy: Option<PathBuf>, json: bool, force: bool) -> Result<()> {
+    dataplane::require_attached(interface)?;
     let policy = choose_policy(policy)?;
     print_warnings(&policy);
     // The role is the live one's; an interface without the filter gets reload's own error.

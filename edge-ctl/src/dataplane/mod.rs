@@ -179,6 +179,13 @@ fn lock(ns: &NamespacePaths, paths: &InterfacePaths) -> Result<nix::fcntl::Flock
     Err(DataplaneError::Busy(paths.ifname.clone()))
 }
 
+/// Fails as `reload` would when the filter is not on `ifname`: before a policy is read and
+/// compiled for nothing.
+pub fn require_attached(ifname: &str) -> Result<(), DataplaneError> {
+    system::require_privileges()?;
+    NamespacePaths::new(system::netns_id()?).attached(ifname).map(|_| ())
+}
+
 fn prepare(ifname: &str) -> Result<(NamespacePaths, Locked), DataplaneError> {
     system::require_privileges()?;
     system::ensure_bpffs(Path::new(paths::BPFFS))?;

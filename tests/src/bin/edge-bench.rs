@@ -11,9 +11,10 @@ use std::net::IpAddr;
 use edge_common::programs;
 use edge_ctl::dataplane::object::Flavor;
 use edge_ctl::policy::{self, Role};
-use edge_ctl::profile::{self, addr};
+use edge_ctl::profile::addr;
 use edge_tests::bpf::{Loaded, XDP_DROP, XDP_PASS};
 use edge_tests::packet::{self, ACK, SYN};
+use edge_tests::scale::scaled_policy;
 use serde_json::json;
 
 /// The Lync profile on the object for kernels without atomic compare-and-exchange.
@@ -92,40 +93,6 @@ fn cases() -> Vec<Case> {
         },
         Case { name: "arp", frame: packet::pad(packet::arp()), prime: None, expect: XDP_PASS, matrix: XDP_PASS },
     ]
-}
-
-/// The Lync profile plus `extra` rules on ports 10000..11999 (so that several rules share a port,
-/// and the rule classes stay under the compiler's limit), whose remotes come from 48 sets that
-/// together hold `extra` distinct prefixes (198.18.0.0/15 and 2001:db8:f::/48).
-fn scaled_policy(extra: usize) -> String {
-    let mut text = profile::render(&Default::default());
-    if extra == 0 {
-        return text;
-    }
-    // The profile uses a few remote sets of its own; 48 more stay under the limit of 64.
-    let sets = 48.min(extra);
-    let mut members: Vec<Vec<String>> = vec![Vec::new(); sets];
-    for i in 0..extra {
-        let p = if i % 4 == 3 {
-            format!("\"2001:db8:f:{:x}::/64\"", i)
-        } else {
-            format!("\"198.{}.{}.{}/32\"", 18 + (i >> 16), (i >> 8) & 0xff, i & 0xff)
-        };
-        members[i % sets].push(p);
-    }
-    let mut sets_text = String::new();
-    for (k, m) in members.iter().enumerate() {
-        sets_text += &format!("partners{k} = [{}]\n", m.join(", "));
-    }
-    text = text.replacen("[sets]\n", &format!("[sets]\n{sets_text}"), 1);
-    for i in 0..extra {
-        text += &format!(
-            "\n[[rule]]\nname = \"partner-{i}\"\nrole = \"external\"\ndirection = \"inbound\"\nprotocol = \"tcp\"\nports = {}\nlocal = \"access_edge\"\nremote = \"partners{}\"\n",
-            10000 + (i % 2000),
-            i % sets
-        );
-    }
-    text
 }
 
 /// One packet's measurements over the rounds of a policy.
