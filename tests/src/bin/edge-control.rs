@@ -30,6 +30,8 @@ struct Run {
 /// messages when it fails.
 fn measure(cmd: &mut Command) -> Run {
     let start = Instant::now();
+    // Reaped by wait4 below, which also reads the process's resource use (Child::wait does not).
+    #[allow(clippy::zombie_processes)]
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn edge-ctl");
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 writes into the two locals only.
