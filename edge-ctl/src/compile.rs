@@ -121,6 +121,8 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     let mut conds = Vec::with_capacity(rules.len());
     // Rules share address matches (many name the same sets): each pair is resolved once.
     let mut seen: HashMap<(&AddrMatch, &AddrMatch), Option<Cond>> = HashMap::new();
+    // Distinct remote prefixes so far: the remote tables' size, checked at the rule that crosses it.
+    let mut remote_prefixes: HashSet<IpNet> = HashSet::new();
     for rule in &rules {
         if let Some(cond) = seen.get(&(&rule.local, &rule.remote)) {
             conds.push(*cond);
@@ -141,6 +143,27 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
                         ),
                     )
                 })?;
+                let new_remote = r.as_ref().is_some_and(|r| !remote_bits.specs.contains(r));
+                if let (true, Some(nets)) = (new_remote, &r) {
+                    remote_prefixes.extend(nets.iter().copied());
+                    let v4 = remote_prefixes.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+                    let v6 = remote_prefixes.len() - v4;
+                    let max = (MAX_REMOTE_PREFIXES / 2) as usize;
+                    if v4 > max || v6 > max {
+                        let family = if v4 > max { "IPv4" } else { "IPv6" };
+                        return Err(policy.error_at(
+                            rule.at,
+                            format!(
+                                "role {role}: with rule `{}` (remote {}{}), the remote sets of this role hold more than \
+                                 {max} {family} prefixes; at most {max} per address family fit the remote tables: \
+                                 use shorter prefixes, or move rules to the other role's interface",
+                                rule.name,
+                                rule.remote,
+                                set_lines(policy, &rule.remote)
+                            ),
+                        ));
+                    }
+                }
                 let rb = remote_bits.bit(r).map_err(|n| {
                     policy.error_at(
                         rule.at,
@@ -161,12 +184,9 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     let (remote_v4, remote_v6) = remote_table(&remote_bits);
     let (hashable, remote_hosts) = remote_bits.hashable();
     let (hosts, host_flags) = host_tables(&local_v4, &local_v6, &remote_hosts);
-    if remote_v4.len() as u32 > MAX_REMOTE_PREFIXES / 2 || remote_v6.len() as u32 > MAX_REMOTE_PREFIXES / 2 {
-        return Err(policy.error_at(
-            first_at(&|r| r.remote != AddrMatch::Any),
-            format!("role {role}: more than {} remote prefixes per address family", MAX_REMOTE_PREFIXES / 2),
-        ));
-    }
+    debug_assert!(
+        remote_v4.len() as u32 <= MAX_REMOTE_PREFIXES / 2 && remote_v6.len() as u32 <= MAX_REMOTE_PREFIXES / 2
+    );
     let slots = SlotMap::assign(rules.iter().map(|r| r.name.as_str()), slots, &HashSet::new())
         .map_err(|msg| policy.error_at(first_at(&|_| true), msg))?;
     let mut classes = ClassTable::new(hashable, &local_bits.specs, &remote_bits.specs);
@@ -179,23 +199,27 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
                 .filter(|(_, r)| r.direction == direction && r.protocol == protocol)
                 .map(|(i, r)| (i, *r))
                 .collect();
-            let table = port_table(&members, &conds, &slots, &mut classes).map_err(|(rule, port)| {
-                policy.error_at(
+            let table = port_table(&members, &conds, &slots, &mut classes).map_err(|e| match e {
+                PortTableError::Candidates(rule, port) => policy.error_at(
                     rule.at,
                     format!(
                         "role {role}: more than {MAX_CANDIDATES} rules apply to {protocol} port {port} \
                          {direction}; merge rules that differ only in their addresses"
                     ),
-                )
+                ),
+                PortTableError::Classes(rule, port) => policy.error_at(
+                    rule.at,
+                    format!(
+                        "role {role}: with rule `{}` at {protocol} port {port} {direction}, the rules form more \
+                         than {} distinct port classes (each distinct list of rules that apply to a port is one); \
+                         give rules that share ports the same port list, or merge rules",
+                        rule.name,
+                        MAX_CLASSES - 1
+                    ),
+                ),
             })?;
             ports[direction as usize][protocol as usize] = table;
         }
-    }
-    if classes.entries.len() as u32 > MAX_CLASSES {
-        return Err(policy.error_at(
-            first_at(&|_| true),
-            format!("role {role}: the rules form more than {MAX_CLASSES} distinct port classes"),
-        ));
     }
     let settings = policy.role(role);
     let mut f = host_flags;
@@ -249,6 +273,19 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
         rules: compiled,
         slots,
     })
+}
+
+/// " (set `a`, line N; ...)" for the named sets of an address match: where to make it smaller.
+fn set_lines(policy: &Policy, m: &AddrMatch) -> String {
+    let AddrMatch::Terms(terms) = m else { return String::new() };
+    let sets: Vec<String> = terms
+        .iter()
+        .filter_map(|t| match t {
+            AddrTerm::Set(name) => policy.set(name).map(|s| format!("set `{name}`, line {}", s.at.line)),
+            AddrTerm::Net(_) => None,
+        })
+        .collect();
+    if sets.is_empty() { String::new() } else { format!("; {}", sets.join("; ")) }
 }
 
 /// The prefixes an address match stands for, sorted and deduplicated; `None` for any.
@@ -561,14 +598,22 @@ fn inline_hosts(specs: &[Vec<IpNet>], bits: u64, v6: bool) -> Option<[InlineHost
     Some(out)
 }
 
+/// Why a port table cannot be built: the rule and port where a limit is crossed.
+enum PortTableError<'a> {
+    /// More than [`MAX_CANDIDATES`] rules apply to the port.
+    Candidates(&'a Rule, u16),
+    /// The port's list of rules would be class number [`MAX_CLASSES`].
+    Classes(&'a Rule, u16),
+}
+
 /// The class of every port for the rules of one (direction, protocol), by a sweep over range
-/// boundaries. `Err((rule, port))` when more than [`MAX_CANDIDATES`] rules apply to a port.
+/// boundaries; stops at the first port that crosses a limit.
 fn port_table<'a>(
     members: &[(usize, &'a Rule)],
-    conds: &[Option<(Option<u8>, Option<u8>)>],
+    conds: &[Option<Cond>],
     slots: &SlotMap,
     classes: &mut ClassTable,
-) -> Result<Vec<u32>, (&'a Rule, u16)> {
+) -> Result<Vec<u32>, PortTableError<'a>> {
     // Boundary -> (rules starting, rules ending just before it).
     let mut events: BTreeMap<u32, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
     for (pos, (i, rule)) in members.iter().enumerate() {
@@ -605,7 +650,7 @@ fn port_table<'a>(
             let (i, rule) = members[*p];
             let (local, remote) = conds[i].expect("only matchable rules are active");
             if cands.len() == MAX_CANDIDATES {
-                return Err((rule, *start as u16));
+                return Err(PortTableError::Candidates(rule, *start as u16));
             }
             let local = local.map_or(0, |b| 1u32 << b);
             let remote = remote.map_or(0, |b| 1u64 << b);
@@ -615,6 +660,11 @@ fn port_table<'a>(
             }
         }
         let class = classes.intern(cands);
+        if class >= MAX_CLASSES {
+            // The rule that made this list new: the last one to start here, else the latest active.
+            let newest = adds.iter().max().or(active.keys().next_back()).expect("a class has rules");
+            return Err(PortTableError::Classes(members[*newest].1, *start as u16));
+        }
         table[*start as usize..end as usize].fill(class);
     }
     Ok(table)

@@ -304,6 +304,76 @@ fn too_many_rules_on_one_port_is_a_located_error() {
     assert!(msg.starts_with("p.toml:") && msg.contains("more than 16 rules apply to tcp port 5061 inbound"), "{msg}");
 }
 
+/// The line a rule named `name` starts on in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).expect("in the text")].matches('\n').count() + 1
+}
+
+#[test]
+fn too_many_port_classes_point_at_the_rule_that_crosses_the_limit() {
+    // Each rule on a port of its own is a class of its own: the rule that makes class
+    // MAX_CLASSES (class 0 is the empty one) is the error, wherever it is.
+    let mut text = String::new();
+    for i in 0..MAX_CLASSES as usize + 5 {
+        text += &format!(
+            "[[rule]]\nname='r{i}'\nrole='external'\ndirection='inbound'\nprotocol='tcp'\nports={}\n",
+            1000 + i
+        );
+    }
+    let err = compile(&parse(&text, "p.toml").unwrap(), Role::External, &[], &SlotMap::default()).unwrap_err();
+    assert_eq!(err.errors.len(), 1, "{err}");
+    let crossing = MAX_CLASSES as usize - 1;
+    let d = &err.errors[0];
+    assert_eq!(d.at.line, line_of(&text, &format!("name='r{crossing}'")) - 1, "{err}");
+    assert!(
+        d.message.contains(&format!("with rule `r{crossing}` at tcp port {} inbound", 1000 + crossing))
+            && d.message.contains(&format!("more than {} distinct port classes", MAX_CLASSES - 1)),
+        "{err}"
+    );
+    // One rule fewer fits.
+    let fits: String = text.split("[[rule]]").take(MAX_CLASSES as usize).collect::<Vec<_>>().join("[[rule]]");
+    compile(&parse(&fits, "p.toml").unwrap(), Role::External, &[], &SlotMap::default()).unwrap();
+}
+
+#[test]
+fn too_many_remote_prefixes_point_at_the_rule_and_its_set() {
+    let max = (MAX_REMOTE_PREFIXES / 2) as usize;
+    let hosts = |range: std::ops::Range<usize>| {
+        range.map(|i| format!("\"10.{}.{}.{}\"", i >> 16, (i >> 8) & 0xff, i & 0xff)).collect::<Vec<_>>().join(", ")
+    };
+    let rule = |name: &str, set: &str| {
+        format!(
+            "[[rule]]\nname='{name}'\nrole='external'\ndirection='inbound'\nprotocol='tcp'\nports=443\nremote='{set}'\n"
+        )
+    };
+    // `a` and `b` share 100 hosts; together they hold max + 1 distinct ones.
+    let text = format!(
+        "[sets]\na = [{}]\nb = [{}]\n{}{}",
+        hosts(0..20_000),
+        hosts(19_900..max + 1),
+        rule("ra", "a"),
+        rule("rb", "b")
+    );
+    let err = compile(&parse(&text, "p.toml").unwrap(), Role::External, &[], &SlotMap::default()).unwrap_err();
+    assert_eq!(err.errors.len(), 1, "{err}");
+    let d = &err.errors[0];
+    assert_eq!(d.at.line, line_of(&text, "name='rb'") - 1, "{err}");
+    assert!(
+        d.message.contains("with rule `rb` (remote b; set `b`, line 3)")
+            && d.message.contains(&format!("more than {max} IPv4 prefixes")),
+        "{err}"
+    );
+    // Without the one host too many, both fit.
+    let text = format!(
+        "[sets]\na = [{}]\nb = [{}]\n{}{}",
+        hosts(0..20_000),
+        hosts(19_900..max),
+        rule("ra", "a"),
+        rule("rb", "b")
+    );
+    compile(&parse(&text, "p.toml").unwrap(), Role::External, &[], &SlotMap::default()).unwrap();
+}
+
 #[test]
 fn essentials_and_egress_become_flags() {
     // The switches only; the host-table flags are the compiler's own business.
