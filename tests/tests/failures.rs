@@ -255,7 +255,8 @@ fn maps_full_is_a_clear_error_and_attaches_nothing() {
     std::fs::write(&s.file, text).unwrap();
     let out = s.lab.edge_ctl(&s.edge, &s.attach_args());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("more than 32768 remote prefixes per address family"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("more than 32768 IPv4 prefixes") && err.contains("set `partners`, line 3"), "{err}");
     assert!(s.lab.edge_ctl_ok(&s.edge, &["status"]).contains("not attached"));
 }
 
@@ -330,6 +331,54 @@ fn a_role_without_rules_is_warned_loudly() {
 fn namespace_dirs(ns: &str) -> [std::path::PathBuf; 2] {
     let ino = std::fs::metadata(format!("/run/netns/{ns}")).unwrap().ino();
     [format!("/sys/fs/bpf/edge-ctl/{ino}").into(), format!("/run/edge-ctl/{ino}").into()]
+}
+
+#[test]
+fn a_renamed_interface_keeps_its_filter_under_its_new_name() {
+    let s = setup("ren");
+    let _servers = attach_filtered(&s);
+    for args in [
+        &["link", "set", "edge0", "down"][..],
+        &["link", "set", "edge0", "name", "wan0"],
+        &["link", "set", "wan0", "up"],
+    ] {
+        s.lab.ip(&s.edge, args);
+    }
+    assert!(s.filtered(), "the kernel's links hold the device, whatever its name");
+    let allowed = SocketAddr::new("192.0.2.1".parse::<IpAddr>().unwrap(), 8443);
+    assert_eq!(tcp_probe(&s.peer, allowed, Duration::from_millis(400)), Outcome::Refused, "the link works");
+    // Every command finds it under the new name, and none under the old one.
+    let out = s.lab.edge_ctl(&s.edge, &["status", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "status after a rename: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["interfaces"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["interfaces"][0]["interface"], "wan0", "{st}");
+    assert!(st["interfaces"][0]["problem"].is_null(), "{st}");
+    let stats = s.lab.stats(&s.edge, "wan0");
+    assert!(stats.to_string().contains("\"web\""), "{stats}");
+    let old = s.lab.edge_ctl(&s.edge, &["stats", "edge0"]);
+    assert_eq!(old.status.code(), Some(1));
+    assert!(stderr(&old).contains("not attached to edge0") && stderr(&old).contains("wan0"), "{}", stderr(&old));
+    s.lab.edge_ctl_ok(&s.edge, &["reload", "wan0", "--policy", s.policy()]);
+    assert!(s.filtered());
+    // The old name's lock and state went with the move.
+    let [_, state_dir] = namespace_dirs(&s.edge);
+    let mut files: Vec<String> =
+        std::fs::read_dir(&state_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["wan0.json", "wan0.lock"], "{}", state_dir.display());
+    s.lab.edge_ctl_ok(&s.edge, &["detach", "wan0"]);
+    // At once: detach takes the links off their hooks before it returns.
+    assert!(!s.filtered());
+    for dir in namespace_dirs(&s.edge) {
+        assert!(!dir.exists(), "{} is left after the last detach", dir.display());
+    }
 }
 
 #[test]

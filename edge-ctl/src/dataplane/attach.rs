@@ -181,7 +181,11 @@ pub fn detach(ifname: &str) -> Result<(), DataplaneError> {
     if p.state.exists() {
         std::fs::remove_file(&p.state).map_err(|e| DataplaneError::io("remove state", e))?;
     }
-    // Removing the link pin (the last reference) detaches the program.
+    // Off the hooks now; removing the link pins (the last references) would also detach them,
+    // a grace period later.
+    for link in [super::paths::XDP_LINK, super::paths::TC_LINK] {
+        super::system::link_detach(&p.retiring.join(link));
+    }
     std::fs::remove_dir_all(&p.retiring).map_err(|e| DataplaneError::io("remove pins", e))?;
     // The lock file and the directories left empty go when `locked` is dropped.
     Ok(())

@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::DataplaneError;
 use super::maps::{MapSet, Mmapped};
-use super::paths::NamespacePaths;
 use super::state::InterfaceState;
 use super::system;
 
@@ -208,7 +207,7 @@ pub fn seeded_entry(tcp: bool, slot: u16) -> CtEntry {
 /// The entries of one interface, for `edge-ctl conntrack`.
 pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
     system::require_privileges()?;
-    let ns = NamespacePaths::new(system::netns_id()?);
+    let ns = super::namespace()?;
     let p = ns.attached(ifname)?;
     let maps = MapSet::open(&p.pins)?;
     let st = InterfaceState::load(&p.state)?;
@@ -248,7 +247,7 @@ pub fn list(ifname: &str) -> Result<Vec<ConntrackEntry>, DataplaneError> {
 /// Removes every entry of an interface's tables.
 pub fn flush(ifname: &str) -> Result<usize, DataplaneError> {
     system::require_privileges()?;
-    let ns = NamespacePaths::new(system::netns_id()?);
+    let ns = super::namespace()?;
     let p = ns.attached(ifname)?;
     MapSet::open(&p.pins)?.ct_flush()
 }

@@ -8,7 +8,6 @@ use edge_common::{DropEvent, DropKind, DropReason, maps as names};
 use serde::Serialize;
 
 use super::conntrack::monotonic_ns;
-use super::paths::NamespacePaths;
 use super::{DataplaneError, system};
 
 /// One reported packet.
@@ -87,7 +86,7 @@ impl Tail {
     /// all of them) are skipped and counted ([`Tail::skipped`]).
     pub fn open(ifname: Option<&str>, since: Option<Duration>) -> Result<Tail, DataplaneError> {
         system::require_privileges()?;
-        let ns = NamespacePaths::new(system::netns_id()?);
+        let ns = super::namespace()?;
         let names = match ifname {
             Some(n) => vec![ns.attached(n)?.ifname],
             None => ns.attached_names(),

@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::conntrack::{ConntrackEntry, list};
 use super::events::decided_by;
-use super::paths::NamespacePaths;
 use super::state::InterfaceState;
 use super::{DataplaneError, maps::MapSet, object, system};
 use crate::frame;
@@ -57,7 +56,7 @@ pub struct ExplainAnswer {
 
 pub fn explain(req: &ExplainRequest) -> Result<ExplainAnswer, DataplaneError> {
     system::require_privileges()?;
-    let ns = NamespacePaths::new(system::netns_id()?);
+    let ns = super::namespace()?;
     let p = ns.attached(req.ifname)?;
     if req.src.is_ipv4() != req.dst.is_ipv4() {
         return Err(DataplaneError::Explain("source and destination must be of the same address family".into()));

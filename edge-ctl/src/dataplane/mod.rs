@@ -183,13 +183,62 @@ fn lock(ns: &NamespacePaths, paths: &InterfacePaths) -> Result<nix::fcntl::Flock
 /// compiled for nothing.
 pub fn require_attached(ifname: &str) -> Result<(), DataplaneError> {
     system::require_privileges()?;
-    NamespacePaths::new(system::netns_id()?).attached(ifname).map(|_| ())
+    namespace()?.attached(ifname).map(|_| ())
+}
+
+/// This network namespace's paths, after following renamed interfaces.
+fn namespace() -> Result<NamespacePaths, DataplaneError> {
+    let ns = NamespacePaths::new(system::netns_id()?);
+    follow_renames(&ns);
+    Ok(ns)
+}
+
+/// An interface renamed since attach (`ip link set eth8 name wan8`) keeps its filter: the
+/// kernel's links hold the device, not its name. Its pins, state and lock move to the new
+/// name, so every command finds it there. Only when the XDP link is still on the recorded
+/// device (a device deleted and created again is not a rename), the old name no longer names
+/// that device, and nothing is attached under the new name; an interface whose lock is held is
+/// left to the command holding it.
+fn follow_renames(ns: &NamespacePaths) {
+    for old in ns.attached_names() {
+        let from = ns.interface(&old);
+        let Ok(Some(mut st)) = state::InterfaceState::load(&from.state) else { continue };
+        if system::if_index(&old).ok() == Some(st.ifindex)
+            || system::xdp_link_ifindex(&from.pins.join(XDP_LINK)) != Some(st.ifindex)
+        {
+            continue;
+        }
+        let Some(new) = system::if_name(st.ifindex) else { continue };
+        let to = ns.interface(&new);
+        if new == old || to.pins.exists() {
+            continue;
+        }
+        let (Ok(old_lock), Ok(new_lock)) = (lock(ns, &from), lock(ns, &to)) else { continue };
+        let _held = [
+            Locked { ns: ns.clone(), paths: from.clone(), _lock: old_lock },
+            Locked { ns: ns.clone(), paths: to.clone(), _lock: new_lock },
+        ];
+        // Checked again under the locks: another command may have followed it first.
+        if !from.pins.exists() || to.pins.exists() {
+            continue;
+        }
+        st.ifname = new.clone();
+        if st.save(&to.state).is_err() {
+            let _ = std::fs::remove_file(&to.state);
+            continue;
+        }
+        if std::fs::rename(&from.pins, &to.pins).is_err() {
+            let _ = std::fs::remove_file(&to.state);
+            continue;
+        }
+        let _ = std::fs::remove_file(&from.state);
+    }
 }
 
 fn prepare(ifname: &str) -> Result<(NamespacePaths, Locked), DataplaneError> {
     system::require_privileges()?;
     system::ensure_bpffs(Path::new(paths::BPFFS))?;
-    let ns = NamespacePaths::new(system::netns_id()?);
+    let ns = namespace()?;
     let paths = ns.interface(ifname);
     let lock = lock(&ns, &paths)?;
     let locked = Locked { ns: ns.clone(), paths, _lock: lock };

@@ -5,7 +5,7 @@ use edge_common::{CtEvent, DropKind, DropReason, PassReason};
 use serde::Serialize;
 
 use super::maps::MapSet;
-use super::paths::{InterfacePaths, NamespacePaths, XDP_LINK};
+use super::paths::{InterfacePaths, XDP_LINK};
 use super::state::InterfaceState;
 use super::{DataplaneError, system};
 use crate::compile::CompiledRule;
@@ -39,7 +39,7 @@ pub struct InterfaceStatus {
 /// The attached interfaces of this network namespace.
 pub fn status() -> Result<Vec<InterfaceStatus>, DataplaneError> {
     system::require_privileges()?;
-    let ns = NamespacePaths::new(system::netns_id()?);
+    let ns = super::namespace()?;
     super::sweep_interrupted(&ns);
     let mut out = Vec::new();
     for name in ns.attached_names() {
@@ -195,7 +195,7 @@ pub struct EventStats {
 /// Counters of one interface, or of all attached interfaces of this namespace.
 pub fn stats(ifname: Option<&str>) -> Result<Vec<InterfaceStats>, DataplaneError> {
     system::require_privileges()?;
-    let ns = NamespacePaths::new(system::netns_id()?);
+    let ns = super::namespace()?;
     let names = match ifname {
         Some(n) => vec![ns.attached(n)?.ifname],
         None => ns.attached_names(),

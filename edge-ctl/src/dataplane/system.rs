@@ -85,6 +85,15 @@ pub fn if_index(name: &str) -> Result<u32, DataplaneError> {
     }
 }
 
+/// The name of the interface with index `index` in this network namespace, if there is one.
+pub fn if_name(index: u32) -> Option<String> {
+    nix::net::if_::if_nameindex()
+        .ok()?
+        .iter()
+        .find(|i| i.index() == index)
+        .map(|i| i.name().to_string_lossy().into_owned())
+}
+
 /// Names of the interfaces in this network namespace. (Not from /sys/class/net: under
 /// `nsenter --net` sysfs still shows the namespace it was mounted in.)
 pub fn interface_names() -> Vec<String> {
@@ -209,11 +218,10 @@ pub fn jiffies_now() -> Option<u64> {
     jiffies_in(&std::fs::read_to_string("/proc/timer_list").ok()?)
 }
 
-/// The interface index a pinned XDP link is attached to, as the kernel reports it in the link's
-/// fdinfo: 0 once its device is gone. `None` when the pin cannot be opened. aya's link handles
-/// expose neither the descriptor nor this field, hence BPF_OBJ_GET directly.
-pub fn xdp_link_ifindex(pin: &Path) -> Option<u32> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+/// Opens a pinned BPF object (BPF_OBJ_GET); `None` when the pin cannot be opened. aya's link
+/// handles expose neither the descriptor nor the fields read here, hence the syscall directly.
+fn open_pin(pin: &Path) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     // union bpf_attr for BPF_OBJ_GET (pathname, bpf_fd, file_flags, path_fd), zero-padded.
     #[repr(C)]
@@ -229,11 +237,29 @@ pub fn xdp_link_ifindex(pin: &Path) -> Option<u32> {
     let attr = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0, path_fd: 0, _pad: 0 };
     // SAFETY: a valid bpf_attr of the size given; the path outlives the call.
     let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, &attr as *const ObjGet, size_of::<ObjGet>()) };
-    if fd < 0 {
-        return None;
-    }
     // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The interface index a pinned XDP link is attached to, as the kernel reports it in the link's
+/// fdinfo: 0 once its device is gone. `None` when the pin cannot be opened.
+pub fn xdp_link_ifindex(pin: &Path) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let fd = open_pin(pin)?;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
     info.lines().find_map(|l| l.strip_prefix("ifindex:")?.trim().parse().ok())
+}
+
+/// Detaches a pinned link from its hook now (BPF_LINK_DETACH, Linux 5.9). Removing the last pin
+/// also detaches it, but bpffs frees the inode after an RCU grace period, so the program could
+/// still see a packet or two after `detach` returned. Errors are ignored: the pin's removal
+/// that follows detaches it in any case.
+pub fn link_detach(pin: &Path) {
+    use std::os::fd::AsRawFd;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let Some(fd) = open_pin(pin) else { return };
+    // union bpf_attr for BPF_LINK_DETACH: link_fd, zero-padded.
+    let attr: [u32; 2] = [fd.as_raw_fd() as u32, 0];
+    // SAFETY: a valid bpf_attr of the size given.
+    unsafe { libc::syscall(libc::SYS_bpf, BPF_LINK_DETACH, attr.as_ptr(), size_of_val(&attr)) };
 }
