@@ -85,6 +85,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
     std::fs::create_dir_all(&p.staging).map_err(|e| DataplaneError::io("create staging pins", e))?;
     let mut staging = Staging { dir: &p.staging, armed: true };
     let mut ebpf = object::load(&p.staging, tables.ct_max)?;
+    object::verify_filters(&mut ebpf)?;
     let mut maps = MapSet::open(&p.staging)?;
     maps.write_generation(0, &tables)?;
     maps.set_active_generation(0)?;

@@ -170,19 +170,48 @@ where
         .map_err(|e: ProgramError| DataplaneError::Load(e.to_string()))
 }
 
-/// Loads (verifies) an XDP program of the object.
+/// Loads (verifies) an XDP program of the object, unless [`verify_filters`] did.
 pub fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, DataplaneError> {
     let prog: &mut Xdp = program(ebpf, name)?;
-    prog.load().map_err(|e| verifier_error(name, e))?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| verifier_error(name, e))?;
+    }
     Ok(prog)
 }
 
-/// Loads (verifies) the egress program.
+/// Loads (verifies) the egress program, unless [`verify_filters`] did.
 pub fn load_tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, DataplaneError> {
     let name = edge_common::programs::TC_EGRESS;
     let prog: &mut SchedClassifier = program(ebpf, name)?;
-    prog.load().map_err(|e| verifier_error(name, e))?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| verifier_error(name, e))?;
+    }
     Ok(prog)
+}
+
+/// Loads (verifies) the XDP filter and the egress program at once, one thread each: the
+/// kernel's verifier is most of an attach (about 0.2 s per program), and the two are
+/// independent. [`load_xdp`] and [`load_tc`] then find them loaded.
+pub fn verify_filters(ebpf: &mut Ebpf) -> Result<(), DataplaneError> {
+    let (xdp_name, tc_name) = (edge_common::programs::XDP_FILTER, edge_common::programs::TC_EGRESS);
+    let mut xdp = None;
+    let mut tc = None;
+    for (name, prog) in ebpf.programs_mut() {
+        match (name == xdp_name, name == tc_name, prog) {
+            (true, _, Program::Xdp(p)) => xdp = Some(p),
+            (_, true, Program::SchedClassifier(p)) => tc = Some(p),
+            _ => {}
+        }
+    }
+    let missing = |name: &str| DataplaneError::Load(format!("program {name} missing from the eBPF object"));
+    let (xdp, tc) = (xdp.ok_or_else(|| missing(xdp_name))?, tc.ok_or_else(|| missing(tc_name))?);
+    let (x, t) = std::thread::scope(|scope| {
+        let egress = scope.spawn(|| tc.load());
+        let x = xdp.load();
+        (x, egress.join().expect("the verifying thread does not panic"))
+    });
+    x.map_err(|e| verifier_error(xdp_name, e))?;
+    t.map_err(|e| verifier_error(tc_name, e))
 }
 
 /// Turns a load failure into an error that shows the end of the verifier's log.
