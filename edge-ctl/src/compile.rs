@@ -467,11 +467,15 @@ type RemoteTables = (Vec<(Ipv4Net, u64)>, Vec<(Ipv6Net, u64)>);
 
 fn remote_table(bits: &SetBits) -> RemoteTables {
     let direct = bits.direct();
+    // Only the prefix lengths some prefix has can hold a containing prefix (a policy uses a few).
+    let lengths: [BTreeSet<u8>; 2] = [false, true]
+        .map(|v6| direct.keys().filter(|n| matches!(n, IpNet::V6(_)) == v6).map(|n| n.prefix_len()).collect());
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for net in direct.keys() {
         let mut sets = 0;
-        for len in 0..=net.prefix_len() {
+        let family = &lengths[matches!(net, IpNet::V6(_)) as usize];
+        for &len in family.range(..=net.prefix_len()) {
             let sup = IpNet::new(net.addr(), len).expect("len <= prefix_len").trunc();
             sets |= direct.get(&sup).copied().unwrap_or(0);
         }

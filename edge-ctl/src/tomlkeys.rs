@@ -32,22 +32,147 @@ pub fn unknown(text: &str, shape: &Shape) -> Vec<(usize, String)> {
 /// A message at a byte offset.
 pub type Positioned = (usize, String);
 
-/// A file read leniently: its unknown keys (as [`unknown`]) and its value, or the error that
-/// stopped deserializing as (byte offset, message). The text is parsed once for both (a
+/// A file read leniently: its unknown keys (as [`unknown`]) and its value, or every error that
+/// stops deserializing, as (byte offset, message). The text is parsed once when it is right (a
 /// 10,000-rule policy spent a fifth of `policy check` parsing it a second time).
-pub fn parse<T: serde::de::DeserializeOwned>(text: &str, shape: &Shape) -> (Vec<Positioned>, Result<T, Positioned>) {
+///
+/// serde stops at the first wrong type or missing field. To report them all, the piece of the
+/// file holding the error (the rule, the table, the named set, the top-level key; see
+/// [`piece`]) is blanked out, spaces for every character but newlines so that every offset and
+/// line stays where it was, and the rest is deserialized again, until it deserializes or
+/// [`MAX_ERRORS`] are found. The caller checks meaning only once the types are right.
+pub fn parse<T: serde::de::DeserializeOwned>(
+    text: &str,
+    shape: &Shape,
+) -> (Vec<Positioned>, Result<T, Vec<Positioned>>) {
     let doc = match ImDocument::parse(text.to_string()) {
         Ok(doc) => doc,
         Err(e) => {
             let at = e.span().map_or(0, |s| s.start);
-            return (Vec::new(), Err((at, e.message().trim_end().to_string())));
+            return (Vec::new(), Err(vec![(at, e.message().trim_end().to_string())]));
         }
     };
     let mut out = Vec::new();
     walk_table(doc.as_table(), shape, &mut out);
-    let value = toml_edit::de::from_document(doc)
-        .map_err(|e| (e.span().map_or(0, |s| s.start), e.message().trim_end().to_string()));
-    (out, value)
+    let first = match toml_edit::de::from_document::<T>(doc) {
+        Ok(value) => return (out, Ok(value)),
+        Err(e) => e,
+    };
+    let error = |e: &toml_edit::de::Error| (e.span().map(|s| s.start), e.message().trim_end().to_string());
+    let (mut at, message) = error(&first);
+    let mut errors = vec![(at.unwrap_or(0), message)];
+    let mut work = text.to_string();
+    let mut blanked: Vec<std::ops::Range<usize>> = Vec::new();
+    while let Some(offset) = at {
+        let Some(range) = ImDocument::parse(work.clone()).ok().and_then(|d| piece(d.as_table(), shape, offset)) else {
+            break;
+        };
+        if errors.len() >= MAX_ERRORS || blanked.iter().any(|b| b.start <= range.start && range.end <= b.end) {
+            break;
+        }
+        let mut next = work.clone();
+        blank(&mut next, range.clone());
+        if ImDocument::parse(next.as_str()).is_err() {
+            // An element of an inline array: its comma goes with it.
+            next = work.clone();
+            blank(&mut next, with_comma(&work, range.clone()));
+        }
+        work = next;
+        blanked.push(range);
+        let Ok(doc) = ImDocument::parse(work.clone()) else { break };
+        match toml_edit::de::from_document::<T>(doc) {
+            Ok(_) => break,
+            Err(e) => {
+                let (next, message) = error(&e);
+                at = next;
+                errors.push((next.unwrap_or(0), message));
+            }
+        }
+    }
+    errors.sort_by_key(|e| e.0);
+    errors.dedup();
+    (out, Err(errors))
+}
+
+/// At most this many type errors are collected from one file.
+pub const MAX_ERRORS: usize = 100;
+
+/// `range` and the comma after it (or, for the last element of an array, the one before it).
+fn with_comma(text: &str, range: std::ops::Range<usize>) -> std::ops::Range<usize> {
+    let after = text[range.end..].find(|c: char| !c.is_whitespace()).map(|i| range.end + i);
+    if let Some(i) = after.filter(|&i| text.as_bytes()[i] == b',') {
+        return range.start..i + 1;
+    }
+    let before = text[..range.start].rfind(|c: char| !c.is_whitespace());
+    match before.filter(|&i| text.as_bytes()[i] == b',') {
+        Some(i) => i..range.end,
+        None => range,
+    }
+}
+
+/// Replaces every character of `range` but newlines with spaces (offsets and lines stay).
+fn blank(text: &mut String, range: std::ops::Range<usize>) {
+    let blanked: String = text[range.clone()].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+    // Multi-byte characters become several spaces: the byte length is kept by padding.
+    let pad = range.len() - blanked.len();
+    text.replace_range(range, &(blanked + &" ".repeat(pad)));
+}
+
+/// The smallest piece of the document holding byte `offset` that can go without breaking what
+/// is around it: an element of an array of tables (a `[[rule]]`), an entry of a free-form table
+/// (a named set), a table of settings (`[conntrack]`), or a top-level key with its value.
+fn piece(table: &dyn TableLike, shape: &Shape, offset: usize) -> Option<std::ops::Range<usize>> {
+    let keys: &[(&str, Shape)] = match shape {
+        Shape::Table(_, keys) => keys,
+        _ => &[],
+    };
+    let within = |r: &std::ops::Range<usize>| r.start <= offset && offset <= r.end;
+    for (key, item) in table.iter() {
+        let child = keys.iter().find(|(k, _)| *k == key).map_or(Shape::Any, |(_, s)| *s);
+        let key_start = table.get_key_value(key).and_then(|(k, _)| k.span()).map(|s| s.start);
+        match item {
+            Item::ArrayOfTables(tables) => {
+                if let Some(r) = tables.iter().filter_map(|t| t.span()).find(within) {
+                    return Some(r);
+                }
+            }
+            Item::Table(t) => {
+                if let Shape::Any = child {
+                    // Free-form: each entry is a piece.
+                    for (k, v) in t.iter() {
+                        let start = t.get_key_value(k).and_then(|(k, _)| k.span()).map(|s| s.start);
+                        let end = v.as_value().and_then(|v| v.span()).map(|s| s.end);
+                        if let (Some(start), Some(end)) = (start, end)
+                            && within(&(start..end))
+                        {
+                            return Some(start..end);
+                        }
+                    }
+                } else if let Some(r) = piece(t, &child, offset) {
+                    return Some(r);
+                }
+                if let Some(r) = t.span().filter(within) {
+                    return Some(r);
+                }
+            }
+            Item::Value(v) => {
+                let Some(span) = v.span() else { continue };
+                let whole = key_start.unwrap_or(span.start)..span.end;
+                if !within(&whole) {
+                    continue;
+                }
+                // An array of inline tables stands for an array of tables: each is a piece.
+                if let (Shape::Tables(_), Some(array)) = (child, v.as_array())
+                    && let Some(r) = array.iter().filter_map(|e| e.span()).find(within)
+                {
+                    return Some(r);
+                }
+                return Some(whole);
+            }
+            Item::None => {}
+        }
+    }
+    None
 }
 
 fn walk(item: &Item, shape: &Shape, out: &mut Vec<(usize, String)>) {

@@ -49,7 +49,7 @@ pub struct AttachReport {
 }
 
 /// Loads, fills, attaches and pins the filter on an interface. The policy is compiled before
-/// anything touches the kernel; any failure leaves the interface as it was.
+/// anything is attached; any failure leaves the interface as it was.
 ///
 /// Order matters: the connection table is seeded with the connections already open, the egress
 /// program (which records new flows) goes on before the ingress filter, and the pins are moved
@@ -79,13 +79,21 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
         std::fs::remove_dir_all(&p.pins).map_err(|e| DataplaneError::io("remove stale pins", e))?;
     }
     let addrs = system::interface_addresses(req.ifname);
-    let tables = compile::compile(req.policy, req.role, &addrs, &SlotMap::default())?;
     super::kernel::features().check_required()?;
 
     std::fs::create_dir_all(&p.staging).map_err(|e| DataplaneError::io("create staging pins", e))?;
     let mut staging = Staging { dir: &p.staging, armed: true };
-    let mut ebpf = object::load(&p.staging, tables.ct_max)?;
-    object::verify_filters(&mut ebpf)?;
+    let mut ebpf = object::load(&p.staging, req.policy.conntrack.max_entries)?;
+    // The kernel verifies the programs (most of an attach) while the policy compiles. Nothing is
+    // on the interface yet: a policy that does not compile leaves only the staged object, which
+    // `staging` removes.
+    let (tables, verified) = std::thread::scope(|scope| {
+        let verifying = scope.spawn(|| object::verify_filters(&mut ebpf));
+        let tables = compile::compile(req.policy, req.role, &addrs, &SlotMap::default());
+        (tables, verifying.join().expect("the verifying thread does not panic"))
+    });
+    let tables = tables?;
+    verified?;
     let mut maps = MapSet::open(&p.staging)?;
     maps.write_generation(0, &tables)?;
     maps.set_active_generation(0)?;

@@ -98,8 +98,10 @@ pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     }
     let raw = match raw {
         Ok(raw) => raw,
-        Err((at, message)) => {
-            errors.at(at, &message);
+        Err(type_errors) => {
+            for (at, message) in type_errors {
+                errors.at(at, &message);
+            }
             errors.list.sort_by_key(|d| d.at);
             return Err(ConfigError::Invalid(errors.list));
         }
@@ -260,6 +262,17 @@ mode = "generic"
                 "serve.toml:5:8: error: unknown mode `fast`: use `native`, `generic` or `auto`",
             ]
         );
+    }
+
+    #[test]
+    fn every_wrong_type_is_located() {
+        let e = errors(
+            "[[interface]]\nname = 8\nrole = \"external\"\npolicy = \"a\"\n\
+             [[interface]]\nname = \"eth1\"\nrole = \"external\"\npolicy = [\"b\"]\n",
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("serve.toml:2:8: error: invalid type: integer `8`"), "{e:?}");
+        assert!(e[1].starts_with("serve.toml:8:10: error: invalid type: sequence"), "{e:?}");
     }
 
     #[test]

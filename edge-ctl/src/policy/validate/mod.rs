@@ -23,8 +23,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     }
     let raw = match raw {
         Ok(raw) => raw,
-        Err((offset, message)) => {
-            diags.error(offset, message);
+        Err(type_errors) => {
+            // Meaning is checked once the types are right: a piece left out would only cause
+            // errors that are not there (a rule naming a set with a wrong type, say).
+            for (offset, message) in type_errors {
+                diags.error(offset, message);
+            }
             return Err(diags.finish().unwrap_err());
         }
     };

@@ -247,3 +247,57 @@ fn egress_and_conntrack_settings() {
     assert!(one_error("[conntrack]\nmax_entries = 10\n").contains("max_entries = 10 is out of range"));
     assert!(one_error("[conntrack]\ntcp = 10\n").contains("unknown field `tcp`"));
 }
+
+#[test]
+fn every_wrong_type_and_missing_field_is_reported_in_line_order() {
+    let text = "version = \"one\"\n\
+                [sets]\n\
+                edge = [\"203.0.113.10\"]\n\
+                bad = { a = 1 }\n\
+                [conntrack]\n\
+                udp = \"sixty\"\n\
+                [[rule]]\n\
+                name = \"r1\"\n\
+                role = \"external\"\n\
+                direction = \"inbound\"\n\
+                protocol = \"tcp\"\n\
+                ports = true\n\
+                [[rule]]\n\
+                name = \"r2\"\n\
+                role = \"external\"\n\
+                direction = \"inbound\"\n\
+                protocol = \"tcp\"\n\
+                [[rule]]\n\
+                name = \"r3\"\n\
+                role = \"external\"\n\
+                direction = \"inbound\"\n\
+                protocol = \"tcp\"\n\
+                ports = 443\n\
+                enabled = \"yes\"\n\
+                prot = 1\n";
+    let e = errors(text);
+    let lines: Vec<&str> = e.iter().map(|m| m.split(": error: ").next().unwrap()).collect();
+    assert_eq!(
+        lines,
+        ["p.toml:1:11", "p.toml:4:7", "p.toml:6:7", "p.toml:12:9", "p.toml:13:1", "p.toml:24:11", "p.toml:25:1"],
+        "{e:#?}"
+    );
+    assert!(e[0].contains("invalid type: string \"one\", expected i64"), "{}", e[0]);
+    assert!(e[1].contains("a number, a string, or an array of them"), "{}", e[1]);
+    assert!(e[3].contains("invalid type: boolean `true`"), "{}", e[3]);
+    assert!(e[4].contains("missing field `ports`"), "{}", e[4]);
+    assert!(e[6].contains("unknown field `prot` in [[rule]]"), "{}", e[6]);
+}
+
+#[test]
+fn a_wrong_type_in_an_inline_array_of_rules_is_found_per_rule() {
+    let rule = |name: &str, ports: &str| {
+        format!(
+            "{{ name = \"{name}\", role = \"external\", direction = \"inbound\", protocol = \"tcp\", ports = {ports} }}"
+        )
+    };
+    let text = format!("rule = [\n{},\n{},\n{},\n]\n", rule("a", "false"), rule("b", "443"), rule("c", "{ x = 1 }"));
+    let e = errors(&text);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].starts_with("p.toml:2:") && e[1].starts_with("p.toml:4:"), "{e:#?}");
+}
