@@ -652,6 +652,10 @@ fn rule(row: &Row, o: &Options) -> String {
 }
 
 /// The profile as policy TOML.
+/// The profile's connection-table size per address family: one Edge Server at Microsoft's rated
+/// load with room to spare, in under 8 MiB of maps per interface (docs/decisions.md).
+pub const CONNTRACK_ENTRIES: u32 = 8192;
+
 pub fn render(o: &Options) -> String {
     let mut s = String::new();
     s += "# edge-ctl policy: Lync Server 2013 Scaled Consolidated Edge, hardware load balanced.\n";
@@ -670,7 +674,15 @@ pub fn render(o: &Options) -> String {
     s += "\n# Default action is drop. ARP, IPv6 neighbour discovery and path-MTU ICMP pass unless\n";
     s += "# switched off here.\n";
     s += "[roles.external]\nessentials = { arp = true, ndp = true, pmtu = true }\n\n";
-    s += "[roles.internal]\nessentials = { arp = true, ndp = true, pmtu = true }\n";
+    s += "[roles.internal]\nessentials = { arp = true, ndp = true, pmtu = true }\n\n";
+    s += "# The connection table holds the flows the edge opens (outbound rows) so that their answers\n";
+    s += "# pass; connections to the listed inbound ports need no entry. Microsoft rates one Edge\n";
+    s += "# Server for 500 concurrent A/V sessions (with 15,000 Access Edge and 1,000 Web Conferencing\n";
+    s += "# client connections, which are inbound); the A/V media it relays outward is a few flows a\n";
+    s += "# session. A firewall in front of a pool, or a busier node, raises this: each 1,024 entries\n";
+    s += "# cost about 0.35 MiB per interface (both families). When the table is full the least recently\n";
+    s += "# used flow makes room (counted: `edge-ctl stats`, edge_ctl_conntrack_table_full_total).\n";
+    let _ = writeln!(s, "[conntrack]\nmax_entries = {CONNTRACK_ENTRIES}");
     for row in ROWS {
         s += "\n";
         s += &rule(row, o);
