@@ -382,6 +382,22 @@ fn a_renamed_interface_keeps_its_filter_under_its_new_name() {
 }
 
 #[test]
+fn the_connection_table_has_the_size_the_policy_sets() {
+    // attach reads the size off the text to load the programs while it parses the policy; a
+    // form it does not read (an inline table) costs a second load, never a wrong size.
+    let s = setup("ctsz");
+    for (conntrack, expected) in
+        [("[conntrack]\nmax_entries = 256 # small\n", 256), ("conntrack = { max_entries = 128 }\n", 128), ("", 65536)]
+    {
+        std::fs::write(&s.file, format!("{conntrack}{POLICY}")).unwrap();
+        let _servers = attach_filtered(&s);
+        let stats = s.lab.stats(&s.edge, "edge0");
+        assert_eq!(stats["conntrack"]["max_entries"], expected, "{conntrack:?}: {stats}");
+        s.lab.edge_ctl_ok(&s.edge, &["detach", "edge0"]);
+    }
+}
+
+#[test]
 fn nothing_is_left_behind() {
     let s = setup("left");
     // Commands that find nothing to do, and an attach that fails, leave no lock file.

@@ -8,21 +8,60 @@ use anyhow::{Result, bail};
 
 use super::DEFAULT_POLICY;
 use crate::dataplane::{self, AttachRequest, Mode};
-use crate::policy::{Policy, Role, read_policy};
+use crate::policy::{Policy, Role, read_policy_text};
 use crate::profile;
 use crate::session::{empty_role_warning, ssh_session_cut};
 
 /// The policy for `attach`: the given file, else /etc/edge-ctl/policy.toml, else the built-in.
 fn choose_policy(arg: Option<PathBuf>) -> Result<Policy> {
-    if let Some(path) = arg {
-        return read_policy(&path);
+    policy_source(arg)?.policy()
+}
+
+/// Where the policy comes from: a file (checked for who may write it, and read), or the
+/// built-in profile.
+enum PolicySource {
+    File { path: PathBuf, text: String },
+    Profile,
+}
+
+fn policy_source(arg: Option<PathBuf>) -> Result<PolicySource> {
+    let path = match arg {
+        Some(path) => path,
+        None if Path::new(DEFAULT_POLICY).exists() => PathBuf::from(DEFAULT_POLICY),
+        None => return Ok(PolicySource::Profile),
+    };
+    let text = read_policy_text(&path)?;
+    Ok(PolicySource::File { path, text })
+}
+
+impl PolicySource {
+    fn policy(&self) -> Result<Policy> {
+        match self {
+            PolicySource::File { path, text } => Ok(crate::policy::parse(text, &path.display().to_string())?),
+            PolicySource::Profile => {
+                let options = profile::Options { addressing: profile::Addressing::Interface, ..Default::default() };
+                Ok(profile::policy(&options)?)
+            }
+        }
     }
-    let default = Path::new(DEFAULT_POLICY);
-    if default.exists() {
-        return read_policy(default);
+
+    /// The connection-table size the policy most likely sets, without parsing it: the first
+    /// `max_entries = N` after a `[conntrack]` header, else the default.
+    fn conntrack_entries(&self) -> u32 {
+        let PolicySource::File { text, .. } = self else { return profile::CONNTRACK_ENTRIES };
+        let mut in_conntrack = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_conntrack = line.split('#').next().is_some_and(|header| header.trim() == "[conntrack]");
+            } else if let Some(value) = line.strip_prefix("max_entries").map(str::trim_start)
+                && in_conntrack
+                && let Some(n) = value.strip_prefix('=').and_then(|v| v.split('#').next()?.trim().parse().ok())
+            {
+                return n;
+            }
+        }
+        edge_common::CT_DEFAULT_MAX
     }
-    let options = profile::Options { addressing: profile::Addressing::Interface, ..Default::default() };
-    Ok(profile::policy(&options)?)
 }
 
 fn print_warnings(p: &Policy) {
@@ -51,10 +90,22 @@ fn guard(policy: &Policy, role: Role, interface: &str, verb: &str, force: bool) 
 }
 
 pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode: Mode, force: bool) -> Result<()> {
-    let policy = choose_policy(policy)?;
+    // The policy is read while the kernel verifies the programs, which needs of it only the
+    // connection-table size: read off the file's text, or the default (a wrong guess costs a
+    // second load, never a wrong table).
+    let source = policy_source(policy)?;
+    let guess = source.conntrack_entries();
+    let (policy, prepared) = std::thread::scope(|scope| {
+        let reading = scope.spawn(|| source.policy());
+        let prepared = dataplane::prepare_attach(interface, guess);
+        (reading.join().expect("the reading thread does not panic"), prepared)
+    });
+    // A policy error first: it is what the admin came to fix.
+    let policy = policy?;
     print_warnings(&policy);
     guard(&policy, role, interface, "attach", force)?;
-    let report = dataplane::attach(&AttachRequest { ifname: interface, role, policy: &policy, mode })?;
+    let report =
+        dataplane::attach_prepared(prepared?, &AttachRequest { ifname: interface, role, policy: &policy, mode })?;
     if report.replaced_stale {
         eprintln!("note: removed a stale attachment: {interface} had been deleted and created again");
     }

@@ -48,18 +48,32 @@ pub struct AttachReport {
     pub interface_addresses: Vec<IpAddr>,
 }
 
-/// Loads, fills, attaches and pins the filter on an interface. The policy is compiled before
-/// anything is attached; any failure leaves the interface as it was.
-///
-/// Order matters: the connection table is seeded with the connections already open, the egress
-/// program (which records new flows) goes on before the ingress filter, and the pins are moved
-/// into place last.
-pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
-    let ifindex = system::if_index(req.ifname)?;
-    if system::is_loopback(req.ifname) {
-        return Err(DataplaneError::Loopback(req.ifname.to_string()));
+/// The first half of an attach, which needs of the policy only its connection-table size: the
+/// interface checked and locked, the eBPF object loaded under the staging pins and both
+/// programs verified (most of the time an attach takes). Nothing is on the interface yet;
+/// dropping it removes the staged object and releases the lock. The command line prepares
+/// while it reads the policy ([`attach_prepared`] finishes).
+pub struct Prepared {
+    // Dropped in this order: the programs, the staged pins, then the lock (which removes the
+    // lock file when nothing is left for the interface).
+    ebpf: aya::Ebpf,
+    staging: Staging,
+    locked: super::Locked,
+    ns: super::paths::NamespacePaths,
+    ct_max: u32,
+    ifindex: u32,
+    replaced_stale: bool,
+}
+
+/// Checks, locks, loads and verifies for an attach to `ifname` with connection tables of
+/// `ct_max` entries per family (a guess is fine: [`attach_prepared`] loads again if the policy
+/// says otherwise).
+pub fn prepare_attach(ifname: &str, ct_max: u32) -> Result<Prepared, DataplaneError> {
+    let ifindex = system::if_index(ifname)?;
+    if system::is_loopback(ifname) {
+        return Err(DataplaneError::Loopback(ifname.to_string()));
     }
-    let (ns, locked) = prepare(req.ifname)?;
+    let (ns, locked) = prepare(ifname)?;
     let p = &locked.paths;
     let mut replaced_stale = false;
     if p.pins.join(XDP_LINK).exists() {
@@ -71,29 +85,64 @@ pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
                 let _ = std::fs::remove_file(&p.state);
                 replaced_stale = true;
             }
-            _ => return Err(DataplaneError::AlreadyAttached(req.ifname.to_string())),
+            _ => return Err(DataplaneError::AlreadyAttached(ifname.to_string())),
         }
     }
     if p.pins.exists() {
         // Pins without a link: left by a detach interrupted before it could finish.
         std::fs::remove_dir_all(&p.pins).map_err(|e| DataplaneError::io("remove stale pins", e))?;
     }
-    let addrs = system::interface_addresses(req.ifname);
     super::kernel::features().check_required()?;
-
     std::fs::create_dir_all(&p.staging).map_err(|e| DataplaneError::io("create staging pins", e))?;
-    let mut staging = Staging { dir: &p.staging, armed: true };
-    let mut ebpf = object::load(&p.staging, req.policy.conntrack.max_entries)?;
-    // The kernel verifies the programs (most of an attach) while the policy compiles. Nothing is
-    // on the interface yet: a policy that does not compile leaves only the staged object, which
-    // `staging` removes.
-    let (tables, verified) = std::thread::scope(|scope| {
-        let verifying = scope.spawn(|| object::verify_filters(&mut ebpf));
+    let staging = Staging { dir: p.staging.clone(), armed: true };
+    let mut ebpf = object::load(&p.staging, ct_max)?;
+    object::verify_filters(&mut ebpf)?;
+    Ok(Prepared { ebpf, staging, locked, ns, ct_max, ifindex, replaced_stale })
+}
+
+/// Loads, fills, attaches and pins the filter on an interface. The policy is compiled before
+/// anything is attached; any failure leaves the interface as it was.
+pub fn attach(req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
+    // The kernel verifies the programs (most of an attach) while the policy compiles.
+    let addrs = system::interface_addresses(req.ifname);
+    let (prepared, tables) = std::thread::scope(|scope| {
+        let preparing = scope.spawn(|| prepare_attach(req.ifname, req.policy.conntrack.max_entries));
         let tables = compile::compile(req.policy, req.role, &addrs, &SlotMap::default());
-        (tables, verifying.join().expect("the verifying thread does not panic"))
+        (preparing.join().expect("the preparing thread does not panic"), tables)
     });
     let tables = tables?;
-    verified?;
+    finish(prepared?, req, addrs, tables)
+}
+
+/// The second half of an attach (see [`Prepared`]): compiles the policy, fills the tables,
+/// attaches and pins.
+pub fn attach_prepared(prepared: Prepared, req: &AttachRequest) -> Result<AttachReport, DataplaneError> {
+    let addrs = system::interface_addresses(req.ifname);
+    let tables = compile::compile(req.policy, req.role, &addrs, &SlotMap::default())?;
+    finish(prepared, req, addrs, tables)
+}
+
+/// Order matters: the connection table is seeded with the connections already open, the egress
+/// program (which records new flows) goes on before the ingress filter, and the pins are moved
+/// into place last.
+fn finish(
+    prepared: Prepared,
+    req: &AttachRequest,
+    addrs: Vec<IpAddr>,
+    tables: compile::Tables,
+) -> Result<AttachReport, DataplaneError> {
+    // Bindings drop in reverse: the programs, the staged pins, then the lock.
+    let Prepared { ns, locked, mut staging, mut ebpf, ct_max, ifindex, replaced_stale } = prepared;
+    let p = &locked.paths;
+    assert_eq!(p.ifname, req.ifname, "prepared for one interface, attached to another");
+    if tables.ct_max != ct_max {
+        // Prepared for another size: the connection tables are sized when the object loads.
+        drop(ebpf);
+        std::fs::remove_dir_all(&p.staging).map_err(|e| DataplaneError::io("remove staging pins", e))?;
+        std::fs::create_dir_all(&p.staging).map_err(|e| DataplaneError::io("create staging pins", e))?;
+        ebpf = object::load(&p.staging, tables.ct_max)?;
+        object::verify_filters(&mut ebpf)?;
+    }
     let mut maps = MapSet::open(&p.staging)?;
     maps.write_generation(0, &tables)?;
     maps.set_active_generation(0)?;

@@ -23,7 +23,7 @@ use std::path::Path;
 use crate::policy::PolicyError;
 use paths::{InterfacePaths, NamespacePaths, XDP_LINK};
 
-pub use attach::{AttachReport, AttachRequest, Mode, attach, detach};
+pub use attach::{AttachReport, AttachRequest, Mode, Prepared, attach, attach_prepared, detach, prepare_attach};
 pub use explain::{ExplainAnswer, ExplainRequest, RuleRef, explain};
 pub use reload::{ReloadReport, RemovedRule, UpgradeReport, needs_upgrade, reload, upgrade, wait_for_running_programs};
 pub use report::{ConntrackStats, EventStats, InterfaceStats, InterfaceStatus, ReasonStats, RuleStats, stats, status};
@@ -316,15 +316,15 @@ fn sweep(p: &InterfacePaths) -> Result<(), DataplaneError> {
 }
 
 /// Removes a directory when dropped unless disarmed: a failed attach leaves nothing behind.
-struct Staging<'a> {
-    dir: &'a Path,
+struct Staging {
+    dir: std::path::PathBuf,
     armed: bool,
 }
 
-impl Drop for Staging<'_> {
+impl Drop for Staging {
     fn drop(&mut self) {
         if self.armed {
-            let _ = std::fs::remove_dir_all(self.dir);
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

@@ -10,7 +10,13 @@ use super::Policy;
 
 /// Reads a policy file, refusing one that another user could change.
 pub fn read_policy(path: &Path) -> Result<Policy> {
+    let text = read_policy_text(path)?;
+    Ok(super::parse(&text, &path.display().to_string())?)
+}
+
+/// The text of a policy file, refusing one that another user could change.
+pub fn read_policy_text(path: &Path) -> Result<String> {
     std::fs::metadata(path).with_context(|| format!("cannot read policy file {}", path.display()))?;
     crate::trust::check(path, "policy file")?;
-    Ok(super::load(path)?)
+    std::fs::read_to_string(path).with_context(|| format!("cannot read policy file {}", path.display()))
 }

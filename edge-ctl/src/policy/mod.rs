@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use diag::{Diagnostic, Location, PolicyError, Severity};
-pub use file::read_policy;
+pub use file::{read_policy, read_policy_text};
 
 /// The current policy format version.
 pub const FORMAT_VERSION: i64 = 1;
