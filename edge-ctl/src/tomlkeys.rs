@@ -1,12 +1,15 @@
-//! Unknown keys in a TOML file, every one of them, each at its position.
+//! Unknown keys in a TOML file, every one of them, each at its position; and every type error.
 //!
 //! serde's `deny_unknown_fields` stops at the first unknown key and hides every other error of
 //! the file. The policy and `serve`'s configuration are therefore deserialized leniently, and
 //! their keys are checked here first against a [`Shape`] of what each table may hold, on the
-//! parsed document with spans (toml_edit, the parser under the `toml` crate), so the caller can
-//! report them together with everything else, in line order.
+//! parsed document with spans (the `toml` crate's own spanned tree, which it deserializes
+//! from), so the caller can report them together with everything else, in line order.
 
-use toml_edit::{ImDocument, Item, TableLike};
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// What a table may hold: its keys, and for each the shape of its value.
 #[derive(Clone, Copy, Debug)]
@@ -19,13 +22,14 @@ pub enum Shape {
     Any,
 }
 
-/// Every key the shape does not allow, as (byte offset of the key, message). A document that
-/// does not parse gives none: the deserializer reports the syntax error.
-pub fn unknown(text: &str, shape: &Shape) -> Vec<(usize, String)> {
+/// Every key the shape does not allow, as (byte offset of the key, message), in line order. A
+/// document that does not parse gives none: the deserializer reports the syntax error.
+pub fn unknown(text: &str, shape: &Shape) -> Vec<Positioned> {
     let mut out = Vec::new();
-    if let Ok(doc) = ImDocument::parse(text) {
-        walk_table(doc.as_table(), shape, &mut out);
+    if let Ok(doc) = DeTable::parse(text) {
+        walk_table(doc.get_ref(), shape, &mut out);
     }
+    out.sort_by_key(|e| e.0);
     out
 }
 
@@ -33,8 +37,7 @@ pub fn unknown(text: &str, shape: &Shape) -> Vec<(usize, String)> {
 pub type Positioned = (usize, String);
 
 /// A file read leniently: its unknown keys (as [`unknown`]) and its value, or every error that
-/// stops deserializing, as (byte offset, message). The text is parsed once when it is right (a
-/// 10,000-rule policy spent a fifth of `policy check` parsing it a second time).
+/// stops deserializing, as (byte offset, message). The text is parsed once when it is right.
 ///
 /// serde stops at the first wrong type or missing field. To report them all, the piece of the
 /// file holding the error (the rule, the table, the named set, the top-level key; see
@@ -45,26 +48,24 @@ pub fn parse<T: serde::de::DeserializeOwned>(
     text: &str,
     shape: &Shape,
 ) -> (Vec<Positioned>, Result<T, Vec<Positioned>>) {
-    let doc = match ImDocument::parse(text.to_string()) {
+    let message = |e: &toml::de::Error| e.message().trim_end().to_string();
+    let doc = match DeTable::parse(text) {
         Ok(doc) => doc,
-        Err(e) => {
-            let at = e.span().map_or(0, |s| s.start);
-            return (Vec::new(), Err(vec![(at, e.message().trim_end().to_string())]));
-        }
+        Err(e) => return (Vec::new(), Err(vec![(e.span().map_or(0, |s| s.start), message(&e))])),
     };
     let mut out = Vec::new();
-    walk_table(doc.as_table(), shape, &mut out);
-    let first = match toml_edit::de::from_document::<T>(doc) {
+    walk_table(doc.get_ref(), shape, &mut out);
+    out.sort_by_key(|e| e.0);
+    let first = match T::deserialize(toml::de::Deserializer::from(doc)) {
         Ok(value) => return (out, Ok(value)),
         Err(e) => e,
     };
-    let error = |e: &toml_edit::de::Error| (e.span().map(|s| s.start), e.message().trim_end().to_string());
-    let (mut at, message) = error(&first);
-    let mut errors = vec![(at.unwrap_or(0), message)];
+    let mut at = first.span().map(|s| s.start);
+    let mut errors = vec![(at.unwrap_or(0), message(&first))];
     let mut work = text.to_string();
-    let mut blanked: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut blanked: Vec<Range<usize>> = Vec::new();
     while let Some(offset) = at {
-        let Some(range) = ImDocument::parse(work.clone()).ok().and_then(|d| piece(d.as_table(), shape, offset)) else {
+        let Some(range) = DeTable::parse(&work).ok().and_then(|d| piece(d.get_ref(), shape, offset)) else {
             break;
         };
         if errors.len() >= MAX_ERRORS || blanked.iter().any(|b| b.start <= range.start && range.end <= b.end) {
@@ -72,20 +73,19 @@ pub fn parse<T: serde::de::DeserializeOwned>(
         }
         let mut next = work.clone();
         blank(&mut next, range.clone());
-        if ImDocument::parse(next.as_str()).is_err() {
+        if DeTable::parse(&next).is_err() {
             // An element of an inline array: its comma goes with it.
             next = work.clone();
             blank(&mut next, with_comma(&work, range.clone()));
         }
         work = next;
         blanked.push(range);
-        let Ok(doc) = ImDocument::parse(work.clone()) else { break };
-        match toml_edit::de::from_document::<T>(doc) {
+        let Ok(doc) = DeTable::parse(&work) else { break };
+        match T::deserialize(toml::de::Deserializer::from(doc)) {
             Ok(_) => break,
             Err(e) => {
-                let (next, message) = error(&e);
-                at = next;
-                errors.push((next.unwrap_or(0), message));
+                at = e.span().map(|s| s.start);
+                errors.push((at.unwrap_or(0), message(&e)));
             }
         }
     }
@@ -98,7 +98,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(
 pub const MAX_ERRORS: usize = 100;
 
 /// `range` and the comma after it (or, for the last element of an array, the one before it).
-fn with_comma(text: &str, range: std::ops::Range<usize>) -> std::ops::Range<usize> {
+fn with_comma(text: &str, range: Range<usize>) -> Range<usize> {
     let after = text[range.end..].find(|c: char| !c.is_whitespace()).map(|i| range.end + i);
     if let Some(i) = after.filter(|&i| text.as_bytes()[i] == b',') {
         return range.start..i + 1;
@@ -111,101 +111,97 @@ fn with_comma(text: &str, range: std::ops::Range<usize>) -> std::ops::Range<usiz
 }
 
 /// Replaces every character of `range` but newlines with spaces (offsets and lines stay).
-fn blank(text: &mut String, range: std::ops::Range<usize>) {
+fn blank(text: &mut String, range: Range<usize>) {
     let blanked: String = text[range.clone()].chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
     // Multi-byte characters become several spaces: the byte length is kept by padding.
     let pad = range.len() - blanked.len();
     text.replace_range(range, &(blanked + &" ".repeat(pad)));
 }
 
+/// All of the text a value covers: its own span (a table's is its header) and everything in it.
+fn extent(value: &Spanned<DeValue>) -> Range<usize> {
+    let mut r = value.span();
+    let mut widen = |o: Range<usize>| r = r.start.min(o.start)..r.end.max(o.end);
+    match value.get_ref() {
+        DeValue::Table(t) => t.iter().for_each(|(k, v)| {
+            widen(k.span());
+            widen(extent(v));
+        }),
+        DeValue::Array(a) => a.iter().for_each(|v| widen(extent(v))),
+        _ => {}
+    }
+    r
+}
+
 /// The smallest piece of the document holding byte `offset` that can go without breaking what
 /// is around it: an element of an array of tables (a `[[rule]]`), an entry of a free-form table
 /// (a named set), a table of settings (`[conntrack]`), or a top-level key with its value.
-fn piece(table: &dyn TableLike, shape: &Shape, offset: usize) -> Option<std::ops::Range<usize>> {
+fn piece(table: &DeTable, shape: &Shape, offset: usize) -> Option<Range<usize>> {
     let keys: &[(&str, Shape)] = match shape {
         Shape::Table(_, keys) => keys,
         _ => &[],
     };
-    let within = |r: &std::ops::Range<usize>| r.start <= offset && offset <= r.end;
-    for (key, item) in table.iter() {
-        let child = keys.iter().find(|(k, _)| *k == key).map_or(Shape::Any, |(_, s)| *s);
-        let key_start = table.get_key_value(key).and_then(|(k, _)| k.span()).map(|s| s.start);
-        match item {
-            Item::ArrayOfTables(tables) => {
-                if let Some(r) = tables.iter().filter_map(|t| t.span()).find(within) {
-                    return Some(r);
-                }
+    let within = |r: &Range<usize>| r.start <= offset && offset <= r.end;
+    for (key, value) in table.iter() {
+        let child = keys.iter().find(|(k, _)| *k == key.get_ref().as_ref()).map_or(Shape::Any, |(_, s)| *s);
+        let whole = {
+            let e = extent(value);
+            key.span().start.min(e.start)..e.end
+        };
+        if !within(&whole) {
+            continue;
+        }
+        match (value.get_ref(), child) {
+            // Each table of an array of tables (standard or inline) is a piece.
+            (DeValue::Array(elements), Shape::Tables(_)) => {
+                return elements.iter().map(extent).find(within).or(Some(whole));
             }
-            Item::Table(t) => {
-                if let Shape::Any = child {
-                    // Free-form: each entry is a piece.
-                    for (k, v) in t.iter() {
-                        let start = t.get_key_value(k).and_then(|(k, _)| k.span()).map(|s| s.start);
-                        let end = v.as_value().and_then(|v| v.span()).map(|s| s.end);
-                        if let (Some(start), Some(end)) = (start, end)
-                            && within(&(start..end))
-                        {
-                            return Some(start..end);
-                        }
-                    }
-                } else if let Some(r) = piece(t, &child, offset) {
-                    return Some(r);
-                }
-                if let Some(r) = t.span().filter(within) {
-                    return Some(r);
-                }
+            // Free-form (the named sets): each entry is a piece.
+            (DeValue::Table(entries), Shape::Any) => {
+                let entry = entries.iter().map(|(k, v)| k.span().start..extent(v).end).find(within);
+                return entry.or(Some(whole));
             }
-            Item::Value(v) => {
-                let Some(span) = v.span() else { continue };
-                let whole = key_start.unwrap_or(span.start)..span.end;
-                if !within(&whole) {
-                    continue;
-                }
-                // An array of inline tables stands for an array of tables: each is a piece.
-                if let (Shape::Tables(_), Some(array)) = (child, v.as_array())
-                    && let Some(r) = array.iter().filter_map(|e| e.span()).find(within)
-                {
-                    return Some(r);
-                }
-                return Some(whole);
+            // A table of tables (`[roles]`): the inner table; a table of settings: all of it.
+            (DeValue::Table(inner), Shape::Table(..)) => {
+                return piece(inner, &child, offset).filter(|_| is_table_of_tables(inner)).or(Some(whole));
             }
-            Item::None => {}
+            _ => return Some(whole),
         }
     }
     None
 }
 
-fn walk(item: &Item, shape: &Shape, out: &mut Vec<(usize, String)>) {
-    match shape {
-        Shape::Any => {}
-        Shape::Table(..) => {
-            if let Some(t) = item.as_table_like() {
-                walk_table(t, shape, out);
-            }
-        }
-        Shape::Tables(inner) => {
-            if let Some(tables) = item.as_array_of_tables() {
-                for t in tables.iter() {
-                    walk_table(t, inner, out);
-                }
-            } else if let Some(array) = item.as_array() {
-                for t in array.iter().filter_map(|v| v.as_inline_table()) {
+/// Whether every value of the table is a table (`[roles]`, holding `[roles.external]`).
+fn is_table_of_tables(t: &DeTable) -> bool {
+    !t.is_empty() && t.values().all(|v| matches!(v.get_ref(), DeValue::Table(_)))
+}
+
+fn walk(value: &DeValue, shape: &Shape, out: &mut Vec<Positioned>) {
+    match (shape, value) {
+        (Shape::Table(..), DeValue::Table(t)) => walk_table(t, shape, out),
+        (Shape::Tables(inner), DeValue::Array(elements)) => {
+            for e in elements.iter() {
+                if let DeValue::Table(t) = e.get_ref() {
                     walk_table(t, inner, out);
                 }
             }
         }
+        _ => {}
     }
 }
 
-fn walk_table(table: &dyn TableLike, shape: &Shape, out: &mut Vec<(usize, String)>) {
+fn walk_table(table: &DeTable, shape: &Shape, out: &mut Vec<Positioned>) {
     let Shape::Table(name, keys) = shape else { return };
-    for (key, item) in table.iter() {
-        match keys.iter().find(|(k, _)| *k == key) {
-            Some((_, child)) => walk(item, child, out),
+    for (key, value) in table.iter() {
+        let name_of_key: &str = key.get_ref().as_ref();
+        match keys.iter().find(|(k, _)| *k == name_of_key) {
+            Some((_, child)) => walk(value.get_ref(), child, out),
             None => {
-                let at = table.get_key_value(key).and_then(|(k, _)| k.span()).map_or(0, |s| s.start);
                 let expected: Vec<String> = keys.iter().map(|(k, _)| format!("`{k}`")).collect();
-                out.push((at, format!("unknown field `{key}` in {name}, expected one of {}", expected.join(", "))));
+                out.push((
+                    key.span().start,
+                    format!("unknown field `{name_of_key}` in {name}, expected one of {}", expected.join(", ")),
+                ));
             }
         }
     }
