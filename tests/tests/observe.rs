@@ -144,6 +144,8 @@ fn tail_skips_what_was_buffered_before_it_unless_asked() {
 fn a_flood_yields_no_more_events_than_the_limit() {
     // 10 events per second for the interface; the flood runs 2 s, tail reads for 3 s.
     let s = setup("flood", "[events]\nper_second = 10\n");
+    // One CPU for the flood and the drops after it: the budget is per CPU.
+    edge_tests::compare::cpu::pin_to_cpu(0);
     let t = tail(&s, 3);
     let before = drop_packets(&s.lab.stats(&s.edge, "edge0"), "policy-default");
     let sent = udp_flood(&s.peer, at(EDGE[0], 9), Duration::from_secs(2));
@@ -165,6 +167,18 @@ fn a_flood_yields_no_more_events_than_the_limit() {
     let reported = stats["events"]["reported"].as_u64().unwrap();
     assert!(reported <= limit + 10, "reported {reported}: the budget holds with no reader too");
     assert!(stats["events"]["suppressed"].as_u64().unwrap() >= sent - limit, "{}", stats["events"]);
+    // After the flood, in a new second: single drops are reported again, every one of them (the
+    // budget is ceil(10 / CPUs) per CPU and second, at least 5 here). On the flood's CPU: the
+    // sockets' threads inherit this thread's CPU, and veth receives on the sender's CPU.
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = tail(&s, 2);
+    for port in [5011, 5012, 5013] {
+        assert_eq!(udp_probe(&s.peer, at(EDGE[0], port), Duration::from_millis(200)), Outcome::Silent);
+    }
+    let ev = events(t);
+    for port in [5011, 5012, 5013] {
+        assert!(ev.iter().any(|e| e["dport"] == port), "the drop to {port} after the flood: {ev:#?}");
+    }
 }
 
 #[test]
