@@ -35,10 +35,8 @@ fn main() -> ExitCode {
 fn fail(e: anyhow::Error) -> ExitCode {
     // Policy and serve-configuration diagnostics already read "file:line:col: error: ...";
     // print them as they are.
-    // (LoadError::Invalid is transparent, so its PolicyError is not a `source` of it.)
     let located = e.chain().find(|c| {
         c.is::<edge_ctl::policy::PolicyError>()
-            || matches!(c.downcast_ref::<edge_ctl::policy::LoadError>(), Some(edge_ctl::policy::LoadError::Invalid(_)))
             || matches!(
                 c.downcast_ref::<edge_ctl::serve::config::ConfigError>(),
                 Some(edge_ctl::serve::config::ConfigError::Invalid(_))

@@ -10,7 +10,6 @@ mod raw;
 mod validate;
 
 use std::fmt;
-use std::path::Path;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -363,19 +362,4 @@ impl Policy {
 /// Parses and validates policy text. `origin` names it in diagnostics (a path or `<built-in>`).
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     validate::parse(text, origin)
-}
-
-/// Reads and parses a policy file.
-pub fn load(path: &Path) -> Result<Policy, LoadError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
-    Ok(parse(&text, &path.display().to_string())?)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("cannot read policy file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error(transparent)]
-    Invalid(#[from] PolicyError),
 }
