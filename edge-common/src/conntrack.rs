@@ -195,7 +195,11 @@ pub struct CtEntry {
     pub state: u8,
     /// A [`ct_origin`] value.
     pub origin: u8,
-    pub _pad: u32,
+    /// TCP: the number a RST from the far side must carry to end the flow (wire order): the
+    /// acknowledgment number of the edge's last segment (its sequence number, RFC 5961's exact
+    /// match), or in SYN-sent the SYN's sequence number plus one (its acknowledgment number,
+    /// RFC 793). 0: not known (a seeded flow until the edge's next segment).
+    pub ack: u32,
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ named_enum! {
         /// A header ends beyond the frame.
         Truncated = 1 => "truncated",
         /// A header field is impossible (IPv4 IHL below 5, total length beyond the frame, TCP data
-        /// offset below 5, wrong IP version).
+        /// offset below 5, wrong IP version), or the IP length leaves no room for the layer-4
+        /// header the packet claims (a TCP header past the datagram's end).
         BadHeader = 2 => "bad-header",
         /// A non-first IPv4/IPv6 fragment: it carries no ports to judge.
         Fragment = 3 => "fragment",
@@ -61,6 +62,10 @@ named_enum! {
         EgressPolicy = 9 => "egress-policy",
         /// IPv6 with more than four extension headers before the upper layer.
         ExtHeaders = 10 => "ext-headers",
+        /// A TCP flag combination no stack sends (SYN+FIN, SYN+RST, RST+FIN, FIN without ACK as
+        /// in xmas and FIN scans, no flags at all): the combinations Linux conntrack calls
+        /// invalid.
+        TcpFlags = 11 => "tcp-flags",
     }
 }
 
@@ -126,8 +131,9 @@ named_enum! {
         Expired = 1 => "expired",
         /// An entry was created while the table was full, evicting the least recently used.
         TableFull = 2 => "table-full",
-        /// A TCP RST on a tracked flow: the edge's own ends the flow, one from outside makes it
-        /// closing (see docs/design.md). (Hits, packets passed for a tracked flow, are the inbound
+        /// A TCP RST on a tracked flow: the edge's own ends the flow, one from outside with the
+        /// exact sequence number the edge last acknowledged makes it closing (see
+        /// docs/design.md). (Hits, packets passed for a tracked flow, are the inbound
         /// `conntrack` pass counter.)
         Reset = 3 => "reset",
     }

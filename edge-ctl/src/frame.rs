@@ -74,11 +74,18 @@ pub fn ip(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A 20-byte TCP header with sequence number 1 and acknowledgment number 0.
 pub fn tcp_header(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    tcp_header_seq(sport, dport, flags, 1, 0)
+}
+
+/// A 20-byte TCP header with the given sequence and acknowledgment numbers.
+pub fn tcp_header_seq(sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
     let mut h = Vec::with_capacity(20);
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    h.extend_from_slice(&seq.to_be_bytes());
+    h.extend_from_slice(&ack.to_be_bytes());
     h.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
     h
 }
@@ -95,6 +102,11 @@ pub fn udp_header(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
 
 pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     ip(src, dst, TCP, &tcp_header(sport, dport, flags))
+}
+
+/// [`tcp`] with sequence and acknowledgment numbers.
+pub fn tcp_seq(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
+    ip(src, dst, TCP, &tcp_header_seq(sport, dport, flags, seq, ack))
 }
 
 pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {

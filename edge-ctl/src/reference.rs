@@ -212,6 +212,9 @@ pub fn decide_bytes(policy: &Policy, role: Role, interface: &[IpAddr], direction
 ///   fragment header with a non-zero offset is a later fragment.
 /// - TCP: 20 bytes and a data offset of at least 5; UDP: 8 bytes; ICMP/ICMPv6: 4 bytes.
 ///   A header cut short anywhere is `truncated`; an impossible field is `bad-header`.
+/// - The layer-4 header (TCP with its options) lies within the datagram the IP length field
+///   declares, else `bad-header` (after the frame's own bound: `truncated` first).
+/// - TCP flags are a combination a stack sends (see [`tcp_flags_valid`]), else `tcp-flags`.
 pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
     let get = |at: usize, n: usize| b.get(at..at + n).ok_or(DropReason::Truncated);
     let mut ethertype = u16::from_be_bytes(get(12, 2)?.try_into().unwrap());
@@ -222,7 +225,7 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             l3 += 4;
         }
     }
-    let (src, dst, proto, l4, v6) = match ethertype {
+    let (src, dst, proto, l4, v6, end) = match ethertype {
         0x0806 => return Ok(Frame::Arp),
         0x0800 => {
             let h = get(l3, 20)?;
@@ -239,7 +242,7 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             }
             let src = IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]));
             let dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
-            (src, dst, h[9], l3 + ihl, false)
+            (src, dst, h[9], l3 + ihl, false, l3 + total)
         }
         0x86dd => {
             let h = get(l3, 40)?;
@@ -247,6 +250,8 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
                 return Err(DropReason::BadHeader);
             }
             let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+            // Egress: 0 may be a GSO packet over 64 KiB (BIG TCP), bounded by nothing.
+            let end = if payload == 0 && !ingress { usize::MAX } else { l3 + 40 + payload };
             if ingress && l3 + 40 + payload > b.len() {
                 return Err(DropReason::BadHeader);
             }
@@ -270,26 +275,35 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
                 next = e[0];
                 walked += 1;
             }
-            (src, dst, next, off, true)
+            (src, dst, next, off, true, end)
         }
         _ => return Ok(Frame::NotIp),
     };
+    // A header the frame holds but the datagram does not.
+    let within = |n: usize| if l4 + n > end { Err(DropReason::BadHeader) } else { Ok(()) };
     let payload = match proto {
         6 => {
             let t = get(l4, 20)?;
-            if t[12] >> 4 < 5 {
+            let header = (t[12] >> 4) as usize * 4;
+            if header < 20 {
                 return Err(DropReason::BadHeader);
+            }
+            within(header)?;
+            if !tcp_flags_valid(t[13]) {
+                return Err(DropReason::TcpFlags);
             }
             let (sport, dport) = (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]));
             Payload::Ports { protocol: Protocol::Tcp, sport, dport, tcp_flags: t[13] }
         }
         17 => {
             let u = get(l4, 8)?;
+            within(8)?;
             let (sport, dport) = (u16::from_be_bytes([u[0], u[1]]), u16::from_be_bytes([u[2], u[3]]));
             Payload::Ports { protocol: Protocol::Udp, sport, dport, tcp_flags: 0 }
         }
         1 | 58 => {
             let i = get(l4, 4)?;
+            within(4)?;
             if (proto == 58) != v6 { Payload::OtherIp(proto) } else { Payload::Icmp { v6, kind: i[0], code: i[1] } }
         }
         other => Payload::OtherIp(other),
@@ -297,7 +311,20 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
     Ok(Frame::Ip { src, dst, payload })
 }
 
-/// Which parse outcomes the kernel reports as `NotIp` ingress: other EtherTypes are drops.
+/// Whether a stack sends these TCP flags: with PSH, ECE and CWR set aside, one of SYN,
+/// SYN+URG, SYN+ACK, RST, RST+ACK, FIN+ACK, FIN+ACK+URG, ACK or ACK+URG (Linux conntrack's
+/// list). Everything else (no flags, SYN+FIN, SYN+RST, FIN without ACK, ...) is a scan or an
+/// attack.
+pub fn tcp_flags_valid(flags: u8) -> bool {
+    const FIN: u8 = 0x01;
+    const SYN: u8 = 0x02;
+    const RST: u8 = 0x04;
+    const ACK: u8 = 0x10;
+    const URG: u8 = 0x20;
+    let f = flags & (FIN | SYN | RST | ACK | URG);
+    [SYN, SYN | URG, SYN | ACK, RST, RST | ACK, FIN | ACK, FIN | ACK | URG, ACK, ACK | URG].contains(&f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,8 +210,14 @@ pub fn live_checked<const DRY: bool>(cfg: &GenConfig, f: &Flow) -> Tracked {
     Tracked { found: true, hit, now }
 }
 
-/// Refreshes a flow and moves a TCP flow's state on a segment; the edge's own RST removes the
-/// flow, a RST from outside makes it closing.
+/// Refreshes a flow and moves a TCP flow's state on a segment.
+///
+/// Only the edge's own segments, which the edge's stack made, move a flow towards its end: its
+/// RST removes the flow, its FIN makes it closing, and every segment records the sequence number
+/// it acknowledges. From the far side, which anyone who guesses the four-tuple can forge, only a
+/// RST carrying exactly that number (RFC 5961's rule for accepting a RST) makes the flow closing;
+/// any other RST or FIN passes to the edge's stack, which judges it against its real window,
+/// and leaves the table as it was (see docs/decisions.md, "Blind RST and FIN").
 #[inline(always)]
 pub fn advance<const DRY: bool>(f: &Flow, t: &Tracked, pkt: &Packet, inbound: bool) {
     if DRY {
@@ -227,34 +233,57 @@ pub fn advance<const DRY: bool>(f: &Flow, t: &Tracked, pkt: &Packet, inbound: bo
         return;
     }
     let flags = pkt.tcp_flags;
-    if flags & TCP_RST != 0 {
-        counters::ct_event(CtEvent::Reset);
-        if !inbound {
+    let state = unsafe { (*e).state };
+    let next = if inbound {
+        if flags & TCP_RST != 0 {
+            // In SYN-sent the RST must acknowledge the edge's SYN (RFC 793); after that it must
+            // carry the sequence number the edge acknowledged last. 0: not known yet.
+            let number = if state == CtState::SynSent as u8 { pkt.ack } else { pkt.seq };
+            let expected = unsafe { (*e).ack };
+            if number != expected || expected == 0 {
+                return;
+            }
+            counters::ct_event(CtEvent::Reset);
+            CtState::Closing as u8
+        } else if state == CtState::SynSent as u8 && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+            CtState::Established as u8
+        } else {
+            state
+        }
+    } else {
+        if flags & TCP_RST != 0 {
             // The edge's own stack ended the connection.
+            counters::ct_event(CtEvent::Reset);
             remove(f, &hit);
             return;
         }
-    }
-    let state = unsafe { (*e).state };
-    // A RST from outside only moves the flow to closing: the edge's stack checks its sequence
-    // number and this table cannot, so a spoofed RST must not cut a live connection (its next
-    // packets keep the flow), while after a real one the flow idles out.
-    let next = if flags & (TCP_FIN | TCP_RST) != 0 {
-        CtState::Closing as u8
-    } else if !inbound && flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        // The edge opens a new connection on the 4-tuple of a closing one.
-        CtState::SynSent as u8
-    } else if state == CtState::SynSent as u8 && inbound && flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
-        CtState::Established as u8
-    } else if state == CtState::SynSent as u8 && !inbound && flags & TCP_SYN == 0 {
-        // The edge sends data: the handshake completed.
-        CtState::Established as u8
-    } else {
-        state
+        let number = expected_number(pkt);
+        if unsafe { (*e).ack } != number {
+            unsafe { (*e).ack = number };
+        }
+        if flags & TCP_FIN != 0 {
+            CtState::Closing as u8
+        } else if flags & TCP_SYN != 0 && flags & TCP_ACK == 0 {
+            // The edge opens a new connection on the 4-tuple of a closing one.
+            CtState::SynSent as u8
+        } else if state == CtState::SynSent as u8 && flags & TCP_SYN == 0 {
+            // The edge sends data: the handshake completed.
+            CtState::Established as u8
+        } else {
+            state
+        }
     };
     if next != state {
         unsafe { (*e).state = next };
     }
+}
+
+/// The number a RST from the far side must carry after the edge's segment `pkt`: what the
+/// segment acknowledges, or for a bare SYN, the SYN's sequence number plus one (which the RST
+/// refusing it acknowledges). Wire order.
+#[inline(always)]
+fn expected_number(pkt: &Packet) -> u32 {
+    if pkt.tcp_flags & TCP_ACK != 0 { pkt.ack } else { u32::from_be(pkt.seq).wrapping_add(1).to_be() }
 }
 
 /// Records a new outbound flow allowed by rule `slot`.
@@ -278,7 +307,7 @@ pub fn create<const DRY: bool>(cfg: &GenConfig, f: &Flow, pkt: &Packet, slot: u1
         rule: slot,
         state: state as u8,
         origin: ct_origin::OUTBOUND,
-        _pad: 0,
+        ack: if pkt.proto == PROTO_TCP { expected_number(pkt) } else { 0 },
     };
     let inserted = match f {
         Flow::V4(k) => EDGE_CT4.insert(k, entry, 0),

@@ -48,12 +48,27 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// Offset of the layer-4 header from the start of the frame.
     pub l4_offset: u16,
+    /// TCP sequence and acknowledgment numbers (wire order), 0 otherwise.
+    pub seq: u32,
+    pub ack: u32,
 }
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+
+/// The TCP flag combinations a stack sends, as Linux conntrack's `tcp_valid_flags` lists them,
+/// one bit per value of the flags FIN, SYN, RST, ACK and URG (PSH, ECE and CWR aside): SYN,
+/// SYN+URG, SYN+ACK, RST, RST+ACK, FIN+ACK, FIN+ACK+URG, ACK, ACK+URG.
+const TCP_VALID: u64 =
+    1 << 0x02 | 1 << 0x22 | 1 << 0x12 | 1 << 0x04 | 1 << 0x14 | 1 << 0x11 | 1 << 0x31 | 1 << 0x10 | 1 << 0x30;
+
+/// Whether a TCP segment's flags are a combination some stack sends (a shift and a test).
+#[inline(always)]
+pub fn tcp_flags_valid(flags: u8) -> bool {
+    TCP_VALID >> (flags & 0x37) & 1 != 0
+}
 
 /// Reads a `T` from packet memory the caller has bounds-checked. Header fields are not aligned
 /// in the frame, and network-types declares them as byte arrays, for which LLVM assembles
@@ -169,8 +184,10 @@ fn parse_v4(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len
         dport: 0,
         tcp_flags: 0,
         l4_offset: 0,
+        seq: 0,
+        ack: 0,
     };
-    l4(data, data_end, l3 + ihl, &mut pkt)?;
+    l4(data, data_end, l3 + ihl, l3 + tot_len, &mut pkt)?;
     Ok(pkt)
 }
 
@@ -188,8 +205,11 @@ fn parse_v6(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len
     let src: [u32; 4] = load(ip as usize + 8);
     let dst: [u32; 4] = load(ip as usize + 24);
     let (proto, l4_offset) = ext_headers(data, data_end, unsafe { (*ip).next_hdr }, l3 + Ipv6Hdr::LEN)?;
-    let mut pkt = Packet { v6: true, proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, l4_offset: 0 };
-    l4(data, data_end, l4_offset, &mut pkt)?;
+    let mut pkt = Packet { v6: true, proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, l4_offset: 0, seq: 0, ack: 0 };
+    // Egress may see a GSO packet of more than 64 KiB with payload length 0 (BIG TCP): no
+    // bound from the field then. Ingress sees wire frames, where 0 means no payload.
+    let end = if payload_len == 0 && !check_len { usize::MAX } else { l3 + Ipv6Hdr::LEN + payload_len };
+    l4(data, data_end, l4_offset, end, &mut pkt)?;
     Ok(pkt)
 }
 
@@ -233,29 +253,45 @@ fn ext_headers(data: usize, data_end: usize, first: u8, offset: usize) -> Result
     }
 }
 
-/// Reads ports (TCP/UDP) or type and code (ICMP/ICMPv6). Other protocols keep zeros.
+/// Reads ports (TCP/UDP) or type and code (ICMP/ICMPv6). Other protocols keep zeros. What is
+/// read must lie within the frame (`truncated`) and within the datagram the IP header declares,
+/// ending at offset `end` (`bad-header`): bytes past the datagram are not part of the packet,
+/// and a stack that honours the length would never see a header there.
 #[inline(always)]
-fn l4(data: usize, data_end: usize, offset: usize, pkt: &mut Packet) -> Result<(), DropReason> {
+fn l4(data: usize, data_end: usize, offset: usize, end: usize, pkt: &mut Packet) -> Result<(), DropReason> {
     pkt.l4_offset = offset as u16;
     match pkt.proto {
         PROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
-            // Data offset: the high nibble of byte 12.
+            // Data offset: the high nibble of byte 12; the whole header, options included,
+            // lies within the datagram.
             let doff = unsafe { *((tcp as usize + 12) as *const u8) } >> 4;
-            if doff < 5 {
+            if doff < 5 || offset + doff as usize * 4 > end {
                 return Err(DropReason::BadHeader);
+            }
+            let flags = unsafe { *((tcp as usize + 13) as *const u8) };
+            if !tcp_flags_valid(flags) {
+                return Err(DropReason::TcpFlags);
             }
             pkt.sport = be16(tcp as usize);
             pkt.dport = be16(tcp as usize + 2);
-            pkt.tcp_flags = unsafe { *((tcp as usize + 13) as *const u8) };
+            pkt.tcp_flags = flags;
+            pkt.seq = load::<u32>(tcp as usize + 4);
+            pkt.ack = load::<u32>(tcp as usize + 8);
         }
         PROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
+            if offset + UdpHdr::LEN > end {
+                return Err(DropReason::BadHeader);
+            }
             pkt.sport = be16(udp as usize);
             pkt.dport = be16(udp as usize + 2);
         }
         PROTO_ICMP | PROTO_ICMPV6 => {
             let icmp: *const [u8; 4] = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
+            if offset + 4 > end {
+                return Err(DropReason::BadHeader);
+            }
             pkt.sport = unsafe { (*icmp)[0] } as u16;
             pkt.dport = unsafe { (*icmp)[1] } as u16;
         }
@@ -325,7 +361,7 @@ pub fn plain_v4(data: usize, data_end: usize) -> Option<Packet> {
         return None;
     }
     let (src, dst) = ([load::<u32>(data + L3 + 12), 0, 0, 0], [load::<u32>(data + L3 + 16), 0, 0, 0]);
-    plain_l4(data, data_end, false, load::<u8>(data + L3 + 9), src, dst, L4)
+    plain_l4(data, data_end, false, load::<u8>(data + L3 + 9), src, dst, L4, L3 + tot_len)
 }
 
 /// See [`plain_v4`].
@@ -339,12 +375,13 @@ pub fn plain_v6(data: usize, data_end: usize) -> Option<Packet> {
     if load::<u16>(data + 12) != ETH_P_IPV6 || load::<u8>(data + L3) >> 4 != 6 {
         return None;
     }
-    if L4 + be16(data + L3 + 4) as usize > data_end - data {
+    let end = L4 + be16(data + L3 + 4) as usize;
+    if end > data_end - data {
         return None;
     }
     // Each address as two 64-bit loads, the width it is compared at.
     let (src, dst) = (words(load::<[u64; 2]>(data + L3 + 8)), words(load::<[u64; 2]>(data + L3 + 24)));
-    plain_l4(data, data_end, true, load::<u8>(data + L3 + 6), src, dst, L4)
+    plain_l4(data, data_end, true, load::<u8>(data + L3 + 6), src, dst, L4, end)
 }
 
 /// The second look at a packet [`plain_v4`] (`v6` false) or [`plain_v6`] (`v6` true) accepted:
@@ -369,18 +406,22 @@ pub fn plain_again(data: usize, data_end: usize, v6: bool) -> Option<Packet> {
     if data + l4 + UdpHdr::LEN > data_end {
         return None;
     }
-    let tcp_flags = match proto {
-        PROTO_TCP if data + l4 + TcpHdr::LEN <= data_end => reload::<u8>(data + l4 + 13),
-        PROTO_UDP => 0,
+    let (tcp_flags, seq, ack) = match proto {
+        PROTO_TCP if data + l4 + TcpHdr::LEN <= data_end => {
+            (reload::<u8>(data + l4 + 13), reload::<u32>(data + l4 + 4), reload::<u32>(data + l4 + 8))
+        }
+        PROTO_UDP => (0, 0, 0),
         _ => return None,
     };
     let (sport, dport) = (u16::from_be(reload::<u16>(data + l4)), u16::from_be(reload::<u16>(data + l4 + 2)));
-    Some(Packet { v6, proto, src, dst, sport, dport, tcp_flags, l4_offset: l4 as u16 })
+    Some(Packet { v6, proto, src, dst, sport, dport, tcp_flags, l4_offset: l4 as u16, seq, ack })
 }
 
-/// The packet, when TCP (with its whole header) or UDP is at `l4`, whose first 8 bytes the
-/// caller has bounds-checked; `None` for anything [`l4`] would judge otherwise.
+/// The packet, when TCP (with its whole header and valid flags) or UDP is at `l4` and within
+/// the datagram ending at offset `end` (which the caller has checked against the frame), and
+/// the frame holds its first 8 bytes; `None` for anything [`l4`] would judge otherwise.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn plain_l4(
     data: usize,
     data_end: usize,
@@ -389,14 +430,19 @@ fn plain_l4(
     src: [u32; 4],
     dst: [u32; 4],
     l4: usize,
+    end: usize,
 ) -> Option<Packet> {
-    let tcp_flags = match proto {
-        PROTO_TCP if data + l4 + TcpHdr::LEN <= data_end && load::<u8>(data + l4 + 12) >> 4 >= 5 => {
-            load::<u8>(data + l4 + 13)
+    let (tcp_flags, seq, ack) = match proto {
+        PROTO_TCP if data + l4 + TcpHdr::LEN <= data_end => {
+            let (doff, flags) = (load::<u8>(data + l4 + 12) >> 4, load::<u8>(data + l4 + 13));
+            if doff < 5 || l4 + doff as usize * 4 > end || !tcp_flags_valid(flags) {
+                return None;
+            }
+            (flags, load::<u32>(data + l4 + 4), load::<u32>(data + l4 + 8))
         }
-        PROTO_UDP => 0,
+        PROTO_UDP if l4 + UdpHdr::LEN <= end => (0, 0, 0),
         _ => return None,
     };
     let (sport, dport) = (be16(data + l4), be16(data + l4 + 2));
-    Some(Packet { v6, proto, src, dst, sport, dport, tcp_flags, l4_offset: l4 as u16 })
+    Some(Packet { v6, proto, src, dst, sport, dport, tcp_flags, l4_offset: l4 as u16, seq, ack })
 }

@@ -319,6 +319,10 @@ fn tracked_inbound<const DRY: bool>(live: &Live, pkt: &Packet) -> Decision {
     if !conntrack::may_be_tracked(pkt.proto, pkt.dport) {
         return untracked(pkt);
     }
+    // A bare SYN opens a connection: it answers nothing, even on a tracked four-tuple.
+    if pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+        return Decision::Drop(DropReason::PolicyDefault);
+    }
     let flow = conntrack::flow_of(pkt, false);
     let t = conntrack::live_checked::<DRY>(live.cfg(), &flow);
     if t.found {

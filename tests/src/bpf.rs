@@ -32,8 +32,19 @@ impl Loaded {
         Loaded::with_flavor(policy, role, interface, object::Flavor::for_kernel())
     }
 
+    /// [`Loaded::new`] without the egress program, for tests that only run the ingress filter:
+    /// the egress program is most of the verifier's work, and under emulation in the kernel
+    /// matrix each verification takes seconds (it is verified by the suites that run it).
+    pub fn ingress_only(policy: &Policy, role: Role, interface: &[IpAddr]) -> Loaded {
+        Loaded::load(policy, role, interface, object::Flavor::for_kernel(), false)
+    }
+
     /// [`Loaded::new`] with the object of `flavor`.
     pub fn with_flavor(policy: &Policy, role: Role, interface: &[IpAddr], flavor: object::Flavor) -> Loaded {
+        Loaded::load(policy, role, interface, flavor, true)
+    }
+
+    fn load(policy: &Policy, role: Role, interface: &[IpAddr], flavor: object::Flavor, egress: bool) -> Loaded {
         crate::lab::require_root();
         system::ensure_bpffs(Path::new("/sys/fs/bpf")).expect("bpffs");
         let dir = PathBuf::from(format!(
@@ -49,11 +60,13 @@ impl Loaded {
         object::load_xdp(&mut ebpf, programs::XDP_FILTER).expect("verifier accepts the filter");
         object::load_xdp(&mut ebpf, programs::XDP_FLOOR).expect("verifier accepts the floor");
         object::load_xdp(&mut ebpf, programs::XDP_MATRIX).expect("verifier accepts the reference matrix");
-        let tc: &mut SchedClassifier =
-            ebpf.program_mut(programs::TC_EGRESS).expect("tc program").try_into().expect("classifier");
-        tc.load()
-            .map_err(|e| object::verifier_error(programs::TC_EGRESS, e))
-            .expect("verifier accepts the egress filter");
+        if egress {
+            let tc: &mut SchedClassifier =
+                ebpf.program_mut(programs::TC_EGRESS).expect("tc program").try_into().expect("classifier");
+            tc.load()
+                .map_err(|e| object::verifier_error(programs::TC_EGRESS, e))
+                .expect("verifier accepts the egress filter");
+        }
         let mut maps = MapSet::open(&dir).expect("open maps");
         maps.write_generation(0, &tables).expect("write tables");
         maps.set_active_generation(0).expect("activate");

@@ -149,6 +149,22 @@ impl LyncLab {
         }
     }
 
+    /// Renders the profile with other switches and rolls it out with `edge-ctl reload` on both
+    /// interfaces of every node (no program is loaded again: the lab keeps its attachments).
+    pub fn reload_all(&mut self, options: Options) {
+        let nodes = self.edges.len() as u8;
+        let text = profile::render(&Options { nodes, addressing: Addressing::Documentation, ..options });
+        self.policy = edge_ctl::policy::parse(&text, "lync.toml").expect("template parses");
+        std::fs::write(&self.policy_file, text).expect("write policy");
+        self.options = options;
+        let policy = self.policy_file.to_str().unwrap();
+        for ns in &self.edges {
+            for iface in ["ext0", "int0"] {
+                self.lab.edge_ctl_ok(ns, &["reload", iface, "--policy", policy]);
+            }
+        }
+    }
+
     /// Servers on every node for every probed port.
     pub fn servers(&self, probes: &[Probe]) -> Vec<Servers> {
         let mut tcp: Vec<u16> = probes.iter().filter(|p| !p.udp).map(|p| p.to.port()).collect();

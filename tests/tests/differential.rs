@@ -116,7 +116,13 @@ fn random_frame(rng: &mut SmallRng) -> Vec<u8> {
     let port = |rng: &mut SmallRng| if rng.gen_bool(0.8) { *pick(rng, &PORTS) } else { rng.r#gen() };
     let l4: (u8, Vec<u8>) = match rng.gen_range(0..10) {
         0..=3 => {
-            let flags = *pick(rng, &[SYN, SYN, ACK, SYN | ACK, RST, FIN | ACK, 0]);
+            // Mostly what stacks send, some of what scanners and attackers do (SYN+FIN,
+            // SYN+RST, none, xmas, FIN alone), and random bytes.
+            let flags = match rng.gen_range(0..10) {
+                0 => *pick(rng, &[SYN | FIN, SYN | RST, 0, FIN | 0x08 | 0x20, FIN, RST | FIN]),
+                1 => rng.r#gen(),
+                _ => *pick(rng, &[SYN, SYN, ACK, SYN | ACK, RST, FIN | ACK, RST | ACK, ACK | 0x08]),
+            };
             (6, packet::tcp_header(port(rng), port(rng), flags))
         }
         4..=6 => (17, packet::udp_header(port(rng), port(rng), b"data")),
@@ -159,6 +165,14 @@ fn random_frame(rng: &mut SmallRng) -> Vec<u8> {
         }
         _ => unreachable!(),
     };
+    // Lie about the datagram's length: an IP length field shorter than what the frame holds,
+    // so the layer-4 header may lie past the datagram.
+    if rng.gen_bool(0.08) {
+        let (at, header) = if v6 { (18, 0) } else { (16, (frame[14] & 0x0f) as usize * 4) };
+        let held = (frame.len() - 14 - if v6 { 40 } else { 0 }) as u16;
+        let lie = (header as u16 + rng.gen_range(0..=24)).min(held);
+        frame[at..at + 2].copy_from_slice(&lie.to_be_bytes());
+    }
     match rng.gen_range(0..40) {
         0 => frame = packet::pad(packet::arp()),
         1 => frame = packet::pad(packet::ethernet(0x88cc, &[0; 46])),

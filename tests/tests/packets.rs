@@ -61,7 +61,7 @@ const PEER6: &str = "2001:db8:1::7";
 
 fn load(text: &str) -> Loaded {
     let policy = policy::parse(text, "test.toml").unwrap();
-    Loaded::new(&policy, Role::External, &[])
+    Loaded::ingress_only(&policy, Role::External, &[])
 }
 
 /// Runs a frame and checks verdict and the counter it must move (by exactly one packet and
@@ -217,6 +217,84 @@ fn bogus_header_fields() {
     expect_drop(&l, &v6len, DropReason::BadHeader);
 }
 
+/// TCP flag combinations no stack sends are dropped before any rule, even to an allowed port,
+/// in both families (`tcp-flags`); the combinations stacks do send pass the rule.
+#[test]
+fn impossible_tcp_flags_are_dropped_before_the_rules() {
+    use edge_tests::packet::{FIN, RST};
+    const PSH: u8 = 0x08;
+    const URG: u8 = 0x20;
+    let l = load(POLICY);
+    let p = policy::parse(POLICY, "test.toml").unwrap();
+    for (edge, client) in [(EDGE4, CLIENT4), (EDGE6, CLIENT6)] {
+        let (edge, client) = (ip(edge), ip(client));
+        for flags in [SYN | FIN, SYN | RST, 0, FIN | PSH | URG, FIN, RST | FIN, PSH, SYN | RST | ACK, URG] {
+            let frame = packet::tcp(client, edge, 40000, 5061, flags);
+            expect_drop(&l, &frame, DropReason::TcpFlags);
+            assert_eq!(
+                reference::decide_bytes(&p, Role::External, &[], policy::Direction::Inbound, &frame),
+                Decision::Drop(DropReason::TcpFlags),
+                "the reference agrees on flags {flags:#04x}"
+            );
+        }
+        for flags in [SYN, SYN | ACK, ACK, ACK | PSH, FIN | ACK, RST, RST | ACK, SYN | 0xc0] {
+            expect_rule(&l, &packet::tcp(client, edge, 40000, 5061, flags), "sip");
+        }
+    }
+}
+
+/// The layer-4 header is read from the datagram the IP length declares, not from whatever the
+/// frame holds after it: a TCP SYN or UDP header in the trailing bytes is `bad-header`.
+#[test]
+fn headers_past_the_datagram_are_bad() {
+    let l = load(POLICY);
+    let p = policy::parse(POLICY, "test.toml").unwrap();
+    let syn = packet::tcp(ip(CLIENT4), ip(EDGE4), 40000, 5061, SYN);
+    // IPv4 total length 20 and 22 (and 39: one byte short of the TCP header).
+    for total in [20u16, 22, 39] {
+        let mut f = syn.clone();
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        expect_drop(&l, &f, DropReason::BadHeader);
+    }
+    // TCP options that run past the datagram: data offset 6 with a 20-byte header.
+    let mut options = syn.clone();
+    options[14 + 20 + 12] = 6 << 4;
+    expect_drop(&l, &options, DropReason::BadHeader);
+    let udp = packet::udp(ip(CLIENT4), ip(EDGE4), 3478, 50000);
+    let mut short = udp.clone();
+    short[16..18].copy_from_slice(&24u16.to_be_bytes());
+    expect_drop(&l, &short, DropReason::BadHeader);
+    // IPv6 payload length 0 and 4.
+    for payload in [0u16, 4] {
+        for frame in
+            [packet::tcp(ip(CLIENT6), ip(EDGE6), 40000, 5061, SYN), packet::udp(ip(CLIENT6), ip(EDGE6), 1, 50000)]
+        {
+            let mut f = frame;
+            f[18..20].copy_from_slice(&payload.to_be_bytes());
+            expect_drop(&l, &f, DropReason::BadHeader);
+        }
+    }
+    // A fragment header whose datagram ends before the TCP header.
+    let tcp = packet::tcp_header(40000, 5061, SYN);
+    let first = vec![(44u8, vec![0, 0, 0, 0, 0, 9])];
+    let v6 = packet::ipv6_ext(ip6(CLIENT6), ip6(EDGE6), &first, TCP, &tcp);
+    let mut f = packet::ethernet(packet::ETH_IPV6, &v6);
+    expect_rule(&l, &f, "sip");
+    f[18..20].copy_from_slice(&12u16.to_be_bytes());
+    expect_drop(&l, &f, DropReason::BadHeader);
+    // The reference model agrees on every one of these shapes.
+    let mut cut = syn.clone();
+    cut[16..18].copy_from_slice(&22u16.to_be_bytes());
+    assert_eq!(
+        reference::decide_bytes(&p, Role::External, &[], policy::Direction::Inbound, &cut),
+        Decision::Drop(DropReason::BadHeader)
+    );
+}
+
+fn ip6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
 #[test]
 fn fragments() {
     let l = load(POLICY);
@@ -261,7 +339,7 @@ fn other_ethertypes_and_protocols() {
 fn kernel_agrees_with_reference_on_the_lync_profile() {
     let p = edge_ctl::profile::policy(&Default::default()).unwrap();
     for role in Role::ALL {
-        let l = Loaded::new(&p, role, &[]);
+        let l = Loaded::ingress_only(&p, role, &[]);
         let locals: Vec<IpAddr> = match role {
             Role::External => {
                 ["203.0.113.21", "203.0.113.22", "203.0.113.23", "203.0.113.99", "2001:db8:e::21", "2001:db8:e::23"]

@@ -11,7 +11,7 @@ use edge_tests::net::{
     HeldConnection, Outcome, Servers, at, send_frame, tcp_connect_from, tcp_probe, tcp_probe_from, udp_delayed_echo,
     udp_probe_from,
 };
-use edge_tests::packet::{self, ACK};
+use edge_tests::packet::{self, ACK, FIN, RST};
 
 const ALLOW: Duration = Duration::from_secs(2);
 const DENY: Duration = Duration::from_millis(500);
@@ -27,6 +27,7 @@ egress = "{egress}"
 
 [conntrack]
 udp = 2
+tcp_closing = 2
 
 [[rule]]
 name = "tls-in"
@@ -231,6 +232,46 @@ fn flows_expire_and_rst_ends_them() {
         assert_eq!(counts(), (passed, noflow + 1), "after the RST the same segment from {peer} is dropped");
     }
     assert!(s.stats()["conntrack"]["reset"].as_u64().unwrap() >= 2);
+}
+
+/// RSTs and FINs forged with wrong sequence numbers, as anyone who guesses a connection's ports
+/// can send them, cut nothing however long the connection then idles (here longer than the
+/// closing timeout, 2 s); a real close still ends the flow.
+#[test]
+fn blind_rst_and_fin_cut_no_connection() {
+    let s = setup("bld", "enforce");
+    s.attach();
+    let (edge_mac, peer_mac) = (s.lab.mac(&s.edge, "edge0"), s.lab.mac(&s.peer, "peer0"));
+    for (i, (edge, peer)) in EDGE.iter().zip(PEER).enumerate() {
+        let port = 41900 + i as u16;
+        let held = HeldConnection::listen(&s.peer, 5061);
+        let mut conn = tcp_connect_from(&s.edge, port, at(peer, 5061), ALLOW).expect("connect");
+        held.accepted();
+        let (e, p): (std::net::IpAddr, std::net::IpAddr) = (edge.parse().unwrap(), peer.parse().unwrap());
+        let spoof =
+            |flags, seq| packet::with_macs(packet::tcp_seq(p, e, 5061, port, flags, seq, 1), edge_mac, peer_mac);
+        let resets = s.stats()["conntrack"]["reset"].as_u64().unwrap();
+        for seq in [1, 0x4000_0000, 0x8000_0000, 0xc000_0000] {
+            send_frame(&s.peer, "peer0", spoof(RST, seq));
+            send_frame(&s.peer, "peer0", spoof(RST | ACK, seq));
+            send_frame(&s.peer, "peer0", spoof(FIN | ACK, seq));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        held.send(b"still here");
+        conn.set_read_timeout(Some(ALLOW)).unwrap();
+        let mut buf = [0u8; 10];
+        conn.read_exact(&mut buf).unwrap_or_else(|e| panic!("{peer}: the connection survives forged RST and FIN: {e}"));
+        assert_eq!(&buf, b"still here");
+        assert_eq!(s.stats()["conntrack"]["reset"].as_u64().unwrap(), resets, "no forged RST counted as a reset");
+        // A real close: both FINs, then the closing timeout; a segment of it is then no-flow.
+        drop(conn);
+        drop(held);
+        std::thread::sleep(Duration::from_secs(3));
+        let noflow = drop_packets(&s.stats(), "no-flow");
+        send_frame(&s.peer, "peer0", spoof(ACK, 5));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(drop_packets(&s.stats(), "no-flow"), noflow + 1, "{peer}: the closed connection's flow is gone");
+    }
 }
 
 #[test]

@@ -125,8 +125,12 @@ fn spoofed_source_ports_open_nothing() {
     }
 }
 
+/// Only the edge's own segments move a flow towards its end, and a RST from outside that carries
+/// exactly the sequence number the edge last acknowledged (RFC 5961). Blind RSTs and FINs pass
+/// to the edge's stack, which judges them, and leave the table alone.
 #[test]
-fn rst_ends_a_flow_and_fin_moves_it_to_closing() {
+fn blind_rst_and_fin_leave_a_flow_alone_and_the_exact_rst_closes_it() {
+    use edge_common::CtState;
     let l = load("");
     let state_of = |edge: IpAddr, port: u16| {
         l.maps
@@ -136,28 +140,56 @@ fn rst_ends_a_flow_and_fin_moves_it_to_closing() {
             .find(|(f, _)| f.local_port == port && f.local == edge)
             .map(|e| e.1.state)
     };
+    let (established, closing) = (Some(CtState::Established as u8), Some(CtState::Closing as u8));
     for (edge, peer) in families() {
-        l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN));
-        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, SYN | ACK)), XDP_PASS);
-        l.run_egress(&packet::tcp(edge, peer, 41000, 5061, ACK));
+        let out = |flags, seq, ack| l.run_egress(&packet::tcp_seq(edge, peer, 41000, 5061, flags, seq, ack));
+        let inb = |flags, seq, ack| l.run(&packet::tcp_seq(peer, edge, 5061, 41000, flags, seq, ack));
+        assert_eq!(out(SYN, 1000, 0), TC_PASS);
+        assert_eq!(inb(SYN | ACK, 5000, 1001), XDP_PASS);
+        assert_eq!(out(ACK, 1001, 5001), TC_PASS);
+        assert_eq!(state_of(edge, 41000), established);
         let resets = l.ct_event(CtEvent::Reset);
-        // A RST from outside (anyone who guesses the ports can send one): the flow becomes
-        // closing and the connection's next packets still pass.
-        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, RST)), XDP_PASS, "the RST itself passes");
+        // RSTs with any other sequence number, in or out of any window: they reach the edge's
+        // stack (which ignores them or answers with a challenge ACK), the flow stays.
+        for seq in [0, 1, 5000, 5002, 5001 + 65_535, 0x8000_0000, u32::MAX] {
+            assert_eq!(inb(RST, seq, 0), XDP_PASS, "RST seq {seq} passes to the stack");
+            assert_eq!(inb(RST | ACK, seq, 1001), XDP_PASS);
+            assert_eq!(state_of(edge, 41000), established, "RST seq {seq} moved the flow");
+        }
+        // A FIN from outside: the edge's stack answers it; the table waits for the edge's FIN.
+        assert_eq!(inb(FIN | ACK, 5001, 1001), XDP_PASS);
+        assert_eq!(state_of(edge, 41000), established);
+        assert_eq!(l.ct_event(CtEvent::Reset), resets);
+        // A bare SYN on the tracked four-tuple opens a connection: it is no answer.
+        let before = l.dropped(DropReason::PolicyDefault).packets;
+        assert_eq!(inb(SYN, 7, 0), XDP_DROP);
+        assert_eq!(l.dropped(DropReason::PolicyDefault).packets, before + 1);
+        // The edge acknowledges more data: the RST must now carry the new number.
+        assert_eq!(out(ACK, 1001, 9001), TC_PASS);
+        assert_eq!(inb(RST, 5001, 0), XDP_PASS);
+        assert_eq!(state_of(edge, 41000), established, "an old sequence number is no longer exact");
+        assert_eq!(inb(RST, 9001, 0), XDP_PASS);
+        assert_eq!(state_of(edge, 41000), closing, "the exact RST");
         assert_eq!(l.ct_event(CtEvent::Reset), resets + 1);
-        assert_eq!(state_of(edge, 41000), Some(edge_common::CtState::Closing as u8));
-        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)), XDP_PASS, "a spoofed RST cuts nothing");
+        assert_eq!(inb(ACK, 9001, 1001), XDP_PASS, "a closing flow still passes");
         // The edge's own RST ends the flow.
-        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 41000, 5061, RST | ACK)), TC_PASS);
+        assert_eq!(out(RST | ACK, 1001, 9001), TC_PASS);
         assert_eq!(l.ct_event(CtEvent::Reset), resets + 2);
         assert_eq!(state_of(edge, 41000), None);
-        assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41000, ACK)), XDP_DROP, "nothing after the edge's RST");
+        assert_eq!(inb(ACK, 9001, 1001), XDP_DROP, "nothing after the edge's RST");
 
+        // The edge's FIN makes a flow closing; the peer's FIN still passes.
         l.run_egress(&packet::tcp(edge, peer, 41001, 5061, SYN));
         l.run(&packet::tcp(peer, edge, 5061, 41001, SYN | ACK));
         l.run_egress(&packet::tcp(edge, peer, 41001, 5061, FIN | ACK));
-        assert_eq!(state_of(edge, 41001), Some(edge_common::CtState::Closing as u8));
+        assert_eq!(state_of(edge, 41001), closing);
         assert_eq!(l.run(&packet::tcp(peer, edge, 5061, 41001, FIN | ACK)), XDP_PASS, "closing flows still pass");
+        // In SYN-sent, the RST refusing the connection acknowledges the SYN; others do not count.
+        l.run_egress(&packet::tcp_seq(edge, peer, 41002, 5061, SYN, 7000, 0));
+        assert_eq!(l.run(&packet::tcp_seq(peer, edge, 5061, 41002, RST | ACK, 0, 7002)), XDP_PASS);
+        assert_eq!(state_of(edge, 41002), Some(CtState::SynSent as u8));
+        assert_eq!(l.run(&packet::tcp_seq(peer, edge, 5061, 41002, RST | ACK, 0, 7001)), XDP_PASS);
+        assert_eq!(state_of(edge, 41002), closing, "the RST refusing the SYN");
     }
 }
 
@@ -225,6 +257,22 @@ fn egress_enforce_drops_what_nothing_allows() {
         let (kind, code) = if edge.is_ipv4() { (3, 3) } else { (1, 4) };
         assert_eq!(l.run_egress(&packet::icmp(edge, peer, kind, code)), TC_PASS);
         assert_eq!(l.run_egress(&packet::icmp(edge, peer, if edge.is_ipv4() { 8 } else { 128 }, 0)), TC_DROP);
+        // Egress parses as ingress does: impossible flags to an allowed port, and a header
+        // past the datagram, are dropped with their reasons, and record no flow.
+        let flags = l.dropped_out(DropKind::Dropped, DropReason::TcpFlags).packets;
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 41500, 5061, SYN | FIN)), TC_DROP);
+        assert_eq!(l.run_egress(&packet::tcp(edge, peer, 41500, 5061, 0)), TC_DROP);
+        assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::TcpFlags).packets, flags + 2);
+        let bad = l.dropped_out(DropKind::Dropped, DropReason::BadHeader).packets;
+        let mut short = packet::tcp(edge, peer, 41500, 5061, SYN);
+        if edge.is_ipv4() {
+            short[16..18].copy_from_slice(&22u16.to_be_bytes());
+        } else {
+            short[18..20].copy_from_slice(&4u16.to_be_bytes());
+        }
+        assert_eq!(l.run_egress(&short), TC_DROP);
+        assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::BadHeader).packets, bad + 1);
+        assert!(!l.maps.ct_entries().unwrap().iter().any(|(f, _)| f.local_port == 41500), "no flow recorded");
     }
     assert_eq!(l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy).packets, 0);
 }

@@ -200,7 +200,8 @@ pub fn seeded_entry(tcp: bool, slot: u16) -> CtEntry {
         rule: slot,
         state: if tcp { CtState::Established as u8 } else { CtState::Udp as u8 },
         origin: ct_origin::SEEDED,
-        _pad: 0,
+        // Unknown until the edge's next segment: until then no RST from outside closes it.
+        ack: 0,
     }
 }
 
