@@ -223,3 +223,46 @@ mod tests {
         assert!(used.len() > 3900, "{} distinct slots of 4096", used.len());
     }
 }
+
+/// Entries of the fragment table ([`crate::maps::FRAGMENTS`]), both families and directions:
+/// datagrams in reassembly at once. An LRU: a flood of first fragments evicts the oldest, whose
+/// later fragments are then dropped, as they would be without tracking.
+pub const FRAGMENTS_MAX: u32 = 8192;
+
+/// How long a first fragment's verdict holds for its later fragments: Linux's reassembly
+/// timeout (`net.ipv4.ipfrag_time`, 30 s by default).
+pub const FRAGMENT_TIMEOUT_S: u64 = 30;
+
+/// Key of the fragment table: the datagram's addresses (IPv4 in word 0), its identification
+/// (IPv4's 16 bits or IPv6's 32, wire order), the IPv4 protocol (0 for IPv6, whose
+/// identification is unique per address pair), and the direction (0 inbound, 1 outbound).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub id: u32,
+    pub proto: u8,
+    pub direction: u8,
+    pub _pad: u16,
+}
+
+/// What a first fragment's verdict was, for its later fragments: `kind` 0 allowed by the rule
+/// in counter slot `detail`, 1 passed for [`crate::PassReason`] `detail`, 2 would have been
+/// dropped for [`crate::DropReason`] `detail` (audit, egress monitor); `seen` in jiffies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragEntry {
+    pub seen: u64,
+    pub detail: u16,
+    pub kind: u8,
+    pub _pad0: u8,
+    pub _pad1: u32,
+}
+
+/// [`FragEntry::kind`] values.
+pub mod frag_kind {
+    pub const RULE: u8 = 0;
+    pub const PASS: u8 = 1;
+    pub const WOULD_DROP: u8 = 2;
+}

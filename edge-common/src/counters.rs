@@ -46,7 +46,8 @@ named_enum! {
         /// offset below 5, wrong IP version), or the IP length leaves no room for the layer-4
         /// header the packet claims (a TCP header past the datagram's end).
         BadHeader = 2 => "bad-header",
-        /// A non-first IPv4/IPv6 fragment: it carries no ports to judge.
+        /// A non-first IPv4/IPv6 fragment whose first fragment was not seen passing (or any, with
+        /// `fragments = "drop"`): it carries no ports to judge.
         Fragment = 3 => "fragment",
         /// An EtherType other than IPv4, IPv6 and ARP (after up to two VLAN tags).
         EtherType = 4 => "ethertype",
@@ -66,6 +67,10 @@ named_enum! {
         /// in xmas and FIN scans, no flags at all): the combinations Linux conntrack calls
         /// invalid.
         TcpFlags = 11 => "tcp-flags",
+        /// A fragment that could rewrite or hide the layer-4 header (RFC 1858, RFC 3128, RFC
+        /// 7112): a first fragment too short to hold the whole TCP, UDP or ICMP header, or a TCP
+        /// fragment at offset 8 bytes, which overlaps the first one's flags.
+        TinyFragment = 12 => "tiny-fragment",
     }
 }
 
@@ -117,7 +122,9 @@ named_enum! {
         NotIp = 7 => "not-ip",
         /// Egress `off`: not filtered.
         Unfiltered = 8 => "unfiltered",
-        /// A later fragment: passed by `fragments = "pass"` (ingress), or the host's own (egress).
+        /// A later fragment passed by `fragments = "pass"` (ingress), or the host's own under
+        /// `pass` or `drop` (egress). Under `track` a later fragment is counted as its first
+        /// fragment was.
         Fragment = 9 => "fragment",
     }
 }

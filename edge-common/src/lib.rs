@@ -66,6 +66,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<CtSlotV4>(), 48);
         assert_eq!(core::mem::size_of::<CtSlotV6>(), 72);
         assert_eq!(core::mem::size_of::<DropEvent>(), 56);
+        assert_eq!(core::mem::size_of::<FragKey>(), 40);
+        assert_eq!(core::mem::size_of::<FragEntry>(), 16);
         assert_eq!(
             drop_index(1, DropKind::WouldDrop, DropReason::EgressPolicy),
             DROP_COUNTERS_LEN - DropReason::COUNT + 9

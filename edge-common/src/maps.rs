@@ -20,6 +20,9 @@ pub const CT_LIVE: &str = "EDGE_CTLIVE";
 /// Direct-mapped flow slots in front of [`CT_V4`] and [`CT_V6`] ([`super::CtSlotV4`]).
 pub const CT_SLOTS_V4: &str = "EDGE_CTS4";
 pub const CT_SLOTS_V6: &str = "EDGE_CTS6";
+/// First fragments that passed ([`super::FragKey`] to [`super::FragEntry`]), so later fragments
+/// follow them; an LRU hash of [`super::FRAGMENTS_MAX`] entries.
+pub const FRAGMENTS: &str = "EDGE_FRAGS";
 /// Drop events ([`super::DropEvent`]), a ring buffer.
 pub const EVENTS: &str = "EDGE_EVENTS";
 /// Per-CPU event budget of the current second ([`super::EventBudget`]).

@@ -20,3 +20,5 @@ unsafe impl aya::Pod for CtSlotV6 {}
 unsafe impl aya::Pod for DropEvent {}
 unsafe impl aya::Pod for EventBudget {}
 unsafe impl aya::Pod for Explanation {}
+unsafe impl aya::Pod for FragKey {}
+unsafe impl aya::Pod for FragEntry {}

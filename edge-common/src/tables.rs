@@ -76,7 +76,7 @@ pub mod flags {
     pub const EGRESS_MONITOR: u32 = 1 << 4;
     /// Audit mode: evaluate everything, drop nothing; drops are counted as would-be drops.
     pub const AUDIT: u32 = 1 << 5;
-    /// Pass later fragments inbound (`fragments = "pass"`); dropped by default.
+    /// Pass later fragments in both directions (`fragments = "pass"`).
     pub const FRAGMENTS_PASS: u32 = 1 << 6;
     /// All local prefixes of the family are host addresses and [`super::GenConfig`]'s host
     /// table holds them: one probe instead of the scan.
@@ -85,6 +85,9 @@ pub mod flags {
     /// The remote host table holds every remote host address of the family.
     pub const REMOTE_HASH_V4: u32 = 1 << 9;
     pub const REMOTE_HASH_V6: u32 = 1 << 10;
+    /// Later fragments follow their first fragment (`fragments = "track"`, the default): a
+    /// first fragment that passes is recorded in [`super::maps::FRAGMENTS`].
+    pub const FRAGMENTS_TRACK: u32 = 1 << 11;
 }
 
 /// Slots of each host table (a perfect hash, chosen by the compiler).

@@ -23,7 +23,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    AddrMatch, AddrTerm, Direction, EgressMode, Policy, PolicyError, Protocol, Role, RoleMode, Rule, SetEntry,
+    AddrMatch, AddrTerm, Direction, EgressMode, Fragments, Policy, PolicyError, Protocol, Role, RoleMode, Rule,
+    SetEntry,
 };
 
 /// Stable counter slots by rule name. A rule keeps its slot across reloads so its counters
@@ -235,9 +236,11 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     if settings.mode == RoleMode::Audit {
         f |= flags::AUDIT;
     }
-    if settings.fragments_pass {
-        f |= flags::FRAGMENTS_PASS;
-    }
+    f |= match settings.fragments {
+        Fragments::Track => flags::FRAGMENTS_TRACK,
+        Fragments::Drop => 0,
+        Fragments::Pass => flags::FRAGMENTS_PASS,
+    };
     f |= match settings.egress {
         EgressMode::Enforce => flags::EGRESS_ENFORCE,
         EgressMode::Monitor => flags::EGRESS_MONITOR,

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use edge_common::{DropReason, PassReason};
 
 use crate::compile::resolve;
-use crate::policy::{AddrMatch, Direction, EgressMode, Policy, Protocol, Role, RoleMode};
+use crate::policy::{AddrMatch, Direction, EgressMode, Fragments, Policy, Protocol, Role, RoleMode};
 
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
@@ -192,10 +192,13 @@ fn outbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) ->
 pub fn decide_bytes(policy: &Policy, role: Role, interface: &[IpAddr], direction: Direction, bytes: &[u8]) -> Decision {
     let ingress = direction == Direction::Inbound;
     let settings = policy.role(role);
+    // A later fragment: with an empty fragment table (this model's), `track` knows none.
     let d = match parse(bytes, ingress) {
         Ok(frame) => return decide(policy, role, interface, direction, &frame),
-        Err(DropReason::Fragment) if !ingress => Decision::Pass(PassReason::Fragment),
-        Err(DropReason::Fragment) if settings.fragments_pass => Decision::Pass(PassReason::Fragment),
+        Err(DropReason::Fragment) if settings.fragments == Fragments::Pass => Decision::Pass(PassReason::Fragment),
+        Err(DropReason::Fragment) if !ingress && settings.fragments == Fragments::Drop => {
+            Decision::Pass(PassReason::Fragment)
+        }
         Err(reason) if ingress => Decision::Drop(reason),
         Err(reason) => egress_default(settings.egress, reason),
     };
@@ -206,14 +209,18 @@ pub fn decide_bytes(policy: &Policy, role: Role, interface: &[IpAddr], direction
 /// - Ethernet: 14 bytes; up to two VLAN tags (0x8100, 0x88a8) of 4 bytes each.
 /// - ARP passes as an essential; other EtherTypes than IPv4/IPv6 are `ethertype` drops.
 /// - IPv4: 20 bytes; version 4; IHL at least 5; total length at least IHL and, inbound, within
-///   the frame; a non-zero fragment offset is a later fragment (`fragment`).
+///   the frame; a non-zero fragment offset is a later fragment (`fragment`), except offset 1
+///   (8 bytes) of TCP, which overlaps the first fragment's flags (`tiny-fragment`).
 /// - IPv6: 40 bytes; version 6; payload length within the frame (inbound); at most four
-///   hop-by-hop/routing/destination-options/fragment headers (`ext-headers` beyond), a
-///   fragment header with a non-zero offset is a later fragment.
+///   hop-by-hop/routing/destination-options/fragment headers (`ext-headers` beyond; a fragment
+///   header needs its 8 bytes), a fragment header with a non-zero offset is a later fragment
+///   (offset 1 of TCP: `tiny-fragment`).
 /// - TCP: 20 bytes and a data offset of at least 5; UDP: 8 bytes; ICMP/ICMPv6: 4 bytes.
 ///   A header cut short anywhere is `truncated`; an impossible field is `bad-header`.
 /// - The layer-4 header (TCP with its options) lies within the datagram the IP length field
-///   declares, else `bad-header` (after the frame's own bound: `truncated` first).
+///   declares, else `bad-header`, or `tiny-fragment` in a first fragment. A header the frame
+///   cuts short is `truncated` only if the datagram would hold it (an egress datagram longer
+///   than its buffer); TCP's data offset is checked (`bad-header`) before its options' reach.
 /// - TCP flags are a combination a stack sends (see [`tcp_flags_valid`]), else `tcp-flags`.
 pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
     let get = |at: usize, n: usize| b.get(at..at + n).ok_or(DropReason::Truncated);
@@ -225,7 +232,7 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             l3 += 4;
         }
     }
-    let (src, dst, proto, l4, v6, end) = match ethertype {
+    let (src, dst, proto, l4, v6, end, first_fragment) = match ethertype {
         0x0806 => return Ok(Frame::Arp),
         0x0800 => {
             let h = get(l3, 20)?;
@@ -237,12 +244,15 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             if total < ihl || (ingress && l3 + total > b.len()) {
                 return Err(DropReason::BadHeader);
             }
-            if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
-                return Err(DropReason::Fragment);
+            let frag = u16::from_be_bytes([h[6], h[7]]);
+            match frag & 0x1fff {
+                0 => {}
+                1 if h[9] == 6 => return Err(DropReason::TinyFragment),
+                _ => return Err(DropReason::Fragment),
             }
             let src = IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]));
             let dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
-            (src, dst, h[9], l3 + ihl, false, l3 + total)
+            (src, dst, h[9], l3 + ihl, false, l3 + total, frag & 0x2000 != 0)
         }
         0x86dd => {
             let h = get(l3, 40)?;
@@ -257,17 +267,21 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             }
             let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&h[8..24]).unwrap()));
             let dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&h[24..40]).unwrap()));
-            let (mut next, mut off) = (h[6], l3 + 40);
+            let (mut next, mut off, mut first) = (h[6], l3 + 40, false);
             let mut walked = 0;
             while matches!(next, 0 | 43 | 60 | 44) {
                 if walked == 4 {
                     return Err(DropReason::ExtHeaders);
                 }
-                let e = get(off, if next == 44 { 4 } else { 2 })?;
+                let e = get(off, if next == 44 { 8 } else { 2 })?;
                 if next == 44 {
-                    if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
-                        return Err(DropReason::Fragment);
+                    let frag = u16::from_be_bytes([e[2], e[3]]);
+                    match frag >> 3 {
+                        0 => {}
+                        1 if e[0] == 6 => return Err(DropReason::TinyFragment),
+                        _ => return Err(DropReason::Fragment),
                     }
+                    first |= frag & 1 != 0;
                     off += 8;
                 } else {
                     off += (e[1] as usize + 1) * 8;
@@ -275,15 +289,20 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
                 next = e[0];
                 walked += 1;
             }
-            (src, dst, next, off, true, end)
+            (src, dst, next, off, true, end, first)
         }
         _ => return Ok(Frame::NotIp),
     };
-    // A header the frame holds but the datagram does not.
-    let within = |n: usize| if l4 + n > end { Err(DropReason::BadHeader) } else { Ok(()) };
+    // A header the frame holds but the datagram does not; in a first fragment, one that the
+    // fragment cuts (the rest would come in a later fragment, which could rewrite it).
+    let cut = if first_fragment { DropReason::TinyFragment } else { DropReason::BadHeader };
+    let within = |n: usize| if l4 + n > end { Err(cut) } else { Ok(()) };
+    // The header's first `n` bytes from the frame; when the frame is short, the reason is the
+    // datagram's if it is short too.
+    let reach = |n: usize| b.get(l4..l4 + n).ok_or(if l4 + n > end { cut } else { DropReason::Truncated });
     let payload = match proto {
         6 => {
-            let t = get(l4, 20)?;
+            let t = reach(20)?;
             let header = (t[12] >> 4) as usize * 4;
             if header < 20 {
                 return Err(DropReason::BadHeader);
@@ -296,13 +315,13 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             Payload::Ports { protocol: Protocol::Tcp, sport, dport, tcp_flags: t[13] }
         }
         17 => {
-            let u = get(l4, 8)?;
+            let u = reach(8)?;
             within(8)?;
             let (sport, dport) = (u16::from_be_bytes([u[0], u[1]]), u16::from_be_bytes([u[2], u[3]]));
             Payload::Ports { protocol: Protocol::Udp, sport, dport, tcp_flags: 0 }
         }
         1 | 58 => {
-            let i = get(l4, 4)?;
+            let i = reach(4)?;
             within(4)?;
             if (proto == 58) != v6 { Payload::OtherIp(proto) } else { Payload::Icmp { v6, kind: i[0], code: i[1] } }
         }

@@ -1,7 +1,8 @@
 //! edge-ctl's kernel programs.
 //!
 //! One module per concern: `parse` (bounded header parsing), `policy` (rule classification),
-//! `conntrack` (flows the edge opened), `counters` (per-CPU statistics), `events` (rate-limited
+//! `conntrack` (flows the edge opened), `fragments` (later fragments follow their first),
+//! `counters` (per-CPU statistics), `events` (rate-limited
 //! drop events), `maps` (the pinned maps), `programs` (the entry points that
 //! wire them together).
 //!
@@ -23,6 +24,8 @@ mod conntrack;
 mod counters;
 #[cfg(target_arch = "bpf")]
 mod events;
+#[cfg(target_arch = "bpf")]
+mod fragments;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

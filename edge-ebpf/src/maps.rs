@@ -6,8 +6,8 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf};
 use edge_common::{
     CT_DEFAULT_MAX, Counter, CtEntry, CtEvent, CtKeyV4, CtKeyV6, CtPorts, DROP_COUNTERS_LEN, EVENTS_RING_BYTES,
-    EventBudget, Explanation, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN, PacketTables, RemoteKeyV4,
-    RemoteKeyV6, RemoteSets,
+    EventBudget, Explanation, FRAGMENTS_MAX, FragEntry, FragKey, MAX_REMOTE_PREFIXES, MAX_RULES, PASS_COUNTERS_LEN,
+    PacketTables, RemoteKeyV4, RemoteKeyV6, RemoteSets,
 };
 #[cfg(not(feature = "compat"))]
 use edge_common::{CtSlotV4, CtSlotV6};
@@ -65,6 +65,10 @@ pub static EDGE_CTEV: PerCpuArray<u64> = PerCpuArray::pinned(CtEvent::COUNT, 0);
 /// Live entries (created minus removed) of the IPv4 and the IPv6 table, updated atomically.
 #[map]
 pub static EDGE_CTLIVE: Array<u64> = Array::pinned(2, 0);
+
+/// First fragments that passed, for their later fragments (see `fragments`).
+#[map]
+pub static EDGE_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
 
 /// Drop events for `edge-ctl tail`, rate-limited per CPU (see `events`).
 #[map]

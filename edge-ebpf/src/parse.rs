@@ -24,12 +24,23 @@ const ETH_P_8021Q: u16 = EtherType::Ieee8021q as u16;
 const ETH_P_8021AD: u16 = EtherType::Ieee8021ad as u16;
 const VLAN_TAG_LEN: usize = 4;
 
-/// What the parser found.
+/// What the parser found. Later fragments are `Ip` packets too (see [`Packet::fragment`]): a
+/// variant with payload fields of its own made LLVM hand the verifier a packet pointer as
+/// another variant's value.
 pub enum Frame {
     Arp,
     Ip(Packet),
     Drop(DropReason),
 }
+
+/// [`Packet::fragment`]: not a fragment (or an atomic one).
+pub const WHOLE: u8 = 0;
+/// The first fragment of a datagram (offset 0, more to come): its later fragments follow its
+/// verdict.
+pub const FIRST: u8 = 1;
+/// A later fragment: no ports (zeros), only the datagram it belongs to; `proto` is the IPv4
+/// protocol, 0 for IPv6.
+pub const LATER: u8 = 2;
 
 /// The fields the policy looks at. Addresses are wire-order words; IPv4 uses word 0. The
 /// addresses come first and the struct is aligned to 8 bytes: IPv6 addresses are compared as
@@ -51,6 +62,10 @@ pub struct Packet {
     /// TCP sequence and acknowledgment numbers (wire order), 0 otherwise.
     pub seq: u32,
     pub ack: u32,
+    /// [`WHOLE`], [`FIRST`] or [`LATER`]; for a fragment, the datagram's identification (wire
+    /// order; IPv4's 16 bits or IPv6's 32).
+    pub fragment: u8,
+    pub frag_id: u32,
 }
 
 pub const TCP_FIN: u8 = 0x01;
@@ -147,15 +162,15 @@ fn parse_inner(data: usize, data_end: usize, check_len: bool) -> Result<Frame, D
     let (proto, l3) = ethertype(data, data_end)?;
     let frame_len = data_end - data;
     match proto {
-        ETH_P_IPV4 => parse_v4(data, data_end, l3, frame_len, check_len).map(Frame::Ip),
-        ETH_P_IPV6 => parse_v6(data, data_end, l3, frame_len, check_len).map(Frame::Ip),
+        ETH_P_IPV4 => parse_v4(data, data_end, l3, frame_len, check_len),
+        ETH_P_IPV6 => parse_v6(data, data_end, l3, frame_len, check_len),
         ETH_P_ARP => Ok(Frame::Arp),
         _ => Err(DropReason::EtherType),
     }
 }
 
 #[inline(always)]
-fn parse_v4(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len: bool) -> Result<Packet, DropReason> {
+fn parse_v4(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len: bool) -> Result<Frame, DropReason> {
     let ip: *const Ipv4Hdr = ptr_at(data, data_end, l3).ok_or(DropReason::Truncated)?;
     let vihl = unsafe { (*ip).vihl };
     if vihl >> 4 != 4 {
@@ -171,28 +186,40 @@ fn parse_v4(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len
         return Err(DropReason::BadHeader);
     }
     let frags = be16(ip as usize + 6);
-    if frags & 0x1fff != 0 {
+    let proto = unsafe { (*ip).proto };
+    let (src, dst) = ([load::<u32>(ip as usize + 12), 0, 0, 0], [load::<u32>(ip as usize + 16), 0, 0, 0]);
+    let id = load::<u16>(ip as usize + 4) as u32;
+    let fragment = match frags & 0x1fff {
+        0 if frags & 0x2000 != 0 => FIRST,
+        0 => WHOLE,
+        // Offset 8 bytes of TCP: it would overwrite the first fragment's flags (RFC 1858).
+        1 if proto == PROTO_TCP => return Err(DropReason::TinyFragment),
         // A later fragment: no ports to judge.
-        return Err(DropReason::Fragment);
-    }
+        _ => LATER,
+    };
     let mut pkt = Packet {
         v6: false,
-        proto: unsafe { (*ip).proto },
-        src: [load::<u32>(ip as usize + 12), 0, 0, 0],
-        dst: [load::<u32>(ip as usize + 16), 0, 0, 0],
+        proto,
+        src,
+        dst,
         sport: 0,
         dport: 0,
         tcp_flags: 0,
         l4_offset: 0,
         seq: 0,
         ack: 0,
+        fragment,
+        frag_id: id,
     };
+    if fragment == LATER {
+        return Ok(Frame::Ip(pkt));
+    }
     l4(data, data_end, l3 + ihl, l3 + tot_len, &mut pkt)?;
-    Ok(pkt)
+    Ok(Frame::Ip(pkt))
 }
 
 #[inline(always)]
-fn parse_v6(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len: bool) -> Result<Packet, DropReason> {
+fn parse_v6(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len: bool) -> Result<Frame, DropReason> {
     let ip: *const Ipv6Hdr = ptr_at(data, data_end, l3).ok_or(DropReason::Truncated)?;
     let vcf = unsafe { *(ip as *const u8) };
     if vcf >> 4 != 6 {
@@ -204,13 +231,29 @@ fn parse_v6(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len
     }
     let src: [u32; 4] = load(ip as usize + 8);
     let dst: [u32; 4] = load(ip as usize + 24);
-    let (proto, l4_offset) = ext_headers(data, data_end, unsafe { (*ip).next_hdr }, l3 + Ipv6Hdr::LEN)?;
-    let mut pkt = Packet { v6: true, proto, src, dst, sport: 0, dport: 0, tcp_flags: 0, l4_offset: 0, seq: 0, ack: 0 };
+    let walk = ext_headers(data, data_end, unsafe { (*ip).next_hdr }, l3 + Ipv6Hdr::LEN)?;
+    let mut pkt = Packet {
+        v6: true,
+        proto: if walk.fragment == LATER { 0 } else { walk.next },
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        l4_offset: 0,
+        seq: 0,
+        ack: 0,
+        fragment: walk.fragment,
+        frag_id: walk.id,
+    };
+    if walk.fragment == LATER {
+        return Ok(Frame::Ip(pkt));
+    }
     // Egress may see a GSO packet of more than 64 KiB with payload length 0 (BIG TCP): no
     // bound from the field then. Ingress sees wire frames, where 0 means no payload.
     let end = if payload_len == 0 && !check_len { usize::MAX } else { l3 + Ipv6Hdr::LEN + payload_len };
-    l4(data, data_end, l4_offset, end, &mut pkt)?;
-    Ok(pkt)
+    l4(data, data_end, walk.off, end, &mut pkt)?;
+    Ok(Frame::Ip(pkt))
 }
 
 const IPV6_HOPOPTS: u8 = 0;
@@ -220,54 +263,77 @@ const IPV6_DSTOPTS: u8 = 60;
 /// Extension headers walked before giving up (`ext-headers`).
 pub const MAX_EXT_HEADERS: usize = 4;
 
+/// What [`ext_headers`] found: the upper-layer protocol and its offset, and what a fragment
+/// header made this ([`Packet::fragment`]), with its identification. Plain fields, always set
+/// (see `programs::Decision`).
+struct Walk {
+    next: u8,
+    off: usize,
+    fragment: u8,
+    id: u32,
+}
+
 /// Walks hop-by-hop, routing, destination-options and fragment headers (a bounded walk: the
-/// verifier sees four straight-line steps). Returns the upper-layer protocol and its offset.
+/// verifier sees four straight-line steps).
 #[inline(always)]
-fn ext_headers(data: usize, data_end: usize, first: u8, offset: usize) -> Result<(u8, usize), DropReason> {
-    let mut next = first;
-    let mut off = offset;
+fn ext_headers(data: usize, data_end: usize, first: u8, offset: usize) -> Result<Walk, DropReason> {
+    let mut walk = Walk { next: first, off: offset, fragment: WHOLE, id: 0 };
     for _ in 0..MAX_EXT_HEADERS {
-        match next {
+        match walk.next {
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
-                let h: *const [u8; 2] = ptr_at(data, data_end, off).ok_or(DropReason::Truncated)?;
+                let h: *const [u8; 2] = ptr_at(data, data_end, walk.off).ok_or(DropReason::Truncated)?;
                 let (n, len) = unsafe { ((*h)[0], (*h)[1]) };
-                next = n;
-                off += (len as usize + 1) * 8;
+                walk.next = n;
+                walk.off += (len as usize + 1) * 8;
             }
             IPV6_FRAGMENT => {
-                let h: *const [u8; 4] = ptr_at(data, data_end, off).ok_or(DropReason::Truncated)?;
+                let h: *const [u8; 8] = ptr_at(data, data_end, walk.off).ok_or(DropReason::Truncated)?;
                 let (n, frag) = unsafe { ((*h)[0], u16::from_be_bytes([(*h)[2], (*h)[3]])) };
-                if frag & 0xfff8 != 0 {
+                walk.id = load::<u32>(h as usize + 4);
+                match frag >> 3 {
+                    0 => {}
+                    // Offset 8 bytes of TCP: it would overwrite the first fragment's flags.
+                    1 if n == PROTO_TCP => return Err(DropReason::TinyFragment),
                     // A later fragment: no ports to judge.
-                    return Err(DropReason::Fragment);
+                    _ => {
+                        walk.fragment = LATER;
+                        return Ok(walk);
+                    }
                 }
-                next = n;
-                off += 8;
+                if frag & 1 != 0 {
+                    walk.fragment = FIRST;
+                }
+                walk.next = n;
+                walk.off += 8;
             }
-            _ => return Ok((next, off)),
+            _ => return Ok(walk),
         }
     }
-    match next {
+    match walk.next {
         IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_FRAGMENT => Err(DropReason::ExtHeaders),
-        _ => Ok((next, off)),
+        _ => Ok(walk),
     }
 }
 
 /// Reads ports (TCP/UDP) or type and code (ICMP/ICMPv6). Other protocols keep zeros. What is
-/// read must lie within the frame (`truncated`) and within the datagram the IP header declares,
-/// ending at offset `end` (`bad-header`): bytes past the datagram are not part of the packet,
-/// and a stack that honours the length would never see a header there.
+/// read must lie within the datagram the IP header declares, ending at offset `end`
+/// (`bad-header`, or `tiny-fragment` in a first fragment): bytes past the datagram are not part
+/// of the packet, and a stack that honours the length would never see a header there; then
+/// within the frame (`truncated`: egress, where the datagram may be longer than the buffer).
 #[inline(always)]
 fn l4(data: usize, data_end: usize, offset: usize, end: usize, pkt: &mut Packet) -> Result<(), DropReason> {
     pkt.l4_offset = offset as u16;
     match pkt.proto {
         PROTO_TCP => {
-            let tcp: *const TcpHdr = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
+            let tcp: *const TcpHdr = ptr_at(data, data_end, offset).ok_or(short(pkt, offset + TcpHdr::LEN, end))?;
             // Data offset: the high nibble of byte 12; the whole header, options included,
             // lies within the datagram.
             let doff = unsafe { *((tcp as usize + 12) as *const u8) } >> 4;
-            if doff < 5 || offset + doff as usize * 4 > end {
+            if doff < 5 {
                 return Err(DropReason::BadHeader);
+            }
+            if offset + doff as usize * 4 > end {
+                return Err(cut(pkt));
             }
             let flags = unsafe { *((tcp as usize + 13) as *const u8) };
             if !tcp_flags_valid(flags) {
@@ -280,17 +346,17 @@ fn l4(data: usize, data_end: usize, offset: usize, end: usize, pkt: &mut Packet)
             pkt.ack = load::<u32>(tcp as usize + 8);
         }
         PROTO_UDP => {
-            let udp: *const UdpHdr = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
+            let udp: *const UdpHdr = ptr_at(data, data_end, offset).ok_or(short(pkt, offset + UdpHdr::LEN, end))?;
             if offset + UdpHdr::LEN > end {
-                return Err(DropReason::BadHeader);
+                return Err(cut(pkt));
             }
             pkt.sport = be16(udp as usize);
             pkt.dport = be16(udp as usize + 2);
         }
         PROTO_ICMP | PROTO_ICMPV6 => {
-            let icmp: *const [u8; 4] = ptr_at(data, data_end, offset).ok_or(DropReason::Truncated)?;
+            let icmp: *const [u8; 4] = ptr_at(data, data_end, offset).ok_or(short(pkt, offset + 4, end))?;
             if offset + 4 > end {
-                return Err(DropReason::BadHeader);
+                return Err(cut(pkt));
             }
             pkt.sport = unsafe { (*icmp)[0] } as u16;
             pkt.dport = unsafe { (*icmp)[1] } as u16;
@@ -298,6 +364,22 @@ fn l4(data: usize, data_end: usize, offset: usize, end: usize, pkt: &mut Packet)
         _ => {}
     }
     Ok(())
+}
+
+/// Why a layer-4 header the frame does not hold is dropped: it runs past the datagram too
+/// (ending at `header_end`; see [`cut`]), or only the frame is short (`truncated`). The frame
+/// is checked first: a check against the datagram first let LLVM drop the frame's, which it
+/// implies on ingress, and the verifier then refused the read.
+#[inline(always)]
+fn short(pkt: &Packet, header_end: usize, end: usize) -> DropReason {
+    if header_end > end { cut(pkt) } else { DropReason::Truncated }
+}
+
+/// Why a layer-4 header that runs past the datagram is dropped: in a first fragment the rest
+/// would come in a later one, which could rewrite it (RFC 3128, RFC 7112).
+#[inline(always)]
+fn cut(pkt: &Packet) -> DropReason {
+    if pkt.fragment == FIRST { DropReason::TinyFragment } else { DropReason::BadHeader }
 }
 
 /// The flow an ICMP error quotes: the offending packet's header and first 8 bytes follow the
@@ -357,7 +439,8 @@ pub fn plain_v4(data: usize, data_end: usize) -> Option<Packet> {
         return None;
     }
     let tot_len = be16(data + L3 + 2) as usize;
-    if tot_len < Ipv4Hdr::LEN || L3 + tot_len > data_end - data || be16(data + L3 + 6) & 0x1fff != 0 {
+    // Fragments (more to come, or an offset) take the general path.
+    if tot_len < Ipv4Hdr::LEN || L3 + tot_len > data_end - data || be16(data + L3 + 6) & 0x3fff != 0 {
         return None;
     }
     let (src, dst) = ([load::<u32>(data + L3 + 12), 0, 0, 0], [load::<u32>(data + L3 + 16), 0, 0, 0]);
@@ -414,7 +497,20 @@ pub fn plain_again(data: usize, data_end: usize, v6: bool) -> Option<Packet> {
         _ => return None,
     };
     let (sport, dport) = (u16::from_be(reload::<u16>(data + l4)), u16::from_be(reload::<u16>(data + l4 + 2)));
-    Some(Packet { v6, proto, src, dst, sport, dport, tcp_flags, l4_offset: l4 as u16, seq, ack })
+    Some(Packet {
+        v6,
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+        tcp_flags,
+        l4_offset: l4 as u16,
+        seq,
+        ack,
+        fragment: WHOLE,
+        frag_id: 0,
+    })
 }
 
 /// The packet, when TCP (with its whole header and valid flags) or UDP is at `l4` and within
@@ -444,5 +540,18 @@ fn plain_l4(
         _ => return None,
     };
     let (sport, dport) = (be16(data + l4), be16(data + l4 + 2));
-    Some(Packet { v6, proto, src, dst, sport, dport, tcp_flags, l4_offset: l4 as u16, seq, ack })
+    Some(Packet {
+        v6,
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+        tcp_flags,
+        l4_offset: l4 as u16,
+        seq,
+        ack,
+        fragment: WHOLE,
+        frag_id: 0,
+    })
 }

@@ -19,12 +19,13 @@ use aya_ebpf::macros::{classifier, xdp};
 use aya_ebpf::programs::{TcContext, XdpContext};
 use edge_common::{
     Candidate, DropKind, DropReason, Explanation, GenConfig, Generation, NO_CLASS, PassReason, explain, flags,
+    frag_kind,
 };
 
 use crate::conntrack;
 use crate::maps::{EDGE_EXPLAIN, EDGE_TABLES};
-use crate::parse::{Frame, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN};
-use crate::{counters, events, parse, policy};
+use crate::parse::{FIRST, Frame, LATER, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN};
+use crate::{counters, events, fragments, parse, policy};
 
 const INBOUND: u32 = 0;
 const OUTBOUND: u32 = 1;
@@ -181,9 +182,15 @@ fn live() -> Live {
     Live { generation, tables }
 }
 
-/// Counts the decision, reports drops, and says whether the packet passes.
+/// Counts the decision, reports drops, and says whether the packet passes. A first fragment
+/// that passes leaves its verdict for its later fragments.
 #[inline(always)]
 fn apply(cfg: &GenConfig, direction: u32, decision: Decision, pkt: Option<&Packet>, bytes: u64) -> bool {
+    if let Some(p) = pkt {
+        if p.fragment == FIRST {
+            remember(cfg, direction, decision, p);
+        }
+    }
     match decision.kind {
         Kind::Rule => {
             counters::rule(decision.slot, bytes);
@@ -200,6 +207,50 @@ fn apply(cfg: &GenConfig, direction: u32, decision: Decision, pkt: Option<&Packe
             decision.kind == Kind::WouldDrop
         }
     }
+}
+
+/// Records a first fragment's verdict when it passes and the role tracks fragments.
+#[inline(always)]
+fn remember(cfg: &GenConfig, direction: u32, d: Decision, pkt: &Packet) {
+    if cfg.flags & flags::FRAGMENTS_TRACK == 0 {
+        return;
+    }
+    let (kind, detail) = match d.kind {
+        Kind::Rule => (frag_kind::RULE, d.slot),
+        Kind::Pass => (frag_kind::PASS, d.pass as u16),
+        Kind::WouldDrop => (frag_kind::WOULD_DROP, d.drop as u16),
+        Kind::Drop => return,
+    };
+    let proto = if pkt.v6 { 0 } else { pkt.proto };
+    fragments::record(&fragments::key(&pkt.src, &pkt.dst, pkt.frag_id, proto, direction), kind, detail);
+}
+
+/// A later fragment: the verdict of its first fragment under `fragments = "track"`; without
+/// one it is dropped inbound and left to the egress mode outbound. `drop` drops inbound and
+/// passes the host's own; `pass` passes both.
+#[inline(always)]
+fn later_fragment<const DRY: bool>(live: &Live, direction: u32, f: &Packet, bytes: u64) -> bool {
+    let cfg = live.cfg();
+    let d = if cfg.flags & flags::FRAGMENTS_TRACK != 0 {
+        match fragments::lookup(cfg, &fragments::key(&f.src, &f.dst, f.frag_id, f.proto, direction)) {
+            Some((frag_kind::RULE, slot)) => Decision::Rule(slot),
+            // SAFETY (both): the values were written from the enums by `remember`, and are
+            // checked against their count.
+            Some((frag_kind::PASS, r)) if (r as u32) < PassReason::COUNT => {
+                Decision::Pass(unsafe { core::mem::transmute::<u32, PassReason>(r as u32) })
+            }
+            Some((frag_kind::WOULD_DROP, r)) if (r as u32) < DropReason::COUNT => {
+                Decision::WouldDrop(unsafe { core::mem::transmute::<u32, DropReason>(r as u32) })
+            }
+            _ if direction == INBOUND => Decision::Drop(DropReason::Fragment),
+            _ => egress_default(cfg, DropReason::Fragment),
+        }
+    } else if cfg.flags & flags::FRAGMENTS_PASS != 0 || direction == OUTBOUND {
+        Decision::Pass(PassReason::Fragment)
+    } else {
+        Decision::Drop(DropReason::Fragment)
+    };
+    decide::<DRY>(live, direction, audited(cfg, d), None, bytes)
 }
 
 #[inline(always)]
@@ -238,6 +289,7 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
         return verdict;
     }
     match parse::parse(data, data_end, true) {
+        Frame::Ip(pkt) if pkt.fragment == LATER => later_fragment::<DRY>(&live, INBOUND, &pkt, bytes),
         // One copy of the logic per family, so that IPv4 never carries IPv6's address words.
         Frame::Ip(pkt) if pkt.v6 => ip_in::<DRY, true>(data, data_end, &live, pkt, bytes),
         Frame::Ip(pkt) => ip_in::<DRY, false>(data, data_end, &live, pkt, bytes),
@@ -248,9 +300,6 @@ fn ingress<const DRY: bool>(data: usize, data_end: usize) -> bool {
             None,
             bytes,
         ),
-        Frame::Drop(DropReason::Fragment) if cfg.flags & flags::FRAGMENTS_PASS != 0 => {
-            decide::<DRY>(&live, INBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
-        }
         Frame::Drop(reason) => decide::<DRY>(&live, INBOUND, audited(cfg, Decision::Drop(reason)), None, bytes),
     }
 }
@@ -264,7 +313,12 @@ fn ip_in<const DRY: bool, const V6: bool>(data: usize, data_end: usize, live: &L
     let d = match pkt.proto {
         PROTO_TCP | PROTO_UDP => match policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
             // Decided here, not after the other cases join: the common case stays straight code.
-            Some(c) => return allowed::<DRY>(live, c, bytes),
+            Some(c) => {
+                if !DRY && pkt.fragment == FIRST {
+                    remember(cfg, INBOUND, Decision::Rule(c.rule), &pkt);
+                }
+                return allowed::<DRY>(live, c, bytes);
+            }
             None => return no_rule_in::<DRY, V6>(live, pkt, bytes),
         },
         PROTO_ICMP | PROTO_ICMPV6 => icmp_in::<DRY>(data, data_end, live, &pkt),
@@ -397,6 +451,7 @@ fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
     let cfg = live.cfg();
     let live = &live;
     match frame {
+        Frame::Ip(pkt) if pkt.fragment == LATER => later_fragment::<DRY>(live, OUTBOUND, &pkt, bytes),
         Frame::Ip(pkt) => {
             let d = match pkt.proto {
                 PROTO_TCP | PROTO_UDP => tcp_udp_out::<DRY>(live, &pkt),
@@ -408,10 +463,7 @@ fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
         Frame::Arp | Frame::Drop(DropReason::EtherType) => {
             decide::<DRY>(live, OUTBOUND, Decision::Pass(PassReason::NotIp), None, bytes)
         }
-        // The host's own later fragments: their first fragment was judged.
-        Frame::Drop(DropReason::Fragment) => {
-            decide::<DRY>(live, OUTBOUND, Decision::Pass(PassReason::Fragment), None, bytes)
-        }
+
         Frame::Drop(reason) => decide::<DRY>(live, OUTBOUND, audited(cfg, egress_default(cfg, reason)), None, bytes),
     }
 }

@@ -74,6 +74,26 @@ impl Loaded {
         Loaded { ebpf, dir, maps, tables }
     }
 
+    /// The fragment table (first fragments that passed, see the kernel's `fragments`).
+    pub fn fragments(&self) -> Vec<(edge_common::FragKey, edge_common::FragEntry)> {
+        self.fragment_map().iter().filter_map(Result::ok).collect()
+    }
+
+    /// Empties the fragment table.
+    pub fn fragments_flush(&self) {
+        let mut map = self.fragment_map();
+        let keys: Vec<edge_common::FragKey> = map.keys().filter_map(Result::ok).collect();
+        for k in &keys {
+            let _ = map.remove(k);
+        }
+    }
+
+    fn fragment_map(&self) -> aya::maps::HashMap<aya::maps::MapData, edge_common::FragKey, edge_common::FragEntry> {
+        let data =
+            aya::maps::MapData::from_pin(self.dir.join(edge_common::maps::FRAGMENTS)).expect("fragment table pin");
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).expect("fragment table")
+    }
+
     /// Another handle on the same maps (for a writer running beside test runs).
     pub fn open_maps(&self) -> MapSet {
         MapSet::open(&self.dir).expect("open maps")

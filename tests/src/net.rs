@@ -144,7 +144,8 @@ fn udp_server(port: u16, stop: &AtomicBool, ready: std::sync::mpsc::Sender<()>) 
         .collect();
     let _ = ready.send(());
     let start = Instant::now();
-    let mut buf = [0u8; 2048];
+    // Whole datagrams, fragmented ones included.
+    let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::SeqCst) && start.elapsed() < MAX_SERVER_LIFETIME {
         let mut idle = true;
         for sock in &socks {
@@ -221,17 +222,22 @@ pub fn tcp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -
 
 /// Sends a datagram from a pinned source port and waits for the echo.
 pub fn udp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> Outcome {
+    udp_exchange_from(ns, sport, to, b"edge-lab probe".to_vec(), timeout)
+}
+
+/// [`udp_probe_from`] with `payload`: answered when the same bytes come back (a payload over
+/// the link's MTU goes out, and comes back, in fragments).
+pub fn udp_exchange_from(ns: &str, sport: u16, to: SocketAddr, payload: Vec<u8>, timeout: Duration) -> Outcome {
     in_netns(ns, move || {
         let sock = bind_retry("udp client", || UdpSocket::bind(unspecified(to, sport)));
         sock.connect(to).expect("connect udp");
         sock.set_read_timeout(Some(timeout)).expect("timeout");
-        let payload = b"edge-lab probe";
-        if sock.send(payload).is_err() {
+        if sock.send(&payload).is_err() {
             return Outcome::Refused;
         }
-        let mut buf = [0u8; 64];
+        let mut buf = vec![0u8; payload.len() + 64];
         match sock.recv(&mut buf) {
-            Ok(n) if &buf[..n] == payload => Outcome::Answered,
+            Ok(n) if buf[..n] == payload[..] => Outcome::Answered,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Outcome::Refused,
             _ => Outcome::Silent,
         }

@@ -295,16 +295,63 @@ fn ip6(s: &str) -> [u8; 16] {
     s.parse::<std::net::Ipv6Addr>().unwrap().octets()
 }
 
+/// An IPv4 fragment of datagram `id`: `frag` holds the flags and offset field.
+fn fragment4(id: u16, proto: u8, frag: u16, payload: &[u8]) -> Vec<u8> {
+    let mut ip = packet::ipv4_with([203, 0, 113, 5], [192, 0, 2, 10], proto, &[], frag, payload);
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    packet::ethernet(packet::ETH_IPV4, &ip)
+}
+
+/// An IPv6 fragment of datagram `id`: `frag` is the offset (8-byte units) shifted left by 3,
+/// with the more-fragments bit.
+fn fragment6(id: u32, next: u8, frag: u16, payload: &[u8]) -> Vec<u8> {
+    let mut body = frag.to_be_bytes().to_vec();
+    body.extend_from_slice(&id.to_be_bytes());
+    let v6 = packet::ipv6_ext(ip6(CLIENT6), ip6(EDGE6), &[(44, body)], next, payload);
+    packet::ethernet(packet::ETH_IPV6, &v6)
+}
+
+/// Later fragments follow their first (`fragments = "track"`, the default): counted by the
+/// rule that allowed it; those of a datagram whose first fragment was dropped or never seen
+/// are dropped (`fragment`). Fragments that could rewrite or hide the header are
+/// `tiny-fragment`. Both families.
 #[test]
 fn fragments() {
     let l = load(POLICY);
     let tcp = packet::tcp_header(40000, 5061, SYN);
-    // First fragment (MF set, offset 0): judged by its ports.
-    let first = packet::ipv4_with([203, 0, 113, 5], [192, 0, 2, 10], TCP, &[], 0x2000, &tcp);
-    expect_rule(&l, &packet::ethernet(packet::ETH_IPV4, &first), "sip");
-    // A later fragment carries no ports.
-    let later = packet::ipv4_with([203, 0, 113, 5], [192, 0, 2, 10], TCP, &[], 0x0010, &tcp);
-    expect_drop(&l, &packet::ethernet(packet::ETH_IPV4, &later), DropReason::Fragment);
+    let denied = packet::tcp_header(40000, 5060, SYN);
+    let data = [0u8; 16];
+    // IPv4: first fragment (more fragments, offset 0) judged by its ports; its later fragments
+    // are counted by the same rule.
+    expect_rule(&l, &fragment4(7, TCP, 0x2000, &tcp), "sip");
+    expect_rule(&l, &fragment4(7, TCP, 0x2000 | 3, &data), "sip");
+    expect_rule(&l, &fragment4(7, TCP, 5, &data), "sip");
+    // Another datagram, another protocol, a datagram whose first fragment was denied.
+    expect_drop(&l, &fragment4(8, TCP, 3, &data), DropReason::Fragment);
+    expect_drop(&l, &fragment4(7, UDP, 3, &data), DropReason::Fragment);
+    expect_drop(&l, &fragment4(9, TCP, 0x2000, &denied), DropReason::PolicyDefault);
+    expect_drop(&l, &fragment4(9, TCP, 3, &data), DropReason::Fragment);
+    // Tiny fragments: TCP at offset 8 bytes, a first fragment without the whole TCP header.
+    expect_drop(&l, &fragment4(7, TCP, 0x2000 | 1, &data), DropReason::TinyFragment);
+    expect_drop(&l, &fragment4(10, TCP, 0x2000, &tcp[..12]), DropReason::TinyFragment);
+    expect_drop(&l, &fragment4(10, UDP, 0x2000, &[0x0d, 0x96, 0xc3, 0x50]), DropReason::TinyFragment);
+
+    // IPv6: the same with a fragment header.
+    expect_rule(&l, &fragment6(0x1234_5678, TCP, 1, &tcp), "sip");
+    expect_rule(&l, &fragment6(0x1234_5678, TCP, 3 << 3, &data), "sip");
+    expect_drop(&l, &fragment6(0x1234_5679, TCP, 3 << 3, &data), DropReason::Fragment);
+    expect_drop(&l, &fragment6(0x1234_5678, TCP, 1 << 3, &data), DropReason::TinyFragment);
+    expect_drop(&l, &fragment6(0x1234_567a, TCP, 1, &tcp[..12]), DropReason::TinyFragment);
+    assert_eq!(l.fragments().len(), 2, "one entry per first fragment that passed");
+
+    // `drop` drops every later fragment; `pass` passes it, counted as a fragment.
+    let dropping = load(&format!("[roles.external]\nfragments = \"drop\"\n{POLICY}"));
+    expect_rule(&dropping, &fragment4(7, TCP, 0x2000, &tcp), "sip");
+    expect_drop(&dropping, &fragment4(7, TCP, 3, &data), DropReason::Fragment);
+    assert!(dropping.fragments().is_empty(), "nothing recorded without tracking");
+    let passing = load(&format!("[roles.external]\nfragments = \"pass\"\n{POLICY}"));
+    expect_essential(&passing, &fragment4(11, TCP, 3, &data), PassReason::Fragment);
+    expect_essential(&passing, &fragment6(11, UDP, 3 << 3, &data), PassReason::Fragment);
 }
 
 #[test]

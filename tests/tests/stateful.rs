@@ -6,10 +6,10 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use edge_tests::lab::{EDGE, Lab, PEER, drop_packets, reason_packets};
+use edge_tests::lab::{EDGE, Lab, PEER, drop_packets, reason_packets, rule_packets};
 use edge_tests::net::{
     HeldConnection, Outcome, Servers, at, send_frame, tcp_connect_from, tcp_probe, tcp_probe_from, udp_delayed_echo,
-    udp_probe_from,
+    udp_exchange_from, udp_probe_from,
 };
 use edge_tests::packet::{self, ACK, FIN, RST};
 
@@ -35,6 +35,14 @@ role = "external"
 direction = "inbound"
 protocol = "tcp"
 ports = 443
+local = "me"
+
+[[rule]]
+name = "media-in"
+role = "external"
+direction = "inbound"
+protocol = "udp"
+ports = 50000
 local = "me"
 
 [[rule]]
@@ -272,6 +280,43 @@ fn blind_rst_and_fin_cut_no_connection() {
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(drop_packets(&s.stats(), "no-flow"), noflow + 1, "{peer}: the closed connection's flow is gone");
     }
+}
+
+/// Datagrams over the link's MTU travel in fragments, and later fragments follow their first
+/// (`fragments = "track"`, the default): a 3000-byte DNS query and its 3000-byte answer (the
+/// answer to a tracked flow), a 3000-byte datagram to an allowed inbound port and its echo (a
+/// reply from an allowed port) all arrive, over IPv4 and IPv6; one to a denied port does not,
+/// and its later fragments are `fragment` drops.
+#[test]
+fn fragmented_datagrams_of_allowed_flows_arrive() {
+    let s = setup("frg", "enforce");
+    s.attach();
+    let _peer = Servers::start(&s.peer, &[], &[53]);
+    let _edge = Servers::start(&s.edge, &[], &[50000, 50001]);
+    let big: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    for (i, (edge, peer)) in EDGE.iter().zip(PEER).enumerate() {
+        let port = 41750 + i as u16;
+        assert_eq!(
+            udp_exchange_from(&s.edge, port, at(peer, 53), big.clone(), ALLOW),
+            Outcome::Answered,
+            "a 3000-byte answer from {peer} to the edge's query"
+        );
+        assert_eq!(
+            udp_exchange_from(&s.peer, port, at(edge, 50000), big.clone(), ALLOW),
+            Outcome::Answered,
+            "a 3000-byte datagram to {edge}'s allowed port and the echo"
+        );
+        let st = s.stats();
+        let (denied, fragments) = (drop_packets(&st, "policy-default"), drop_packets(&st, "fragment"));
+        assert_eq!(udp_exchange_from(&s.peer, port, at(edge, 50001), big.clone(), DENY), Outcome::Silent);
+        let st = s.stats();
+        assert_eq!(drop_packets(&st, "policy-default"), denied + 1, "the first fragment to {edge}:50001");
+        assert!(drop_packets(&st, "fragment") > fragments, "its later fragments");
+    }
+    // Passed fragments are counted by the rule (or reason) that passed their first.
+    let st = s.stats();
+    assert!(rule_packets(&st, "media-in") >= 2 * 3, "three fragments per datagram: {st}");
+    assert!(rule_packets(&st, "dns-udp-out") >= 2 * 3);
 }
 
 #[test]

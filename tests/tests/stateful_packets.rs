@@ -273,8 +273,49 @@ fn egress_enforce_drops_what_nothing_allows() {
         assert_eq!(l.run_egress(&short), TC_DROP);
         assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::BadHeader).packets, bad + 1);
         assert!(!l.maps.ct_entries().unwrap().iter().any(|(f, _)| f.local_port == 41500), "no flow recorded");
+        // Later fragments follow their first: the query's pass by its rule, others are dropped.
+        let dns = l.rule("dns-out").packets;
+        let frags = l.dropped_out(DropKind::Dropped, DropReason::Fragment).packets;
+        let udp = packet::udp_header(42100, 53, &[7; 32]);
+        assert_eq!(l.run_egress(&fragment(edge, peer, 77, packet::UDP, true, 0, &udp)), TC_PASS);
+        assert_eq!(l.run_egress(&fragment(edge, peer, 77, packet::UDP, false, 5, &[0; 24])), TC_PASS);
+        assert_eq!(l.rule("dns-out").packets, dns + 2, "the later fragment counted by the query's rule");
+        assert_eq!(l.run_egress(&fragment(edge, peer, 78, packet::UDP, false, 5, &[0; 24])), TC_DROP);
+        let denied = packet::udp_header(42100, 123, &[7; 32]);
+        assert_eq!(l.run_egress(&fragment(edge, peer, 79, packet::UDP, true, 0, &denied)), TC_DROP);
+        assert_eq!(l.run_egress(&fragment(edge, peer, 79, packet::UDP, false, 5, &[0; 24])), TC_DROP);
+        assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::Fragment).packets, frags + 2);
+        // An answer in fragments to a tracked query: the first passes as the flow's, and so do
+        // the later ones.
+        let hits = l.passed(PassReason::Conntrack).packets;
+        let answer = packet::udp_header(53, 42100, &[9; 32]);
+        assert_eq!(l.run(&fragment(peer, edge, 80, packet::UDP, true, 0, &answer)), XDP_PASS);
+        assert_eq!(l.run(&fragment(peer, edge, 80, packet::UDP, false, 5, &[0; 24])), XDP_PASS);
+        assert_eq!(l.run(&fragment(peer, edge, 81, packet::UDP, false, 5, &[0; 24])), XDP_DROP);
+        assert_eq!(l.passed(PassReason::Conntrack).packets, hits + 2);
     }
     assert_eq!(l.dropped_out(DropKind::WouldDrop, DropReason::EgressPolicy).packets, 0);
+}
+
+/// A fragment of datagram `id` from `src` to `dst`: the first (`first`, offset 0, more to come)
+/// or a later one at `offset` (8-byte units).
+fn fragment(src: IpAddr, dst: IpAddr, id: u16, proto: u8, first: bool, offset: u16, payload: &[u8]) -> Vec<u8> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let frag = if first { 0x2000 } else { offset };
+            let mut ip = packet::ipv4_with(s.octets(), d.octets(), proto, &[], frag, payload);
+            ip[4..6].copy_from_slice(&id.to_be_bytes());
+            packet::ethernet(packet::ETH_IPV4, &ip)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let frag: u16 = if first { 1 } else { offset << 3 };
+            let mut body = frag.to_be_bytes().to_vec();
+            body.extend_from_slice(&(id as u32).to_be_bytes());
+            let v6 = packet::ipv6_ext(s.octets(), d.octets(), &[(44, body)], proto, payload);
+            packet::ethernet(packet::ETH_IPV6, &v6)
+        }
+        _ => panic!("mixed families"),
+    }
 }
 
 #[test]

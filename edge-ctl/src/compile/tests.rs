@@ -383,22 +383,28 @@ fn essentials_and_egress_become_flags() {
         | flags::EGRESS_ENFORCE
         | flags::EGRESS_MONITOR
         | flags::AUDIT
-        | flags::FRAGMENTS_PASS;
+        | flags::FRAGMENTS_PASS
+        | flags::FRAGMENTS_TRACK;
     let compiled = |text: &str, role| {
         let mut t = compile(&parse(text, "p").unwrap(), role, &[], &SlotMap::default()).unwrap();
         t.flags &= switches;
         t
     };
     let text = "[roles.external]\nessentials = { arp = false }\n";
-    let all = flags::ESSENTIAL_ARP | flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU;
+    // Fragment tracking is on by default.
+    let all = flags::ESSENTIAL_ARP | flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU | flags::FRAGMENTS_TRACK;
     assert_eq!(
         compiled(text, Role::External).flags,
-        flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU | flags::EGRESS_ENFORCE
+        flags::ESSENTIAL_NDP | flags::ESSENTIAL_PMTU | flags::FRAGMENTS_TRACK | flags::EGRESS_ENFORCE
     );
     assert_eq!(compiled(text, Role::Internal).flags, all | flags::EGRESS_ENFORCE);
     let text = "[roles.external]\negress = \"monitor\"\n[roles.internal]\negress = \"off\"\n";
     assert_eq!(compiled(text, Role::External).flags, all | flags::EGRESS_MONITOR);
     assert_eq!(compiled(text, Role::Internal).flags, all);
+    let text = "[roles.external]\nfragments = \"drop\"\n[roles.internal]\nfragments = \"pass\"\n";
+    let tracked = all | flags::EGRESS_ENFORCE;
+    assert_eq!(compiled(text, Role::External).flags, tracked & !flags::FRAGMENTS_TRACK);
+    assert_eq!(compiled(text, Role::Internal).flags, tracked & !flags::FRAGMENTS_TRACK | flags::FRAGMENTS_PASS);
 }
 
 #[test]

@@ -61,7 +61,9 @@ pub fn decided_by(reason: DropReason, direction: u8) -> &'static str {
         DropReason::NoFlow => "default: no rule, no tracked flow",
         DropReason::EgressPolicy if direction == 1 => "egress default: no outbound rule, flow or reply",
         DropReason::Icmp | DropReason::EssentialOff => "essentials: ICMP other than NDP, PMTU, tracked errors",
-        DropReason::Fragment => "fragments: later fragments have no ports",
+        DropReason::Fragment => "fragments: no first fragment of this datagram passed",
+        DropReason::TinyFragment => "parser: a fragment that could rewrite or hide the header",
+        DropReason::TcpFlags => "parser: TCP flags no stack sends",
         _ => "parser: the frame is not a well-formed TCP/UDP/ICMP packet",
     }
 }

@@ -256,9 +256,22 @@ pub struct RoleSettings {
     pub essentials: Essentials,
     pub egress: EgressMode,
     pub mode: RoleMode,
-    /// Pass later fragments inbound (`fragments = "pass"`); they carry no ports to judge, so
-    /// the default drops them.
-    pub fragments_pass: bool,
+    /// What later fragments get: they carry no ports to judge.
+    pub fragments: Fragments,
+}
+
+/// What later IPv4/IPv6 fragments get (`fragments = ...`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fragments {
+    /// The verdict of their first fragment, when it passed in the last 30 s; unknown ones are
+    /// dropped inbound and left to the egress mode outbound.
+    #[default]
+    Track,
+    /// Dropped inbound; the host's own pass outbound.
+    Drop,
+    /// Passed in both directions.
+    Pass,
 }
 
 /// Default budget of drop events per second and interface.

@@ -11,8 +11,8 @@ use super::diag::{Diagnostics, Location};
 use super::raw::{RawConntrack, RawEvents, RawFailsafe, RawPolicy, RawRole, RawRule, Scalar, Scalars};
 use super::{
     AddrMatch, AddrTerm, AddressSet, ConntrackSettings, DEFAULT_EVENTS_PER_SECOND, Direction, EgressMode, Essentials,
-    FAILSAFE_RULE, FORMAT_VERSION, INTERFACE_TOKEN, Policy, PolicyError, PortRange, Ports, Protocol, Role, RoleMode,
-    RoleSettings, Rule, SetEntry,
+    FAILSAFE_RULE, FORMAT_VERSION, Fragments, INTERFACE_TOKEN, Policy, PolicyError, PortRange, Ports, Protocol, Role,
+    RoleMode, RoleSettings, Rule, SetEntry,
 };
 
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
@@ -178,10 +178,13 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> Rol
     }
     if let Some(f) = &raw.fragments {
         match f.get_ref().as_str() {
-            "drop" => settings.fragments_pass = false,
-            "pass" => settings.fragments_pass = true,
-            other => diags
-                .error(f.span().start, format!("unknown fragments policy `{other}`: expected \"drop\" or \"pass\"")),
+            "track" => settings.fragments = Fragments::Track,
+            "drop" => settings.fragments = Fragments::Drop,
+            "pass" => settings.fragments = Fragments::Pass,
+            other => diags.error(
+                f.span().start,
+                format!("unknown fragments policy `{other}`: expected \"track\", \"drop\" or \"pass\""),
+            ),
         }
     }
     if let Some(e) = &raw.egress {
