@@ -68,6 +68,35 @@ pub struct Packet {
     pub frag_id: u32,
 }
 
+impl Packet {
+    /// A TCP or UDP packet that is not a fragment: addresses, ports, TCP flags with sequence and
+    /// acknowledgment numbers, and the layer-4 offset.
+    #[inline(always)]
+    fn whole(
+        v6: bool,
+        proto: u8,
+        (src, dst): ([u32; 4], [u32; 4]),
+        (sport, dport): (u16, u16),
+        (tcp_flags, seq, ack): (u8, u32, u32),
+        l4: usize,
+    ) -> Packet {
+        Packet {
+            v6,
+            proto,
+            src,
+            dst,
+            sport,
+            dport,
+            tcp_flags,
+            l4_offset: l4 as u16,
+            seq,
+            ack,
+            fragment: WHOLE,
+            frag_id: 0,
+        }
+    }
+}
+
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
@@ -497,20 +526,7 @@ pub fn plain_again(data: usize, data_end: usize, v6: bool) -> Option<Packet> {
         _ => return None,
     };
     let (sport, dport) = (u16::from_be(reload::<u16>(data + l4)), u16::from_be(reload::<u16>(data + l4 + 2)));
-    Some(Packet {
-        v6,
-        proto,
-        src,
-        dst,
-        sport,
-        dport,
-        tcp_flags,
-        l4_offset: l4 as u16,
-        seq,
-        ack,
-        fragment: WHOLE,
-        frag_id: 0,
-    })
+    Some(Packet::whole(v6, proto, (src, dst), (sport, dport), (tcp_flags, seq, ack), l4))
 }
 
 /// The packet, when TCP (with its whole header and valid flags) or UDP is at `l4` and within
@@ -540,18 +556,5 @@ fn plain_l4(
         _ => return None,
     };
     let (sport, dport) = (be16(data + l4), be16(data + l4 + 2));
-    Some(Packet {
-        v6,
-        proto,
-        src,
-        dst,
-        sport,
-        dport,
-        tcp_flags,
-        l4_offset: l4 as u16,
-        seq,
-        ack,
-        fragment: WHOLE,
-        frag_id: 0,
-    })
+    Some(Packet::whole(v6, proto, (src, dst), (sport, dport), (tcp_flags, seq, ack), l4))
 }
