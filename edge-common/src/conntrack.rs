@@ -248,7 +248,7 @@ pub struct FragKey {
 }
 
 /// What a first fragment's verdict was, for its later fragments: `kind` 0 allowed by the rule
-/// in counter slot `detail`, 1 passed for [`crate::PassReason`] `detail`, 2 would have been
+/// in counter slot `detail`, 1 passed for [`crate::PassReason`] `detail`, 3 would have been
 /// dropped for [`crate::DropReason`] `detail` (audit, egress monitor); `seen` in jiffies.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -264,5 +264,5 @@ pub struct FragEntry {
 pub mod frag_kind {
     pub const RULE: u8 = 0;
     pub const PASS: u8 = 1;
-    pub const WOULD_DROP: u8 = 2;
+    pub const WOULD_DROP: u8 = 3;
 }

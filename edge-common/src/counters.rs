@@ -71,6 +71,13 @@ named_enum! {
         /// 7112): a first fragment too short to hold the whole TCP, UDP or ICMP header, or a TCP
         /// fragment at offset 8 bytes, which overlaps the first one's flags.
         TinyFragment = 12 => "tiny-fragment",
+        /// Neighbour or multicast listener discovery that did not come from the link: a hop
+        /// limit other than 255 (ND, RFC 4861) or 1 (MLD, RFC 2710/3810), or inside a fragment
+        /// (RFC 6980).
+        NdpOffLink = 13 => "ndp-off-link",
+        /// An IPv6 extension header no host accepts: a routing header of type 0 (RFC 5095) or
+        /// hop-by-hop options anywhere but first (RFC 8200).
+        BadExtHeader = 14 => "bad-ext-header",
     }
 }
 
@@ -118,7 +125,8 @@ named_enum! {
         Reply = 5 => "reply",
         /// Egress: an ICMP error or neighbour discovery the edge's stack sends.
         IcmpOut = 6 => "icmp-out",
-        /// Egress: not IP (ARP and other link-layer traffic of the host).
+        /// Egress: ARP (other link-layer traffic is judged by the egress mode: what ingress cannot
+        /// judge, egress does not pass).
         NotIp = 7 => "not-ip",
         /// Egress `off`: not filtered.
         Unfiltered = 8 => "unfiltered",

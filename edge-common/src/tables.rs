@@ -88,6 +88,9 @@ pub mod flags {
     /// Later fragments follow their first fragment (`fragments = "track"`, the default): a
     /// first fragment that passes is recorded in [`super::maps::FRAGMENTS`].
     pub const FRAGMENTS_TRACK: u32 = 1 << 11;
+    /// Pass IPv6 router advertisements and redirects (essential `router`; off on the external
+    /// role by default: a rogue router advertisement from outside is an attack).
+    pub const ESSENTIAL_ROUTER: u32 = 1 << 12;
 }
 
 /// Slots of each host table (a perfect hash, chosen by the compiler).

@@ -233,6 +233,9 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
     if settings.essentials.pmtu {
         f |= flags::ESSENTIAL_PMTU;
     }
+    if settings.essentials.router {
+        f |= flags::ESSENTIAL_ROUTER;
+    }
     if settings.mode == RoleMode::Audit {
         f |= flags::AUDIT;
     }

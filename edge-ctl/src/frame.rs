@@ -113,10 +113,20 @@ pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
     ip(src, dst, UDP, &udp_header(sport, dport, b"payload"))
 }
 
-/// ICMP (IPv4) or ICMPv6 with a type, code and 4 more header bytes.
+/// ICMP (IPv4) or ICMPv6 with a type, code and 4 more header bytes. Neighbour discovery
+/// (ICMPv6 133-137) gets hop limit 255 and multicast listener discovery (130-132, 143) 1, as
+/// their senders on the link set them.
 pub fn icmp(src: IpAddr, dst: IpAddr, kind: u8, code: u8) -> Vec<u8> {
     let proto = if src.is_ipv4() { ICMP } else { ICMPV6 };
-    ip(src, dst, proto, &[kind, code, 0, 0, 0, 0, 0, 0])
+    let mut f = ip(src, dst, proto, &[kind, code, 0, 0, 0, 0, 0, 0]);
+    if src.is_ipv6() {
+        match kind {
+            133..=137 => f[14 + 7] = 255,
+            130..=132 | 143 => f[14 + 7] = 1,
+            _ => {}
+        }
+    }
+    f
 }
 
 /// An ARP request.

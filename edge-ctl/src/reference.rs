@@ -28,6 +28,9 @@ pub enum Payload {
         v6: bool,
         kind: u8,
         code: u8,
+        /// IPv6's hop limit (0 for IPv4), and whether a fragment header came before it.
+        hop_limit: u8,
+        fragmented: bool,
     },
     /// Another IP protocol number (or ICMP in the wrong IP version).
     OtherIp(u8),
@@ -132,9 +135,17 @@ fn inbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) -> 
     };
     match payload {
         Payload::OtherIp(_) => Decision::Drop(DropReason::L4Protocol),
-        Payload::Icmp { v6, kind, code } => {
+        Payload::Icmp { v6, kind, code, hop_limit, fragmented } => {
             if v6 && is_ndp(kind) {
-                essential(e.ndp, PassReason::Ndp)
+                // From the link: hop limit 255 (ND) or 1 (MLD), and not in a fragment.
+                let link = if matches!(kind, 130..=132 | 143) { 1 } else { 255 };
+                if hop_limit != link || fragmented {
+                    Decision::Drop(DropReason::NdpOffLink)
+                } else if matches!(kind, 134 | 137) && !e.router {
+                    Decision::Drop(DropReason::EssentialOff)
+                } else {
+                    essential(e.ndp, PassReason::Ndp)
+                }
             } else if !is_icmp_error(v6, kind) {
                 Decision::Drop(DropReason::Icmp)
             } else if (v6 && kind == 2) || (!v6 && kind == 3 && code == 4) {
@@ -165,7 +176,9 @@ fn egress_default(mode: EgressMode, reason: DropReason) -> Decision {
 fn outbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) -> Decision {
     let mode = policy.role(role).egress;
     let (src, dst, payload) = match *frame {
-        Frame::Arp | Frame::NotIp => return Decision::Pass(PassReason::NotIp),
+        Frame::Arp => return Decision::Pass(PassReason::NotIp),
+        // What ingress cannot judge, egress does not pass.
+        Frame::NotIp => return egress_default(mode, DropReason::EtherType),
         Frame::Ip { src, dst, payload } => (src, dst, payload),
     };
     match payload {
@@ -213,8 +226,9 @@ pub fn decide_bytes(policy: &Policy, role: Role, interface: &[IpAddr], direction
 ///   (8 bytes) of TCP, which overlaps the first fragment's flags (`tiny-fragment`).
 /// - IPv6: 40 bytes; version 6; payload length within the frame (inbound); at most four
 ///   hop-by-hop/routing/destination-options/fragment headers (`ext-headers` beyond; a fragment
-///   header needs its 8 bytes), a fragment header with a non-zero offset is a later fragment
-///   (offset 1 of TCP: `tiny-fragment`).
+///   header needs its 8 bytes, a routing header 4), a fragment header with a non-zero offset is
+///   a later fragment (offset 1 of TCP: `tiny-fragment`); hop-by-hop options anywhere but
+///   first and a routing header of type 0 are `bad-ext-header`.
 /// - TCP: 20 bytes and a data offset of at least 5; UDP: 8 bytes; ICMP/ICMPv6: 4 bytes.
 ///   A header cut short anywhere is `truncated`; an impossible field is `bad-header`.
 /// - The layer-4 header (TCP with its options) lies within the datagram the IP length field
@@ -232,7 +246,7 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             l3 += 4;
         }
     }
-    let (src, dst, proto, l4, v6, end, first_fragment) = match ethertype {
+    let (src, dst, proto, l4, v6, end, first_fragment, fragmented, hop_limit) = match ethertype {
         0x0806 => return Ok(Frame::Arp),
         0x0800 => {
             let h = get(l3, 20)?;
@@ -252,7 +266,7 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             }
             let src = IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]));
             let dst = IpAddr::V4(Ipv4Addr::new(h[16], h[17], h[18], h[19]));
-            (src, dst, h[9], l3 + ihl, false, l3 + total, frag & 0x2000 != 0)
+            (src, dst, h[9], l3 + ihl, false, l3 + total, frag & 0x2000 != 0, false, 0)
         }
         0x86dd => {
             let h = get(l3, 40)?;
@@ -267,13 +281,27 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             }
             let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&h[8..24]).unwrap()));
             let dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&h[24..40]).unwrap()));
-            let (mut next, mut off, mut first) = (h[6], l3 + 40, false);
+            let (mut next, mut off, mut first, mut fragmented) = (h[6], l3 + 40, false, false);
             let mut walked = 0;
             while matches!(next, 0 | 43 | 60 | 44) {
                 if walked == 4 {
                     return Err(DropReason::ExtHeaders);
                 }
-                let e = get(off, if next == 44 { 8 } else { 2 })?;
+                // Hop-by-hop options only first; no routing header of type 0.
+                if next == 0 && walked != 0 {
+                    return Err(DropReason::BadExtHeader);
+                }
+                let e = get(
+                    off,
+                    match next {
+                        44 => 8,
+                        43 => 4,
+                        _ => 2,
+                    },
+                )?;
+                if next == 43 && e[2] == 0 {
+                    return Err(DropReason::BadExtHeader);
+                }
                 if next == 44 {
                     let frag = u16::from_be_bytes([e[2], e[3]]);
                     match frag >> 3 {
@@ -282,6 +310,7 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
                         _ => return Err(DropReason::Fragment),
                     }
                     first |= frag & 1 != 0;
+                    fragmented = true;
                     off += 8;
                 } else {
                     off += (e[1] as usize + 1) * 8;
@@ -289,7 +318,7 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
                 next = e[0];
                 walked += 1;
             }
-            (src, dst, next, off, true, end, first)
+            (src, dst, next, off, true, end, first, fragmented, h[7])
         }
         _ => return Ok(Frame::NotIp),
     };
@@ -323,7 +352,11 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
         1 | 58 => {
             let i = reach(4)?;
             within(4)?;
-            if (proto == 58) != v6 { Payload::OtherIp(proto) } else { Payload::Icmp { v6, kind: i[0], code: i[1] } }
+            if (proto == 58) != v6 {
+                Payload::OtherIp(proto)
+            } else {
+                Payload::Icmp { v6, kind: i[0], code: i[1], hop_limit, fragmented }
+            }
         }
         other => Payload::OtherIp(other),
     };

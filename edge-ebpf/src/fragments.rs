@@ -8,18 +8,30 @@
 use edge_common::{FRAGMENT_TIMEOUT_S, FragEntry, FragKey, GenConfig};
 
 use crate::conntrack::jiffies;
-use crate::maps::EDGE_FRAGS;
+use crate::maps::{EDGE_FRAGKEY, EDGE_FRAGS};
 
 #[inline(always)]
 pub fn key(src: &[u32; 4], dst: &[u32; 4], id: u32, proto: u8, direction: u32) -> FragKey {
     FragKey { src: *src, dst: *dst, id, proto, direction: direction as u8, _pad: 0 }
 }
 
-/// Records a first fragment's verdict (`kind`, `detail`: see [`FragEntry`]).
+/// Leaves a first fragment's key for [`record_staged`], in a per-CPU scratch value: a program
+/// runs to its end on one CPU, and neither the XDP nor the TC program interrupts the other there.
 #[inline(always)]
-pub fn record(key: &FragKey, kind: u8, detail: u16) {
+pub fn stage(key: &FragKey) {
+    if let Some(k) = EDGE_FRAGKEY.get_ptr_mut(0) {
+        unsafe { *k = *key };
+    }
+}
+
+/// Records a first fragment's verdict (`kind`, `detail`: see [`FragEntry`]) under the key
+/// [`stage`] left.
+#[inline(always)]
+pub fn record_staged(kind: u8, detail: u16) {
     let entry = FragEntry { seen: jiffies(), detail, kind, _pad0: 0, _pad1: 0 };
-    let _ = EDGE_FRAGS.insert(key, &entry, 0);
+    if let Some(key) = EDGE_FRAGKEY.get(0) {
+        let _ = EDGE_FRAGS.insert(key, &entry, 0);
+    }
 }
 
 /// The verdict of a later fragment's first fragment, if it passed in the last

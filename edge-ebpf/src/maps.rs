@@ -70,6 +70,11 @@ pub static EDGE_CTLIVE: Array<u64> = Array::pinned(2, 0);
 #[map]
 pub static EDGE_FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::pinned(FRAGMENTS_MAX, 0);
 
+/// The key of the first fragment being judged, for its record once it passes (see
+/// `programs::remember`); per CPU, not pinned.
+#[map]
+pub static EDGE_FRAGKEY: PerCpuArray<FragKey> = PerCpuArray::with_max_entries(1, 0);
+
 /// Drop events for `edge-ctl tail`, rate-limited per CPU (see `events`).
 #[map]
 pub static EDGE_EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);

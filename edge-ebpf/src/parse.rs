@@ -41,6 +41,9 @@ pub const FIRST: u8 = 1;
 /// A later fragment: no ports (zeros), only the datagram it belongs to; `proto` is the IPv4
 /// protocol, 0 for IPv6.
 pub const LATER: u8 = 2;
+/// An IPv6 atomic fragment (a fragment header, offset 0, no more to come): a whole datagram,
+/// but one in which neighbour discovery is not accepted (RFC 6980).
+pub const ATOMIC: u8 = 3;
 
 /// The fields the policy looks at. Addresses are wire-order words; IPv4 uses word 0. The
 /// addresses come first and the struct is aligned to 8 bytes: IPv6 addresses are compared as
@@ -62,10 +65,12 @@ pub struct Packet {
     /// TCP sequence and acknowledgment numbers (wire order), 0 otherwise.
     pub seq: u32,
     pub ack: u32,
-    /// [`WHOLE`], [`FIRST`] or [`LATER`]; for a fragment, the datagram's identification (wire
+    /// [`WHOLE`], [`FIRST`], [`LATER`] or [`ATOMIC`]; for a fragment, the datagram's identification (wire
     /// order; IPv4's 16 bits or IPv6's 32).
     pub fragment: u8,
     pub frag_id: u32,
+    /// IPv6's hop limit (neighbour discovery must come from the link); 0 for IPv4.
+    pub hop_limit: u8,
 }
 
 impl Packet {
@@ -93,6 +98,7 @@ impl Packet {
             ack,
             fragment: WHOLE,
             frag_id: 0,
+            hop_limit: 0,
         }
     }
 }
@@ -239,6 +245,7 @@ fn parse_v4(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len
         ack: 0,
         fragment,
         frag_id: id,
+        hop_limit: 0,
     };
     if fragment == LATER {
         return Ok(Frame::Ip(pkt));
@@ -274,6 +281,7 @@ fn parse_v6(data: usize, data_end: usize, l3: usize, frame_len: usize, check_len
         ack: 0,
         fragment: walk.fragment,
         frag_id: walk.id,
+        hop_limit: unsafe { (*ip).hop_limit },
     };
     if walk.fragment == LATER {
         return Ok(Frame::Ip(pkt));
@@ -307,11 +315,23 @@ struct Walk {
 #[inline(always)]
 fn ext_headers(data: usize, data_end: usize, first: u8, offset: usize) -> Result<Walk, DropReason> {
     let mut walk = Walk { next: first, off: offset, fragment: WHOLE, id: 0 };
-    for _ in 0..MAX_EXT_HEADERS {
+    for i in 0..MAX_EXT_HEADERS {
         match walk.next {
-            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+            // Hop-by-hop options come first or not at all (RFC 8200).
+            IPV6_HOPOPTS if i != 0 => return Err(DropReason::BadExtHeader),
+            IPV6_HOPOPTS | IPV6_DSTOPTS => {
                 let h: *const [u8; 2] = ptr_at(data, data_end, walk.off).ok_or(DropReason::Truncated)?;
                 let (n, len) = unsafe { ((*h)[0], (*h)[1]) };
+                walk.next = n;
+                walk.off += (len as usize + 1) * 8;
+            }
+            IPV6_ROUTING => {
+                let h: *const [u8; 4] = ptr_at(data, data_end, walk.off).ok_or(DropReason::Truncated)?;
+                let (n, len, kind) = unsafe { ((*h)[0], (*h)[1], (*h)[2]) };
+                // Type 0 makes any host a relay to any address (RFC 5095).
+                if kind == 0 {
+                    return Err(DropReason::BadExtHeader);
+                }
                 walk.next = n;
                 walk.off += (len as usize + 1) * 8;
             }
@@ -331,6 +351,8 @@ fn ext_headers(data: usize, data_end: usize, first: u8, offset: usize) -> Result
                 }
                 if frag & 1 != 0 {
                     walk.fragment = FIRST;
+                } else if walk.fragment == WHOLE {
+                    walk.fragment = ATOMIC;
                 }
                 walk.next = n;
                 walk.off += 8;

@@ -160,11 +160,18 @@ fn random_frame(rng: &mut SmallRng) -> Vec<u8> {
                     b.extend_from_slice(&[0, 0, 0, 1]);
                     b
                 } else {
-                    vec![0; rng.gen_range(0..20)]
+                    // A routing header's first body byte is its type: 0 (RH0) is refused.
+                    let mut body = vec![0; rng.gen_range(1..20)];
+                    body[0] = *pick(rng, &[0u8, 2, 3, 4]);
+                    body
                 };
                 headers.push((kind, body));
             }
-            packet::ethernet(packet::ETH_IPV6, &packet::ipv6_ext(s.octets(), d.octets(), &headers, l4.0, &l4.1))
+            let mut f =
+                packet::ethernet(packet::ETH_IPV6, &packet::ipv6_ext(s.octets(), d.octets(), &headers, l4.0, &l4.1));
+            // Hop limits: neighbour discovery from the link has 255 (MLD 1), a forged one not.
+            f[14 + 7] = *pick(rng, &[255u8, 255, 1, 64]);
+            f
         }
         _ => unreachable!(),
     };
@@ -391,7 +398,7 @@ ports = 3478
     );
     assert!(check(&mut l, &p, Role::External, &[], Direction::Inbound, &frag).is_none());
     let long = ext(
-        &[(0, vec![]), (60, vec![]), (43, vec![]), (60, vec![]), (60, vec![])],
+        &[(0, vec![]), (60, vec![]), (43, vec![2]), (60, vec![]), (60, vec![])],
         6,
         packet::tcp_header(1, 5061, SYN),
     );
@@ -401,7 +408,8 @@ ports = 3478
     );
     assert!(check(&mut l, &p, Role::External, &[], Direction::Inbound, &long).is_none());
     // MLD reports (hop-by-hop, then ICMPv6 143) pass as neighbour/listener discovery.
-    let mld = ext(&[(0, vec![5, 2, 0, 0, 1, 0])], 58, vec![143, 0, 0, 0, 0, 0, 0, 1]);
+    let mut mld = ext(&[(0, vec![5, 2, 0, 0, 1, 0])], 58, vec![143, 0, 0, 0, 0, 0, 0, 1]);
+    mld[14 + 7] = 1; // From the link: hop limit 1.
     assert_eq!(
         reference::decide_bytes(&p, Role::External, &[], Direction::Inbound, &mld),
         Decision::Pass(PassReason::Ndp)

@@ -144,12 +144,74 @@ fn essentials_pass_and_other_icmp_drops() {
     expect_essential(&l, &packet::pad(packet::arp()), PassReason::Arp);
     expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 135, 0), PassReason::Ndp);
     expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 136, 0), PassReason::Ndp);
-    expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 134, 0), PassReason::Ndp);
+    expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 133, 0), PassReason::Ndp);
+    expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 143, 0), PassReason::Ndp);
     expect_essential(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 4), PassReason::Pmtu);
     expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 2, 0), PassReason::Pmtu);
     expect_drop(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 8, 0), DropReason::Icmp);
     expect_drop(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 3), DropReason::Icmp);
     expect_drop(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 128, 0), DropReason::Icmp);
+}
+
+/// Neighbour discovery comes from the link (RFC 4861 hop limit 255, MLD hop limit 1, never in
+/// a fragment: RFC 6980), and router advertisements and redirects are off on the external
+/// role unless switched on (`essentials.router`), on by default on the internal one.
+#[test]
+fn neighbour_discovery_comes_from_the_link() {
+    let l = load(POLICY);
+    let (client, edge) = (ip(CLIENT6), ip(EDGE6));
+    let with_hop_limit = |kind: u8, hops: u8| {
+        let mut f = packet::icmp(client, edge, kind, 0);
+        f[14 + 7] = hops;
+        f
+    };
+    for (kind, wrong) in [(135, 64), (136, 254), (133, 1), (130, 255), (143, 2)] {
+        expect_drop(&l, &with_hop_limit(kind, wrong), DropReason::NdpOffLink);
+    }
+    // In an atomic fragment (offset 0, no more) and in a first fragment.
+    for frag in [0u16, 1] {
+        let mut body = frag.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0, 0, 0, 9]);
+        let v6 = packet::ipv6_ext(ip6(CLIENT6), ip6(EDGE6), &[(44, body)], packet::ICMPV6, &[135, 0, 0, 0, 0, 0, 0, 0]);
+        let mut f = packet::ethernet(packet::ETH_IPV6, &v6);
+        f[14 + 7] = 255;
+        expect_drop(&l, &f, DropReason::NdpOffLink);
+    }
+    // Router advertisements and redirects: off on the external role, on on the internal one.
+    for kind in [134, 137] {
+        expect_drop(&l, &packet::icmp(client, edge, kind, 0), DropReason::EssentialOff);
+    }
+    let p = policy::parse(POLICY, "test.toml").unwrap();
+    let internal = Loaded::ingress_only(&p, Role::Internal, &[]);
+    let allowed = load(&format!("[roles.external]\nessentials = {{ router = true }}\n{POLICY}"));
+    for kind in [134, 137] {
+        expect_essential(&internal, &packet::icmp(client, edge, kind, 0), PassReason::Ndp);
+        expect_essential(&allowed, &packet::icmp(client, edge, kind, 0), PassReason::Ndp);
+        let d = reference::decide_bytes(
+            &p,
+            Role::External,
+            &[],
+            policy::Direction::Inbound,
+            &packet::icmp(client, edge, kind, 0),
+        );
+        assert_eq!(d, Decision::Drop(DropReason::EssentialOff), "the reference agrees");
+    }
+}
+
+/// Extension headers no host accepts: a routing header of type 0 (RFC 5095), hop-by-hop
+/// options after another header (RFC 8200). Type 2 and hop-by-hop first pass to the rules.
+#[test]
+fn ipv6_extension_headers_no_host_accepts() {
+    let l = load(POLICY);
+    let tcp = packet::tcp_header(40000, 5061, SYN);
+    let frame = |headers: &[(u8, Vec<u8>)]| {
+        packet::ethernet(packet::ETH_IPV6, &packet::ipv6_ext(ip6(CLIENT6), ip6(EDGE6), headers, TCP, &tcp))
+    };
+    expect_drop(&l, &frame(&[(43, vec![0, 1, 0, 0, 0, 0])]), DropReason::BadExtHeader);
+    expect_drop(&l, &frame(&[(60, vec![]), (0, vec![])]), DropReason::BadExtHeader);
+    expect_drop(&l, &frame(&[(0, vec![]), (0, vec![])]), DropReason::BadExtHeader);
+    expect_rule(&l, &frame(&[(43, vec![2, 1, 0, 0, 0, 0])]), "sip");
+    expect_rule(&l, &frame(&[(0, vec![]), (60, vec![]), (43, vec![4, 0])]), "sip");
 }
 
 #[test]

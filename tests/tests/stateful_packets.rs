@@ -15,20 +15,22 @@ const EDGE6: &str = "2001:db8:e::21";
 const PEER4: &str = "198.51.100.7";
 const PEER6: &str = "2001:db8:1::7";
 
+/// The suite's policy: flows that outlive any test (a guest under emulation can take over a
+/// second between two packets of a test), except in [`flows_expire_after_their_timeout`].
 fn policy(extra: &str) -> String {
-    policy_with(1, extra)
+    policy_with(600, extra)
 }
 
-/// [`policy`] with another SYN-sent timeout (seconds).
-fn policy_with(syn_sent: u32, extra: &str) -> String {
+/// [`policy`] with other UDP and SYN-sent timeouts (seconds).
+fn policy_with(short: u32, extra: &str) -> String {
     format!(
         r#"
 [sets]
 edge = ["{EDGE4}", "{EDGE6}"]
 
 [conntrack]
-udp = 1
-tcp_syn_sent = {syn_sent}
+udp = {short}
+tcp_syn_sent = {short}
 max_entries = 64
 {extra}
 
@@ -195,7 +197,8 @@ fn blind_rst_and_fin_leave_a_flow_alone_and_the_exact_rst_closes_it() {
 
 #[test]
 fn flows_expire_after_their_timeout() {
-    let l = load("");
+    let p = policy::parse(&policy_with(1, ""), "stateful.toml").unwrap();
+    let l = Loaded::new(&p, Role::External, &[]);
     let (edge, peer) = (ip(EDGE4), ip(PEER4));
     l.run_egress(&packet::udp(edge, peer, 42000, 53));
     l.run_egress(&packet::tcp(edge, peer, 41000, 5061, SYN));
@@ -273,6 +276,19 @@ fn egress_enforce_drops_what_nothing_allows() {
         assert_eq!(l.run_egress(&short), TC_DROP);
         assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::BadHeader).packets, bad + 1);
         assert!(!l.maps.ct_entries().unwrap().iter().any(|(f, _)| f.local_port == 41500), "no flow recorded");
+        // What ingress cannot judge, egress does not pass: LLDP, MPLS, PPPoE, three VLAN tags.
+        let ethertype = l.dropped_out(DropKind::Dropped, DropReason::EtherType).packets;
+        let ip = packet::udp(edge, peer, 42100, 53);
+        let tagged = packet::vlan(&packet::vlan(&packet::vlan(&ip, 0x8100, 3), 0x8100, 2), 0x88a8, 1);
+        for frame in [
+            packet::pad(packet::ethernet(0x88cc, &[0; 46])),
+            packet::ethernet(0x8847, &[&[0, 0, 0x11, 64][..], &ip[14..]].concat()),
+            packet::ethernet(0x8864, &[&[0x11, 0, 0, 1, 0, 0, 0, 0x21][..], &ip[14..]].concat()),
+            tagged,
+        ] {
+            assert_eq!(l.run_egress(&frame), TC_DROP);
+        }
+        assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::EtherType).packets, ethertype + 4);
         // Later fragments follow their first: the query's pass by its rule, others are dropped.
         let dns = l.rule("dns-out").packets;
         let frags = l.dropped_out(DropKind::Dropped, DropReason::Fragment).packets;
@@ -384,7 +400,7 @@ fn a_flow_without_a_slot_lives_in_the_table() {
     // the LRU table hands out entries from per-CPU free lists and can evict before it is full
     // when the thread moves between CPUs (5.10 does so with 60 flows, see below).
     edge_tests::compare::cpu::pin_to_cpu(0);
-    let p = policy::parse(&policy_with(600, ""), "stateful.toml").unwrap();
+    let p = policy::parse(&policy(""), "stateful.toml").unwrap();
     let l = Loaded::new(&p, Role::External, &[]);
     for (edge, peer) in families() {
         // 64 slots: of 60 flows, some share a slot (and the table, of 64, evicts none). The

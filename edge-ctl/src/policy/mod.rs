@@ -205,11 +205,21 @@ pub struct Essentials {
     pub arp: bool,
     pub ndp: bool,
     pub pmtu: bool,
+    /// IPv6 router advertisements and redirects (with `ndp` on): off on the external role by
+    /// default, where a router advertisement from outside is an attack.
+    pub router: bool,
 }
 
 impl Default for Essentials {
     fn default() -> Self {
-        Essentials { arp: true, ndp: true, pmtu: true }
+        Essentials { arp: true, ndp: true, pmtu: true, router: true }
+    }
+}
+
+impl Essentials {
+    /// A role's defaults: everything on, but router advertisements on the external role.
+    pub fn for_role(role: Role) -> Essentials {
+        Essentials { router: role != Role::External, ..Essentials::default() }
     }
 }
 

@@ -65,6 +65,7 @@ pub struct RawEssentials {
     pub arp: Option<bool>,
     pub ndp: Option<bool>,
     pub pmtu: Option<bool>,
+    pub router: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,7 +121,13 @@ pub const SHAPE: Shape = Shape::Table(
 
 const ROLE: &[(&str, Shape)] = &[
     ("default", Shape::Any),
-    ("essentials", Shape::Table("essentials", &[("arp", Shape::Any), ("ndp", Shape::Any), ("pmtu", Shape::Any)])),
+    (
+        "essentials",
+        Shape::Table(
+            "essentials",
+            &[("arp", Shape::Any), ("ndp", Shape::Any), ("pmtu", Shape::Any), ("router", Shape::Any)],
+        ),
+    ),
     ("egress", Shape::Any),
     ("mode", Shape::Any),
     ("fragments", Shape::Any),

@@ -39,8 +39,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         );
     }
     let sets = sets(&raw, &mut diags);
-    let external = role_settings(raw.roles.external.as_ref(), &mut diags);
-    let internal = role_settings(raw.roles.internal.as_ref(), &mut diags);
+    let external = role_settings(raw.roles.external.as_ref(), Role::External, &mut diags);
+    let internal = role_settings(raw.roles.internal.as_ref(), Role::Internal, &mut diags);
     let conntrack = conntrack(raw.conntrack.as_ref(), &mut diags);
     let events_per_second = events(raw.events.as_ref(), &mut diags);
     let mut rules = rules(&raw.rules, &sets, &mut diags);
@@ -151,8 +151,8 @@ fn net(s: &str, offset: usize, diags: &mut Diagnostics) -> Option<IpNet> {
     Some(net.trunc())
 }
 
-fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> RoleSettings {
-    let mut settings = RoleSettings::default();
+fn role_settings(raw: Option<&Spanned<RawRole>>, role: Role, diags: &mut Diagnostics) -> RoleSettings {
+    let mut settings = RoleSettings { essentials: Essentials::for_role(role), ..RoleSettings::default() };
     let Some(raw) = raw else { return settings };
     let raw = raw.get_ref();
     if let Some(d) = raw.default.as_ref().filter(|d| d.get_ref() != "drop") {
@@ -165,9 +165,13 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, diags: &mut Diagnostics) -> Rol
         );
     }
     if let Some(e) = &raw.essentials {
-        let d = Essentials::default();
-        settings.essentials =
-            Essentials { arp: e.arp.unwrap_or(d.arp), ndp: e.ndp.unwrap_or(d.ndp), pmtu: e.pmtu.unwrap_or(d.pmtu) };
+        let d = settings.essentials;
+        settings.essentials = Essentials {
+            arp: e.arp.unwrap_or(d.arp),
+            ndp: e.ndp.unwrap_or(d.ndp),
+            pmtu: e.pmtu.unwrap_or(d.pmtu),
+            router: e.router.unwrap_or(d.router),
+        };
     }
     if let Some(m) = &raw.mode {
         match m.get_ref().as_str() {
