@@ -50,13 +50,15 @@ enum Task {
   cargo xtask test                       # everything: host, then 5.10, 6.1 and 6.12 in VMs
   cargo xtask test --kernel host         # this machine's kernel only (about 6 minutes)
   cargo xtask test --kernel 6.1,6.12     # Debian 12's kernels in VMs
-  cargo xtask test --kernel 6.12 --suite e2e -- attach")]
+  cargo xtask test --kernel 6.12 --suite e2e -- attach
+  cargo xtask test --kernel 6.1 --suite all    # every suite on 6.1, not only its share")]
     Test {
         /// all (the default: host and every kernel), host, 5.10, 6.1, 6.12, or several with
         /// commas.
         #[arg(long, default_value = "all")]
         kernel: String,
-        /// Only these suites in the VMs (repeatable; default: the kernel's list).
+        /// These suites in the VMs instead of each kernel's share (repeatable; `all` for every
+        /// suite; docs/kernels.md lists the shares).
         #[arg(long = "suite")]
         suites: Vec<String>,
         /// Extra arguments for the test harness (e.g. a test name filter).
