@@ -78,6 +78,11 @@ named_enum! {
         /// An IPv6 extension header no host accepts: a routing header of type 0 (RFC 5095) or
         /// hop-by-hop options anywhere but first (RFC 8200).
         BadExtHeader = 14 => "bad-ext-header",
+        /// A source no packet from the wire can have (`martians = "drop"`): one of the
+        /// interface's own addresses or the destination itself (LAND), 0.0.0.0/8 (but DHCP's
+        /// 0.0.0.0 to 255.255.255.255), 127/8, 224/4, 255.255.255.255, :: (but neighbour
+        /// discovery's duplicate address detection), ::1, ff00::/8, ::ffff:0:0/96.
+        Martian = 15 => "martian",
     }
 }
 

@@ -91,7 +91,15 @@ pub mod flags {
     /// Pass IPv6 router advertisements and redirects (essential `router`; off on the external
     /// role by default: a rogue router advertisement from outside is an attack).
     pub const ESSENTIAL_ROUTER: u32 = 1 << 12;
+    /// Drop inbound packets from martian sources (`martians = "drop"`, the default): the
+    /// interface's own addresses ([`super::GenConfig::own_v4`]) and the destination itself
+    /// (LAND), 0.0.0.0/8, 127/8, 224/4, 255.255.255.255, ::, ::1, ff00::/8, ::ffff:0:0/96.
+    pub const MARTIANS: u32 = 1 << 13;
 }
+
+/// Addresses of its own per family the interface's martian check knows (the first ones it
+/// has; a packet from any address to itself is a martian too).
+pub const MAX_OWN: usize = 4;
 
 /// Slots of each host table (a perfect hash, chosen by the compiler).
 pub const HOST_SLOTS: usize = 256;
@@ -277,6 +285,10 @@ pub struct GenConfig {
     pub events_per_cpu: u32,
     /// Slots of each flow-slot array minus one (a power of two minus one, see [`ct_slots`]).
     pub ct_slot_mask: u32,
+    /// The interface's own addresses when the policy was compiled, as the packet has them
+    /// (network order); unused entries are 0.0.0.0 and ::, martians anyway.
+    pub own_v4: [u32; MAX_OWN],
+    pub own_v6: [[u32; 4]; MAX_OWN],
     pub local_v4: [LocalV4; MAX_LOCAL_V4],
     pub local_v6: [LocalV6; MAX_LOCAL_V6],
     /// In the same value as the rest, so the packet path needs no extra lookup for them.
@@ -294,6 +306,8 @@ impl GenConfig {
             hz: 0,
             events_per_cpu: 0,
             ct_slot_mask: 0,
+            own_v4: [0; MAX_OWN],
+            own_v6: [[0; 4]; MAX_OWN],
             local_v4: [LocalV4 { addr: 0, mask: 0, sets: 0, _pad: 0 }; MAX_LOCAL_V4],
             local_v6: [LocalV6 { addr: [0; 4], mask: [0; 4], sets: 0, _pad: 0 }; MAX_LOCAL_V6],
             hosts: HostTables::zeroed(),

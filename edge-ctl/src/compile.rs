@@ -16,15 +16,16 @@ use std::net::IpAddr;
 
 use edge_common::{
     Candidate, ClassEntry, HOST_SLOTS, HostTables, INLINE_HOSTS, InlineHost, LocalHost, LocalV4, LocalV6,
-    MAX_CANDIDATES, MAX_CLASSES, MAX_HASHED_HOSTS, MAX_LOCAL_SETS, MAX_LOCAL_V4, MAX_LOCAL_V6, MAX_REMOTE_PREFIXES,
-    MAX_REMOTE_SETS, MAX_RULES, REMOTE_HOSTS, REMOTE_LPM, REMOTE_NONE, RemoteHost, flags, host_slot, inline,
+    MAX_CANDIDATES, MAX_CLASSES, MAX_HASHED_HOSTS, MAX_LOCAL_SETS, MAX_LOCAL_V4, MAX_LOCAL_V6, MAX_OWN,
+    MAX_REMOTE_PREFIXES, MAX_REMOTE_SETS, MAX_RULES, REMOTE_HOSTS, REMOTE_LPM, REMOTE_NONE, RemoteHost, flags,
+    host_slot, inline,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{
-    AddrMatch, AddrTerm, Direction, EgressMode, Fragments, Policy, PolicyError, Protocol, Role, RoleMode, Rule,
-    SetEntry,
+    AddrMatch, AddrTerm, Direction, EgressMode, Fragments, Martians, Policy, PolicyError, Protocol, Role, RoleMode,
+    Rule, SetEntry,
 };
 
 /// Stable counter slots by rule name. A rule keeps its slot across reloads so its counters
@@ -96,6 +97,9 @@ pub struct Tables {
     pub events_per_second: u32,
     pub local_v4: Vec<LocalV4>,
     pub local_v6: Vec<LocalV6>,
+    /// The interface's own addresses for the martian check (see `GenConfig::own_v4`).
+    pub own_v4: [u32; MAX_OWN],
+    pub own_v6: [[u32; 4]; MAX_OWN],
     /// `ports[direction][protocol][port]` = class index (0: no rule).
     pub ports: [[Vec<u32>; 2]; 2],
     /// Class 0 is the empty class.
@@ -244,6 +248,9 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
         Fragments::Drop => 0,
         Fragments::Pass => flags::FRAGMENTS_PASS,
     };
+    if settings.martians == Martians::Drop {
+        f |= flags::MARTIANS;
+    }
     f |= match settings.egress {
         EgressMode::Enforce => flags::EGRESS_ENFORCE,
         EgressMode::Monitor => flags::EGRESS_MONITOR,
@@ -271,6 +278,14 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
         events_per_second: policy.events_per_second,
         local_v4,
         local_v6,
+        own_v4: own(interface, |a| match a {
+            IpAddr::V4(a) => Some(u32::from_ne_bytes(a.octets())),
+            IpAddr::V6(_) => None,
+        }),
+        own_v6: own(interface, |a| match a {
+            IpAddr::V6(a) => Some(words_v6(*a)),
+            IpAddr::V4(_) => None,
+        }),
         ports,
         classes: classes.entries,
         remote_v4,
@@ -279,6 +294,15 @@ pub fn compile(policy: &Policy, role: Role, interface: &[IpAddr], slots: &SlotMa
         rules: compiled,
         slots,
     })
+}
+
+/// The first [`MAX_OWN`] addresses of a family, zeros after (see `GenConfig::own_v4`).
+fn own<T: Copy + Default>(interface: &[IpAddr], of: impl Fn(&IpAddr) -> Option<T>) -> [T; MAX_OWN] {
+    let mut own = [T::default(); MAX_OWN];
+    for (slot, a) in own.iter_mut().zip(interface.iter().filter_map(of)) {
+        *slot = a;
+    }
+    own
 }
 
 /// " (set `a`, line N; ...)" for the named sets of an address match: where to make it smaller.

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use edge_common::{DropReason, PassReason};
 
 use crate::compile::resolve;
-use crate::policy::{AddrMatch, Direction, EgressMode, Fragments, Policy, Protocol, Role, RoleMode};
+use crate::policy::{AddrMatch, Direction, EgressMode, Fragments, Martians, Policy, Protocol, Role, RoleMode};
 
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_ACK: u8 = 0x10;
@@ -102,6 +102,29 @@ fn is_ndp(kind: u8) -> bool {
     matches!(kind, 130..=137 | 143)
 }
 
+/// A source no packet on the wire can have (see `DropReason::Martian`); `dad`: an ICMPv6
+/// neighbour or listener discovery message, which may come from ::. The filter knows the
+/// first `MAX_OWN` addresses of each family of the interface.
+fn is_martian(src: IpAddr, dst: IpAddr, interface: &[IpAddr], dad: bool) -> bool {
+    let own = |v6: bool| interface.iter().filter(move |a| a.is_ipv6() == v6).take(edge_common::MAX_OWN);
+    if src == dst || own(src.is_ipv6()).any(|a| *a == src) {
+        return true;
+    }
+    match src {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            o[0] == 0 || o[0] == 127 || (224..=239).contains(&o[0]) || a == Ipv4Addr::BROADCAST
+        }
+        IpAddr::V6(a) => {
+            if a.is_unspecified() {
+                return !dad;
+            }
+            let s = a.segments();
+            a.is_loopback() || s[0] >> 8 == 0xff || (s[..5] == [0; 5] && s[5] == 0xffff)
+        }
+    }
+}
+
 fn is_icmp_error(v6: bool, kind: u8) -> bool {
     if v6 { (1..=4).contains(&kind) } else { matches!(kind, 3 | 11 | 12) }
 }
@@ -133,6 +156,12 @@ fn inbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) -> 
         Frame::NotIp => return Decision::Drop(DropReason::EtherType),
         Frame::Ip { src, dst, payload } => (src, dst, payload),
     };
+    if policy.role(role).martians == Martians::Drop {
+        let dad = matches!(payload, Payload::Icmp { v6: true, kind, .. } if is_ndp(kind));
+        if is_martian(src, dst, interface, dad) {
+            return Decision::Drop(DropReason::Martian);
+        }
+    }
     match payload {
         Payload::OtherIp(_) => Decision::Drop(DropReason::L4Protocol),
         Payload::Icmp { v6, kind, code, hop_limit, fragmented } => {

@@ -335,6 +335,15 @@ fn ip_in<const DRY: bool, const V6: bool>(data: usize, data_end: usize, live: &L
         stage(INBOUND, &pkt);
     }
     let d = match pkt.proto {
+        // Neighbour discovery first: its duplicate address detection comes from ::.
+        PROTO_ICMPV6 if V6 && is_ndp(pkt.sport) => {
+            if martian::<true>(cfg, &pkt) {
+                Decision::Drop(DropReason::Martian)
+            } else {
+                ndp_in(cfg, &pkt)
+            }
+        }
+        _ if martian::<false>(cfg, &pkt) => Decision::Drop(DropReason::Martian),
         PROTO_TCP | PROTO_UDP => match policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
             // Decided here, not after the other cases join: the common case stays straight code.
             Some(c) => {
@@ -362,6 +371,10 @@ fn plain_in<const DRY: bool, const V6: bool>(
     pkt: Packet,
     bytes: u64,
 ) -> Option<bool> {
+    if martian::<false>(live.cfg(), &pkt) {
+        let d = audited(live.cfg(), Decision::Drop(DropReason::Martian));
+        return Some(decide::<DRY>(live, INBOUND, d, Some(&pkt), bytes));
+    }
     if let Some(c) = policy::match_candidate(live.generation, live.tables, &pkt, INBOUND) {
         return Some(allowed::<DRY>(live, c, bytes));
     }
@@ -421,6 +434,58 @@ fn untracked(pkt: &Packet) -> Decision {
     }
 }
 
+/// Whether an inbound packet comes from a source no packet on the wire can have, with
+/// `martians = "drop"`: one of the interface's own addresses or the destination itself (LAND),
+/// 0.0.0.0/8, 127/8, 224/4, 255.255.255.255; :: (but neighbour discovery's, `DAD`), ::1,
+/// ff00::/8, ::ffff:0:0/96.
+///
+/// Written for the verifier. BPF has no instruction that sets a flag from a comparison, so
+/// every comparison is a branch: each returns at once (one more way to the drop, not twice the
+/// ways on). And no address word is compared with a constant: the verifier would then know the
+/// word on the way on (say, zero), where the host-table probes make it matter, and walk the
+/// rest of the program once more for each such way (measured: XDP 158k to 352k instructions).
+/// Words are combined with XOR and OR first, so only a scratch register is compared. (An
+/// exception that carries on, such as DHCP's 0.0.0.0 to 255.255.255.255, would cost a walk
+/// too; there is none.)
+#[inline(always)]
+fn martian<const DAD: bool>(cfg: &GenConfig, pkt: &Packet) -> bool {
+    // The address words as the packet holds them (network order).
+    const ONE: u32 = u32::from_ne_bytes([0, 0, 0, 1]);
+    const MAPPED: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+    if cfg.flags & flags::MARTIANS == 0 {
+        return false;
+    }
+    let s = &pkt.src;
+    let differs = |o: &[u32; 4]| (s[0] ^ o[0]) | (s[1] ^ o[1]) | (s[2] ^ o[2]) | (s[3] ^ o[3]);
+    if !pkt.v6 {
+        let first = u32::from_be(s[0]) >> 24;
+        if first == 0 || first == 127 || first >> 4 == 0xe || !s[0] == 0 || s[0] ^ pkt.dst[0] == 0 {
+            return true;
+        }
+        for o in &cfg.own_v4 {
+            if *o ^ s[0] == 0 {
+                return true;
+            }
+        }
+        return false;
+    }
+    if s[0] | s[1] | s[2] | s[3] == 0 {
+        return !DAD;
+    }
+    if differs(&pkt.dst) == 0 || u32::from_be(s[0]) >> 24 == 0xff {
+        return true;
+    }
+    if s[0] | s[1] | s[2] | (s[3] ^ ONE) == 0 || s[0] | s[1] | (s[2] ^ MAPPED) == 0 {
+        return true;
+    }
+    for o in &cfg.own_v6 {
+        if differs(o) == 0 {
+            return true;
+        }
+    }
+    false
+}
+
 /// ICMPv6 neighbour discovery (router and neighbour solicitation/advertisement, redirect) and
 /// multicast listener discovery (query, report, done, report v2): IPv6 needs both.
 #[inline(always)]
@@ -442,8 +507,9 @@ fn is_icmp_error(pkt: &Packet) -> bool {
     if pkt.v6 { (1..=4).contains(&kind) } else { kind == 3 || kind == 11 || kind == 12 }
 }
 
-/// ICMP: neighbour discovery, errors quoting a tracked flow, and path-MTU messages pass.
-/// A path-MTU message about a tracked flow passes even with the essential off.
+/// ICMP other than neighbour discovery (see [`ndp_in`]): errors quoting a tracked flow and
+/// path-MTU messages pass. A path-MTU message about a tracked flow passes even with the
+/// essential off.
 #[inline(always)]
 fn icmp_in<const DRY: bool>(data: usize, data_end: usize, live: &Live, pkt: &Packet) -> Decision {
     let cfg = live.cfg();
@@ -451,18 +517,6 @@ fn icmp_in<const DRY: bool>(data: usize, data_end: usize, live: &Live, pkt: &Pac
         return Decision::Drop(DropReason::L4Protocol);
     }
     let (kind, code) = (pkt.sport, pkt.dport);
-    if pkt.v6 && is_ndp(kind) {
-        // From the link only: ND with hop limit 255, MLD with 1, never in fragments.
-        let hop_limit = if is_mld(kind) { 1 } else { 255 };
-        if pkt.hop_limit != hop_limit || pkt.fragment != WHOLE {
-            return Decision::Drop(DropReason::NdpOffLink);
-        }
-        // Router advertisements and redirects: their own switch as well.
-        if (kind == 134 || kind == 137) && cfg.flags & flags::ESSENTIAL_ROUTER == 0 {
-            return Decision::Drop(DropReason::EssentialOff);
-        }
-        return essential(cfg, flags::ESSENTIAL_NDP, PassReason::Ndp);
-    }
     if !is_icmp_error(pkt) {
         return Decision::Drop(DropReason::Icmp);
     }
@@ -477,6 +531,22 @@ fn icmp_in<const DRY: bool>(data: usize, data_end: usize, live: &Live, pkt: &Pac
         return essential(cfg, flags::ESSENTIAL_PMTU, PassReason::Pmtu);
     }
     Decision::Drop(DropReason::Icmp)
+}
+
+/// ICMPv6 neighbour and multicast listener discovery: from the link only (ND with hop limit
+/// 255, MLD with 1, never in fragments); router advertisements and redirects need their own
+/// switch as well.
+#[inline(always)]
+fn ndp_in(cfg: &GenConfig, pkt: &Packet) -> Decision {
+    let kind = pkt.sport;
+    let hop_limit = if is_mld(kind) { 1 } else { 255 };
+    if pkt.hop_limit != hop_limit || pkt.fragment != WHOLE {
+        return Decision::Drop(DropReason::NdpOffLink);
+    }
+    if (kind == 134 || kind == 137) && cfg.flags & flags::ESSENTIAL_ROUTER == 0 {
+        return Decision::Drop(DropReason::EssentialOff);
+    }
+    essential(cfg, flags::ESSENTIAL_NDP, PassReason::Ndp)
 }
 
 #[inline(always)]

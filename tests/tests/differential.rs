@@ -68,12 +68,13 @@ fn random_policy(rng: &mut SmallRng) -> String {
     s += "me = [\"@interface\"]\n";
     for role in ["external", "internal"] {
         s += &format!(
-            "[roles.{role}]\nessentials = {{ arp = {}, ndp = {}, pmtu = {} }}\nmode = \"{}\"\nfragments = \"{}\"\negress = \"enforce\"\n",
+            "[roles.{role}]\nessentials = {{ arp = {}, ndp = {}, pmtu = {} }}\nmode = \"{}\"\nfragments = \"{}\"\nmartians = \"{}\"\negress = \"enforce\"\n",
             rng.gen_bool(0.8),
             rng.gen_bool(0.8),
             rng.gen_bool(0.8),
             if rng.gen_bool(0.15) { "audit" } else { "enforce" },
             *pick(rng, &["track", "track", "drop", "pass"]),
+            *pick(rng, &["drop", "drop", "pass"]),
         );
     }
     s += &format!("[failsafe]\nssh = {}\n", rng.gen_bool(0.5));
@@ -100,7 +101,14 @@ fn random_policy(rng: &mut SmallRng) -> String {
     s
 }
 
+/// Martian sources, and neighbours of them that are not (class E, link-local).
+const ODD4: [&str; 7] = ["0.0.0.0", "0.1.2.3", "127.0.0.1", "224.0.0.1", "239.1.1.1", "255.255.255.255", "240.0.0.1"];
+const ODD6: [&str; 6] = ["::", "::1", "ff02::1", "::ffff:192.0.2.2", "fe80::1", "::2"];
+
 fn addr(rng: &mut SmallRng, v6: bool) -> IpAddr {
+    if rng.gen_bool(0.05) {
+        return pick(rng, if v6 { &ODD6[..] } else { &ODD4[..] }).parse().unwrap();
+    }
     if v6 {
         IpAddr::V6(pick(rng, &V6).parse::<Ipv6Addr>().unwrap())
     } else {
@@ -294,6 +302,8 @@ fn kernel_equals_reference_on_random_policies_and_frames() {
     // `EDGE_DIFF_CASES` lowers it where a run is expensive: the kernel matrix's emulated guests.
     let want: usize = std::env::var("EDGE_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let (mut cases, mut outbound, mut policies, mut skipped) = (0usize, 0usize, 0usize, 0usize);
+    // Drop reasons the cases reached: the generator must produce every class it claims to.
+    let mut seen = std::collections::BTreeSet::new();
     while cases < want {
         let text = random_policy(&mut rng);
         // Some random policies are invalid (an IPv4-only side against an IPv6-only one): skip.
@@ -311,6 +321,9 @@ fn kernel_equals_reference_on_random_policies_and_frames() {
                 None => {
                     cases += 1;
                     outbound += (direction == Direction::Outbound) as usize;
+                    if let reference::Decision::Drop(r) = reference::decide_bytes(&p, role, &iface, direction, &frame) {
+                        seen.insert(r.name());
+                    }
                 }
                 Some(None) => skipped += 1,
                 Some(Some(diff)) => {
@@ -325,6 +338,20 @@ fn kernel_equals_reference_on_random_policies_and_frames() {
     );
     // 30% of the cases are drawn outbound: the refused ones must not eat most of them.
     assert!(outbound > cases / 5, "only {outbound} of {cases} cases ran the egress program");
+    let classes = [
+        "martian",
+        "tcp-flags",
+        "ndp-off-link",
+        "bad-ext-header",
+        "tiny-fragment",
+        "bad-header",
+        "fragment",
+        "no-flow",
+        "policy-default",
+        "egress-policy",
+    ];
+    let missing: Vec<&str> = classes.into_iter().filter(|c| !seen.contains(c)).collect();
+    assert!(missing.is_empty(), "no case reached {missing:?} (reached {seen:?})");
 }
 
 /// Every truncation of every supported frame type has the reference's verdict and reason.

@@ -198,6 +198,67 @@ fn neighbour_discovery_comes_from_the_link() {
     }
 }
 
+/// Sources no packet on the wire can have (`martian`), on the plain path (TCP to an allowed
+/// port) and the general one (ICMP, neighbour discovery), with the interface's own addresses;
+/// `martians = "pass"` judges them like any packet.
+#[test]
+fn martian_sources_are_dropped() {
+    let iface = [ip(EDGE4), ip("192.0.2.11"), ip(EDGE6), ip("2001:db8::11")];
+    let p = policy::parse(POLICY, "test.toml").unwrap();
+    let l = Loaded::ingress_only(&p, Role::External, &iface);
+    let passing = load(&format!("[roles.external]\nmartians = \"pass\"\n{POLICY}"));
+    let reference =
+        |frame: &[u8]| reference::decide_bytes(&p, Role::External, &iface, policy::Direction::Inbound, frame);
+    let martians = [
+        "0.1.2.3",
+        "127.0.0.1",
+        "224.0.0.5",
+        "239.255.255.250",
+        "255.255.255.255",
+        "192.0.2.11",
+        EDGE4,
+        "::",
+        "::1",
+        "ff02::1",
+        "::ffff:192.0.2.1",
+        "2001:db8::11",
+        EDGE6,
+    ];
+    for src in martians.map(ip) {
+        let edge = if src.is_ipv4() { ip(EDGE4) } else { ip(EDGE6) };
+        let syn = packet::tcp(src, edge, 40000, 5061, SYN);
+        expect_drop(&l, &syn, DropReason::Martian);
+        assert_eq!(reference(&syn), Decision::Drop(DropReason::Martian), "{src}: the reference agrees");
+        expect_drop(&l, &packet::icmp(src, edge, if src.is_ipv4() { 8 } else { 128 }, 0), DropReason::Martian);
+        expect_rule(&passing, &syn, "sip");
+    }
+    // Neighbour discovery from :: is duplicate address detection; from ::1 it is a martian.
+    expect_essential(&l, &packet::icmp(ip("::"), ip(EDGE6), 135, 0), PassReason::Ndp);
+    expect_drop(&l, &packet::icmp(ip("::1"), ip(EDGE6), 135, 0), DropReason::Martian);
+    // A packet to itself, from an address the interface does not know it has (LAND).
+    let unaware = Loaded::ingress_only(&p, Role::External, &[]);
+    for edge in [ip(EDGE4), ip(EDGE6)] {
+        expect_drop(&unaware, &packet::tcp(edge, edge, 5061, 5061, SYN), DropReason::Martian);
+    }
+    // Next to the martian ranges: class E, this network's neighbours, link-local, IPv4-compatible.
+    for src in [
+        "1.0.0.1",
+        "126.255.255.255",
+        "128.0.0.1",
+        "223.255.255.255",
+        "240.0.0.1",
+        "192.0.2.12",
+        "fe80::1",
+        "::2",
+        "fe00::1",
+    ]
+    .map(ip)
+    {
+        let edge = if src.is_ipv4() { ip(EDGE4) } else { ip(EDGE6) };
+        expect_rule(&l, &packet::tcp(src, edge, 40000, 5061, SYN), "sip");
+    }
+}
+
 /// Extension headers no host accepts: a routing header of type 0 (RFC 5095), hop-by-hop
 /// options after another header (RFC 8200). Type 2 and hop-by-hop first pass to the rules.
 #[test]
@@ -576,7 +637,7 @@ ports = 5070
         expect_rule(&l, &packet::tcp(vip, second, 40000, 5061, SYN), "from-vip");
         expect_rule(&l, &packet::tcp(client, second, 40000, 5061, SYN), "to-second");
         expect_drop(&l, &packet::tcp(client, first, 40000, 5061, SYN), DropReason::PolicyDefault);
-        expect_rule(&l, &packet::udp(client, client, 40000, 3478), "stun");
+        expect_rule(&l, &packet::udp(client, vip, 40000, 3478), "stun");
     }
     expect_rule(&l, &packet::tcp(ip(CLIENT4), ip("192.0.2.10"), 40000, 5070, SYN), "v4-first");
     expect_rule(&l, &packet::tcp(ip(CLIENT4), ip("192.0.2.20"), 40000, 5070, SYN), "anyone");

@@ -408,6 +408,24 @@ fn essentials_and_egress_become_flags() {
 }
 
 #[test]
+fn martians_switch_and_the_interface_addresses_the_check_knows() {
+    let iface: Vec<IpAddr> = ["192.0.2.1", "2001:db8::1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5"]
+        .map(|a| a.parse().unwrap())
+        .into();
+    let p = parse("[roles.internal]\nmartians = \"pass\"\n", "p").unwrap();
+    let t = compile(&p, Role::External, &iface, &SlotMap::default()).unwrap();
+    assert_ne!(t.flags & flags::MARTIANS, 0, "on by default");
+    assert_eq!(compile(&p, Role::Internal, &iface, &SlotMap::default()).unwrap().flags & flags::MARTIANS, 0);
+    // The first four of each family, in the order the interface has them; zeros after.
+    let v4 = |s: &str| u32::from_ne_bytes(s.parse::<std::net::Ipv4Addr>().unwrap().octets());
+    assert_eq!(t.own_v4, ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4"].map(v4));
+    assert_eq!(t.own_v6[0], words_v6("2001:db8::1".parse().unwrap()));
+    assert_eq!(t.own_v6[1..], [[0; 4]; 3]);
+    let e = parse("[roles.external]\nmartians = \"log\"\n", "p").unwrap_err().to_string();
+    assert!(e.contains("unknown martians policy `log`: expected \"drop\" or \"pass\""), "{e}");
+}
+
+#[test]
 fn conntrack_settings_become_timeouts() {
     let p = parse("[conntrack]\nmax_entries = 1024\nudp = 5\ntcp_established = 100\n", "p").unwrap();
     let t = compile(&p, Role::External, &[], &SlotMap::default()).unwrap();

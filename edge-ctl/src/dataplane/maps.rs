@@ -232,6 +232,8 @@ fn gen_config(tables: &Tables, ct_max: u32) -> GenConfig {
     // The kernel budgets per CPU; round up so a rate of 1 still reports.
     let cpus = aya::util::nr_cpus().map(|n| n.max(1) as u32).unwrap_or(1);
     cfg.events_per_cpu = tables.events_per_second.div_ceil(cpus);
+    cfg.own_v4 = tables.own_v4;
+    cfg.own_v6 = tables.own_v6;
     cfg.local_v4_len = tables.local_v4.len() as u32;
     cfg.local_v6_len = tables.local_v6.len() as u32;
     let fill4 = |dst: &mut [LocalV4]| dst[..tables.local_v4.len()].copy_from_slice(&tables.local_v4);

@@ -268,6 +268,21 @@ pub struct RoleSettings {
     pub mode: RoleMode,
     /// What later fragments get: they carry no ports to judge.
     pub fragments: Fragments,
+    /// What inbound packets from martian sources get.
+    pub martians: Martians,
+}
+
+/// What inbound packets from a source no packet on the wire can have get (`martians = ...`):
+/// the interface's own addresses or the destination itself (LAND), 0.0.0.0/8, 127/8, 224/4,
+/// 255.255.255.255, ::, ::1, ff00::/8, ::ffff:0:0/96.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Martians {
+    /// Dropped, as `martian`.
+    #[default]
+    Drop,
+    /// Judged like any packet.
+    Pass,
 }
 
 /// What later IPv4/IPv6 fragments get (`fragments = ...`).

@@ -53,6 +53,7 @@ pub struct RawRole {
     pub egress: Option<Spanned<String>>,
     pub mode: Option<Spanned<String>>,
     pub fragments: Option<Spanned<String>>,
+    pub martians: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +132,7 @@ const ROLE: &[(&str, Shape)] = &[
     ("egress", Shape::Any),
     ("mode", Shape::Any),
     ("fragments", Shape::Any),
+    ("martians", Shape::Any),
 ];
 
 const RULE: Shape = Shape::Table(

@@ -11,8 +11,8 @@ use super::diag::{Diagnostics, Location};
 use super::raw::{RawConntrack, RawEvents, RawFailsafe, RawPolicy, RawRole, RawRule, Scalar, Scalars};
 use super::{
     AddrMatch, AddrTerm, AddressSet, ConntrackSettings, DEFAULT_EVENTS_PER_SECOND, Direction, EgressMode, Essentials,
-    FAILSAFE_RULE, FORMAT_VERSION, Fragments, INTERFACE_TOKEN, Policy, PolicyError, PortRange, Ports, Protocol, Role,
-    RoleMode, RoleSettings, Rule, SetEntry,
+    FAILSAFE_RULE, FORMAT_VERSION, Fragments, INTERFACE_TOKEN, Martians, Policy, PolicyError, PortRange, Ports,
+    Protocol, Role, RoleMode, RoleSettings, Rule, SetEntry,
 };
 
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
@@ -189,6 +189,15 @@ fn role_settings(raw: Option<&Spanned<RawRole>>, role: Role, diags: &mut Diagnos
                 f.span().start,
                 format!("unknown fragments policy `{other}`: expected \"track\", \"drop\" or \"pass\""),
             ),
+        }
+    }
+    if let Some(m) = &raw.martians {
+        match m.get_ref().as_str() {
+            "drop" => settings.martians = Martians::Drop,
+            "pass" => settings.martians = Martians::Pass,
+            other => {
+                diags.error(m.span().start, format!("unknown martians policy `{other}`: expected \"drop\" or \"pass\""))
+            }
         }
     }
     if let Some(e) = &raw.egress {

@@ -111,7 +111,7 @@ fn every_key_of_the_format_is_known() {
     // Every key the structs take, once: none may be reported unknown.
     let text = "version = 1\n[sets]\nedge = [\"203.0.113.10\"]\n\
                 [roles.external]\ndefault = \"drop\"\nessentials = { arp = true, ndp = true, pmtu = true }\n\
-                egress = \"enforce\"\nmode = \"enforce\"\nfragments = \"drop\"\n\
+                egress = \"enforce\"\nmode = \"enforce\"\nfragments = \"drop\"\nmartians = \"drop\"\n\
                 [roles.internal]\nessentials.arp = true\n\
                 [conntrack]\nmax_entries = 1024\ntcp_syn_sent = 1\ntcp_established = 2\ntcp_closing = 3\nudp = 4\n\
                 [events]\nper_second = 1\n[failsafe]\nssh = true\nssh_from = [\"192.0.2.0/24\"]\n\
