@@ -83,6 +83,11 @@ named_enum! {
         /// 0.0.0.0 to 255.255.255.255), 127/8, 224/4, 255.255.255.255, :: (but neighbour
         /// discovery's duplicate address detection), ::1, ff00::/8, ::ffff:0:0/96.
         Martian = 15 => "martian",
+        /// An ICMP error about no traffic of this interface: its quote is not a TCP or UDP
+        /// packet of the error's IP version, the error is not addressed to the quoted packet's
+        /// sender, or that packet belongs to no tracked flow and no inbound rule (inbound: an
+        /// answer on an allowed connection; outbound: a packet the rule let in).
+        IcmpUnrelated = 16 => "icmp-unrelated",
     }
 }
 

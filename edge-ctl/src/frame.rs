@@ -129,6 +129,21 @@ pub fn icmp(src: IpAddr, dst: IpAddr, kind: u8, code: u8) -> Vec<u8> {
     f
 }
 
+/// An ICMP (IPv4) or ICMPv6 error from `src` to `dst` about `about` (a frame from [`ip`] or
+/// its helpers): it quotes the packet's IP header and the 8 bytes after it, as routers do.
+/// Packet-too-big and fragmentation-needed carry an MTU of 1280.
+pub fn icmp_error(src: IpAddr, dst: IpAddr, kind: u8, code: u8, about: &[u8]) -> Vec<u8> {
+    let (proto, mtu) = if src.is_ipv4() { (ICMP, kind == 3 && code == 4) } else { (ICMPV6, kind == 2) };
+    let packet = &about[14..];
+    let header = if packet[0] >> 4 == 4 { (packet[0] & 0x0f) as usize * 4 } else { 40 };
+    let mut body = vec![kind, code, 0, 0, 0, 0, 0, 0];
+    if mtu {
+        body[6..8].copy_from_slice(&1280u16.to_be_bytes());
+    }
+    body.extend_from_slice(&packet[..(header + 8).min(packet.len())]);
+    ip(src, dst, proto, &body)
+}
+
 /// An ARP request.
 pub fn arp() -> Vec<u8> {
     let mut p = vec![0, 1, 8, 0, 6, 4, 0, 1];

@@ -31,9 +31,22 @@ pub enum Payload {
         /// IPv6's hop limit (0 for IPv4), and whether a fragment header came before it.
         hop_limit: u8,
         fragmented: bool,
+        /// The TCP or UDP packet of the same IP version that follows the 8-byte ICMP header
+        /// (an error's quote), when the frame holds its addresses and ports.
+        quote: Option<Quote>,
     },
     /// Another IP protocol number (or ICMP in the wrong IP version).
     OtherIp(u8),
+}
+
+/// The packet an ICMP error quotes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quote {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: Protocol,
+    pub sport: u16,
+    pub dport: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,7 +177,7 @@ fn inbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) -> 
     }
     match payload {
         Payload::OtherIp(_) => Decision::Drop(DropReason::L4Protocol),
-        Payload::Icmp { v6, kind, code, hop_limit, fragmented } => {
+        Payload::Icmp { v6, kind, code, hop_limit, fragmented, quote } => {
             if v6 && is_ndp(kind) {
                 // From the link: hop limit 255 (ND) or 1 (MLD), and not in a fragment.
                 let link = if matches!(kind, 130..=132 | 143) { 1 } else { 255 };
@@ -177,11 +190,24 @@ fn inbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) -> 
                 }
             } else if !is_icmp_error(v6, kind) {
                 Decision::Drop(DropReason::Icmp)
-            } else if (v6 && kind == 2) || (!v6 && kind == 3 && code == 4) {
-                essential(e.pmtu, PassReason::Pmtu)
             } else {
-                // Other errors pass only when they quote a tracked flow.
-                Decision::Drop(DropReason::Icmp)
+                // About a packet the edge sent, addressed to its sender: with no tracked flows
+                // here, an answer on a connection an inbound rule allows.
+                let answer = |q: &Quote| {
+                    q.src == dst
+                        && rule(policy, role, interface, Direction::Inbound, (q.dst, q.src), (q.protocol, q.sport))
+                            .is_some()
+                };
+                match quote {
+                    Some(q) if answer(&q) => {
+                        if (v6 && kind == 2) || (!v6 && kind == 3 && code == 4) {
+                            essential(e.pmtu, PassReason::Pmtu)
+                        } else {
+                            Decision::Pass(PassReason::Related)
+                        }
+                    }
+                    _ => Decision::Drop(DropReason::IcmpUnrelated),
+                }
             }
         }
         Payload::Ports { protocol, dport, tcp_flags, .. } => {
@@ -212,9 +238,18 @@ fn outbound(policy: &Policy, role: Role, interface: &[IpAddr], frame: &Frame) ->
     };
     match payload {
         Payload::OtherIp(_) => egress_default(mode, DropReason::L4Protocol),
-        Payload::Icmp { v6, kind, .. } if is_icmp_error(v6, kind) || (v6 && is_ndp(kind)) => {
-            Decision::Pass(PassReason::IcmpOut)
-        }
+        Payload::Icmp { v6: true, kind, .. } if is_ndp(kind) => Decision::Pass(PassReason::IcmpOut),
+        // An error about a packet this interface let in, addressed to its sender.
+        Payload::Icmp { v6, kind, quote, .. } if is_icmp_error(v6, kind) => match quote {
+            Some(q)
+                if q.src == dst
+                    && rule(policy, role, interface, Direction::Inbound, (q.src, q.dst), (q.protocol, q.dport))
+                        .is_some() =>
+            {
+                Decision::Pass(PassReason::IcmpOut)
+            }
+            _ => egress_default(mode, DropReason::IcmpUnrelated),
+        },
         Payload::Icmp { .. } => egress_default(mode, DropReason::Icmp),
         Payload::Ports { protocol, sport, dport, tcp_flags } => {
             if let Some(name) = rule(policy, role, interface, Direction::Outbound, (src, dst), (protocol, dport)) {
@@ -384,12 +419,37 @@ pub fn parse(b: &[u8], ingress: bool) -> Result<Frame, DropReason> {
             if (proto == 58) != v6 {
                 Payload::OtherIp(proto)
             } else {
-                Payload::Icmp { v6, kind: i[0], code: i[1], hop_limit, fragmented }
+                Payload::Icmp { v6, kind: i[0], code: i[1], hop_limit, fragmented, quote: quote(b, l4 + 8, v6) }
             }
         }
         other => Payload::OtherIp(other),
     };
     Ok(Frame::Ip { src, dst, payload })
+}
+
+/// The TCP or UDP packet at `at` (an ICMP error's quote): an IP header of version 6 (`v6`,
+/// without extension headers) or 4 (any IHL of at least 5), then four bytes of ports, all
+/// within the frame.
+fn quote(b: &[u8], at: usize, v6: bool) -> Option<Quote> {
+    let (src, dst, proto, l4) = if v6 {
+        let h = b.get(at..at + 40)?;
+        let addr = |o: usize| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&h[o..o + 16]).unwrap()));
+        (h[0] >> 4 == 6).then_some(())?;
+        (addr(8), addr(24), h[6], at + 40)
+    } else {
+        let h = b.get(at..at + 20)?;
+        let ihl = (h[0] & 0x0f) as usize * 4;
+        (h[0] >> 4 == 4 && ihl >= 20).then_some(())?;
+        let addr = |o: usize| IpAddr::V4(Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]));
+        (addr(12), addr(16), h[9], at + ihl)
+    };
+    let protocol = match proto {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return None,
+    };
+    let p = b.get(l4..l4 + 4)?;
+    Some(Quote { src, dst, protocol, sport: u16::from_be_bytes([p[0], p[1]]), dport: u16::from_be_bytes([p[2], p[3]]) })
 }
 
 /// Whether a stack sends these TCP flags: with PSH, ECE and CWR set aside, one of SYN,

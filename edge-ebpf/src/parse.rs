@@ -433,28 +433,33 @@ fn cut(pkt: &Packet) -> DropReason {
     if pkt.fragment == FIRST { DropReason::TinyFragment } else { DropReason::BadHeader }
 }
 
-/// The flow an ICMP error quotes: the offending packet's header and first 8 bytes follow the
-/// 8-byte ICMP header. The quoted packet is one the edge sent, so its source is local.
+/// The packet an ICMP error quotes: the offending packet's IP header and first 8 bytes follow
+/// the 8-byte ICMP header. Only a TCP or UDP packet of the error's own IP version (an IPv6
+/// header without extension headers), read within the frame.
 pub struct Quoted {
     pub proto: u8,
-    pub local: [u32; 4],
-    pub remote: [u32; 4],
-    pub lport: u16,
-    pub rport: u16,
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
 }
 
 #[inline(always)]
 pub fn quoted(data: usize, data_end: usize, pkt: &Packet) -> Option<Quoted> {
     let inner = pkt.l4_offset as usize + 8;
-    let (proto, local, remote, l4) = if pkt.v6 {
+    let (proto, src, dst, l4) = if pkt.v6 {
         let ip: *const Ipv6Hdr = ptr_at(data, data_end, inner)?;
+        if load::<u8>(ip as usize) >> 4 != 6 {
+            return None;
+        }
         let src: [u32; 4] = unsafe { *((ip as usize + 8) as *const [u32; 4]) };
         let dst: [u32; 4] = unsafe { *((ip as usize + 24) as *const [u32; 4]) };
         (unsafe { (*ip).next_hdr }, src, dst, inner + Ipv6Hdr::LEN)
     } else {
         let ip: *const Ipv4Hdr = ptr_at(data, data_end, inner)?;
-        let ihl = ((unsafe { (*ip).vihl } & 0x0f) as usize) * 4;
-        if ihl < Ipv4Hdr::LEN {
+        let vihl = unsafe { (*ip).vihl };
+        let ihl = ((vihl & 0x0f) as usize) * 4;
+        if vihl >> 4 != 4 || ihl < Ipv4Hdr::LEN {
             return None;
         }
         let src = u32::from_ne_bytes(unsafe { (*ip).src_addr });
@@ -466,13 +471,7 @@ pub fn quoted(data: usize, data_end: usize, pkt: &Packet) -> Option<Quoted> {
     }
     let ports: *const [u8; 4] = ptr_at(data, data_end, l4)?;
     let p = unsafe { *ports };
-    Some(Quoted {
-        proto,
-        local,
-        remote,
-        lport: u16::from_be_bytes([p[0], p[1]]),
-        rport: u16::from_be_bytes([p[2], p[3]]),
-    })
+    Some(Quoted { proto, src, dst, sport: u16::from_be_bytes([p[0], p[1]]), dport: u16::from_be_bytes([p[2], p[3]]) })
 }
 
 /// The common cases, read straight: an untagged IPv4 packet without options or fragmentation

@@ -114,13 +114,14 @@ pub fn edge_tc_egress(ctx: TcContext) -> i32 {
     let bytes = ctx.len() as u64;
     // The stack's own packets may carry headers outside the linear part: pull them in once.
     let mut frame = parse::parse(ctx.data(), ctx.data_end(), false);
+    // (The stack's ICMP errors are built linear, quote included: the egress check reads it.)
     if let Frame::Drop(DropReason::Truncated) = frame {
         let want = if ctx.len() < 128 { ctx.len() } else { 128 };
         if ctx.pull_data(want).is_ok() {
             frame = parse::parse(ctx.data(), ctx.data_end(), false);
         }
     }
-    if egress::<LIVE_RUN>(frame, bytes) { TC_ACT_OK } else { TC_ACT_SHOT }
+    if egress::<LIVE_RUN>(ctx.data(), ctx.data_end(), frame, bytes) { TC_ACT_OK } else { TC_ACT_SHOT }
 }
 
 /// `edge-ctl explain` for inbound packets: the ingress logic, dry.
@@ -136,7 +137,7 @@ pub fn edge_explain_in(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub fn edge_explain_out(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    egress::<DRY_RUN>(parse::parse(ctx.data(), ctx.data_end(), false), bytes);
+    egress::<DRY_RUN>(ctx.data(), ctx.data_end(), parse::parse(ctx.data(), ctx.data_end(), false), bytes);
     xdp_action::XDP_PASS
 }
 
@@ -434,6 +435,20 @@ fn untracked(pkt: &Packet) -> Decision {
     }
 }
 
+/// An ICMP error's quote ([`parse::quoted`]) when the error goes to the quoted packet's sender.
+#[inline(always)]
+fn quote_to_sender(data: usize, data_end: usize, pkt: &Packet) -> Option<parse::Quoted> {
+    let q = parse::quoted(data, data_end, pkt)?;
+    if same_address(&q.src, &pkt.dst) { Some(q) } else { None }
+}
+
+/// Whether two addresses are the same, with one comparison of a scratch value (see
+/// [`martian`] for why).
+#[inline(always)]
+fn same_address(a: &[u32; 4], b: &[u32; 4]) -> bool {
+    (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) == 0
+}
+
 /// Whether an inbound packet comes from a source no packet on the wire can have, with
 /// `martians = "drop"`: one of the interface's own addresses or the destination itself (LAND),
 /// 0.0.0.0/8, 127/8, 224/4, 255.255.255.255; :: (but neighbour discovery's, `DAD`), ::1,
@@ -456,7 +471,6 @@ fn martian<const DAD: bool>(cfg: &GenConfig, pkt: &Packet) -> bool {
         return false;
     }
     let s = &pkt.src;
-    let differs = |o: &[u32; 4]| (s[0] ^ o[0]) | (s[1] ^ o[1]) | (s[2] ^ o[2]) | (s[3] ^ o[3]);
     if !pkt.v6 {
         let first = u32::from_be(s[0]) >> 24;
         if first == 0 || first == 127 || first >> 4 == 0xe || !s[0] == 0 || s[0] ^ pkt.dst[0] == 0 {
@@ -472,14 +486,14 @@ fn martian<const DAD: bool>(cfg: &GenConfig, pkt: &Packet) -> bool {
     if s[0] | s[1] | s[2] | s[3] == 0 {
         return !DAD;
     }
-    if differs(&pkt.dst) == 0 || u32::from_be(s[0]) >> 24 == 0xff {
+    if same_address(s, &pkt.dst) || u32::from_be(s[0]) >> 24 == 0xff {
         return true;
     }
     if s[0] | s[1] | s[2] | (s[3] ^ ONE) == 0 || s[0] | s[1] | (s[2] ^ MAPPED) == 0 {
         return true;
     }
     for o in &cfg.own_v6 {
-        if differs(o) == 0 {
+        if same_address(s, o) {
             return true;
         }
     }
@@ -520,17 +534,25 @@ fn icmp_in<const DRY: bool>(data: usize, data_end: usize, live: &Live, pkt: &Pac
     if !is_icmp_error(pkt) {
         return Decision::Drop(DropReason::Icmp);
     }
-    if let Some(q) = parse::quoted(data, data_end, pkt) {
-        let flow = conntrack::flow(pkt.v6, q.proto, &q.local, &q.remote, q.lport, q.rport);
-        if conntrack::live::<DRY>(cfg, &flow).found {
-            return Decision::Pass(PassReason::Related);
-        }
+    // About a packet this interface sent, addressed to its sender.
+    let Some(q) = quote_to_sender(data, data_end, pkt) else {
+        return Decision::Drop(DropReason::IcmpUnrelated);
+    };
+    // A tracked flow's.
+    let flow = conntrack::flow(pkt.v6, q.proto, &q.src, &q.dst, q.sport, q.dport);
+    if conntrack::live::<DRY>(cfg, &flow).found {
+        return Decision::Pass(PassReason::Related);
+    }
+    // An answer on a connection an inbound rule allows: that packet reversed would be allowed in.
+    let answered = Packet { proto: q.proto, src: q.dst, dst: q.src, sport: q.dport, dport: q.sport, ..*pkt };
+    if policy::match_rule(live.generation, live.tables, &answered, INBOUND).is_none() {
+        return Decision::Drop(DropReason::IcmpUnrelated);
     }
     // ICMPv6 packet too big; ICMP destination unreachable, fragmentation needed.
     if (pkt.v6 && kind == 2) || (!pkt.v6 && kind == 3 && code == 4) {
         return essential(cfg, flags::ESSENTIAL_PMTU, PassReason::Pmtu);
     }
-    Decision::Drop(DropReason::Icmp)
+    Decision::Pass(PassReason::Related)
 }
 
 /// ICMPv6 neighbour and multicast listener discovery: from the link only (ND with hop limit
@@ -555,7 +577,7 @@ fn essential(cfg: &GenConfig, flag: u32, reason: PassReason) -> Decision {
 }
 
 #[inline(always)]
-fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
+fn egress<const DRY: bool>(data: usize, data_end: usize, frame: Frame, bytes: u64) -> bool {
     let live = live();
     let cfg = live.cfg();
     let live = &live;
@@ -567,7 +589,7 @@ fn egress<const DRY: bool>(frame: Frame, bytes: u64) -> bool {
             }
             let d = match pkt.proto {
                 PROTO_TCP | PROTO_UDP => tcp_udp_out::<DRY>(live, &pkt),
-                PROTO_ICMP | PROTO_ICMPV6 => icmp_out(cfg, &pkt),
+                PROTO_ICMP | PROTO_ICMPV6 => icmp_out::<DRY>(data, data_end, live, &pkt),
                 _ => egress_default(cfg, DropReason::L4Protocol),
             };
             decide::<DRY>(live, OUTBOUND, audited(cfg, d), Some(&pkt), bytes)
@@ -623,17 +645,34 @@ fn is_reply(live: &Live, pkt: &Packet) -> bool {
     policy::match_rule(live.generation, live.tables, &reversed, INBOUND).is_some()
 }
 
-/// The edge's own ICMP: errors and neighbour discovery pass; anything else is up to the mode.
+/// The edge's own ICMP: neighbour discovery passes, and errors about a packet this interface
+/// received, sent back to its sender: a packet of a tracked flow, or one an inbound rule allows
+/// (an error about anything else would tell the world what the filter hides, or carry data
+/// out). Anything else is up to the mode.
 #[inline(always)]
-fn icmp_out(cfg: &GenConfig, pkt: &Packet) -> Decision {
+fn icmp_out<const DRY: bool>(data: usize, data_end: usize, live: &Live, pkt: &Packet) -> Decision {
+    let cfg = live.cfg();
     if pkt.v6 != (pkt.proto == PROTO_ICMPV6) {
         return egress_default(cfg, DropReason::L4Protocol);
     }
-    let ndp = pkt.v6 && is_ndp(pkt.sport);
-    if is_icmp_error(pkt) || ndp {
+    if pkt.v6 && is_ndp(pkt.sport) {
         return Decision::Pass(PassReason::IcmpOut);
     }
-    egress_default(cfg, DropReason::Icmp)
+    if !is_icmp_error(pkt) {
+        return egress_default(cfg, DropReason::Icmp);
+    }
+    let Some(q) = quote_to_sender(data, data_end, pkt) else {
+        return egress_default(cfg, DropReason::IcmpUnrelated);
+    };
+    let flow = conntrack::flow(pkt.v6, q.proto, &q.dst, &q.src, q.dport, q.sport);
+    if conntrack::live::<DRY>(cfg, &flow).found {
+        return Decision::Pass(PassReason::IcmpOut);
+    }
+    let received = Packet { proto: q.proto, src: q.src, dst: q.dst, sport: q.sport, dport: q.dport, ..*pkt };
+    if policy::match_rule(live.generation, live.tables, &received, INBOUND).is_some() {
+        return Decision::Pass(PassReason::IcmpOut);
+    }
+    egress_default(cfg, DropReason::IcmpUnrelated)
 }
 
 /// What the role's egress mode does with a packet nothing allows.

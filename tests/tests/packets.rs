@@ -146,11 +146,62 @@ fn essentials_pass_and_other_icmp_drops() {
     expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 136, 0), PassReason::Ndp);
     expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 133, 0), PassReason::Ndp);
     expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 143, 0), PassReason::Ndp);
-    expect_essential(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 4), PassReason::Pmtu);
-    expect_essential(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 2, 0), PassReason::Pmtu);
     expect_drop(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 8, 0), DropReason::Icmp);
-    expect_drop(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 3), DropReason::Icmp);
     expect_drop(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 128, 0), DropReason::Icmp);
+}
+
+/// ICMP errors inbound (path MTU included) are about the edge's own traffic: a packet it sent
+/// on a connection an inbound rule allows (or of a tracked flow: the stateful suites), quoted
+/// with the error's IP version, and addressed to that packet's sender.
+#[test]
+fn icmp_errors_must_be_about_the_edges_traffic() {
+    let l = load(POLICY);
+    let p = policy::parse(POLICY, "test.toml").unwrap();
+    let reference = |frame: &[u8]| reference::decide_bytes(&p, Role::External, &[], policy::Direction::Inbound, frame);
+    for (edge, client, router, other) in [
+        (ip(EDGE4), ip(CLIENT4), ip("198.51.100.1"), ip("192.0.2.99")),
+        (ip(EDGE6), ip(CLIENT6), ip("2001:db8:1::1"), ip("2001:db8::99")),
+    ] {
+        let v4 = edge.is_ipv4();
+        let (too_big, unreachable) = if v4 { ((3, 4), (3, 3)) } else { ((2, 0), (1, 4)) };
+        let error =
+            |(kind, code): (u8, u8), to: IpAddr, about: &[u8]| packet::icmp_error(router, to, kind, code, about);
+        // The edge's answer on the SIP connection a client opened (the sip rule), and its UDP
+        // media (av-media): errors about them pass, from any router on the way.
+        let answer = packet::tcp(edge, client, 5061, 40000, SYN | ACK);
+        let media = packet::udp(edge, client, 50000, 40000);
+        for (error, reason) in [
+            (error(too_big, edge, &answer), PassReason::Pmtu),
+            (error(too_big, edge, &media), PassReason::Pmtu),
+            (error(unreachable, edge, &answer), PassReason::Related),
+            (error(if v4 { (11, 0) } else { (3, 0) }, edge, &media), PassReason::Related),
+        ] {
+            expect_essential(&l, &error, reason);
+            assert_eq!(reference(&error), Decision::Pass(reason), "the reference agrees");
+        }
+        // Not about the edge's traffic: no quote, a quote of the other IP version, of a
+        // protocol the edge does not track, of a connection no inbound rule allows (the
+        // edge's own DNS query: only a tracked flow explains that), addressed to someone else
+        // than its sender, or quoting a packet from another address.
+        let mut not_about_it = vec![
+            packet::icmp(router, edge, too_big.0, too_big.1),
+            packet::icmp(router, edge, unreachable.0, unreachable.1),
+            error(too_big, edge, &packet::icmp(edge, client, if v4 { 8 } else { 128 }, 0)),
+            error(too_big, edge, &packet::udp(edge, client, 40000, 53)),
+            error(too_big, edge, &packet::tcp(edge, client, 5062, 40000, ACK)),
+            error(too_big, other, &answer),
+            error(unreachable, edge, &packet::tcp(other, client, 5061, 40000, ACK)),
+        ];
+        // The other family's header in this family's error (addresses of this one's length
+        // cannot be built, so the version field lies).
+        let mut lying = error(too_big, edge, &answer);
+        lying[14 + if v4 { 20 } else { 40 } + 8] ^= 0x20;
+        not_about_it.push(lying);
+        for error in not_about_it {
+            expect_drop(&l, &error, DropReason::IcmpUnrelated);
+            assert_eq!(reference(&error), Decision::Drop(DropReason::IcmpUnrelated), "the reference agrees");
+        }
+    }
 }
 
 /// Neighbour discovery comes from the link (RFC 4861 hop limit 255, MLD hop limit 1, never in
@@ -281,8 +332,10 @@ fn essentials_can_be_switched_off() {
     let l = load(&text);
     expect_drop(&l, &packet::pad(packet::arp()), DropReason::EssentialOff);
     expect_drop(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 135, 0), DropReason::EssentialOff);
-    expect_drop(&l, &packet::icmp(ip(CLIENT4), ip(EDGE4), 3, 4), DropReason::EssentialOff);
-    expect_drop(&l, &packet::icmp(ip(CLIENT6), ip(EDGE6), 2, 0), DropReason::EssentialOff);
+    let answer4 = packet::tcp(ip(EDGE4), ip(CLIENT4), 5061, 40000, ACK);
+    let answer6 = packet::tcp(ip(EDGE6), ip(CLIENT6), 5061, 40000, ACK);
+    expect_drop(&l, &packet::icmp_error(ip(CLIENT4), ip(EDGE4), 3, 4, &answer4), DropReason::EssentialOff);
+    expect_drop(&l, &packet::icmp_error(ip(CLIENT6), ip(EDGE6), 2, 0, &answer6), DropReason::EssentialOff);
 }
 
 #[test]

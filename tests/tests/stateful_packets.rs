@@ -255,10 +255,20 @@ fn egress_enforce_drops_what_nothing_allows() {
         assert_eq!(l.run_egress(&packet::tcp(edge, peer, 5061, 40000, ACK)), TC_PASS);
         assert_eq!(l.passed_out(PassReason::Reply).packets, replies + 2);
         assert_eq!(l.run_egress(&packet::tcp(edge, peer, 5061, 40000, SYN)), TC_DROP);
-        // ARP and ICMP errors of the host's own stack pass.
+        // ARP passes, and the host's ICMP errors about packets this interface let in (a rule's,
+        // a tracked flow's), sent back to their sender; not errors about anything else.
         assert_eq!(l.run_egress(&packet::pad(packet::arp())), TC_PASS);
         let (kind, code) = if edge.is_ipv4() { (3, 3) } else { (1, 4) };
-        assert_eq!(l.run_egress(&packet::icmp(edge, peer, kind, code)), TC_PASS);
+        let error = |to, about: &[u8]| l.run_egress(&packet::icmp_error(edge, to, kind, code, about));
+        let let_in = packet::udp(peer, edge, 40000, 5061);
+        assert_eq!(error(peer, &packet::tcp(peer, edge, 40000, 5061, SYN)), TC_PASS, "the sip rule's");
+        let unrelated = l.dropped_out(DropKind::Dropped, DropReason::IcmpUnrelated).packets;
+        assert_eq!(error(peer, &let_in), TC_DROP, "UDP 5061: no rule let it in");
+        assert_eq!(error(edge, &packet::tcp(peer, edge, 40000, 5061, SYN)), TC_DROP, "not to its sender");
+        assert_eq!(l.run_egress(&packet::icmp(edge, peer, kind, code)), TC_DROP, "no quote");
+        assert_eq!(l.dropped_out(DropKind::Dropped, DropReason::IcmpUnrelated).packets, unrelated + 3);
+        l.run_egress(&packet::udp(edge, peer, 42000, 53));
+        assert_eq!(error(peer, &packet::udp(peer, edge, 53, 42000)), TC_PASS, "an answer to the edge's query");
         assert_eq!(l.run_egress(&packet::icmp(edge, peer, if edge.is_ipv4() { 8 } else { 128 }, 0)), TC_DROP);
         // Egress parses as ingress does: impossible flags to an allowed port, and a header
         // past the datagram, are dropped with their reasons, and record no flow.

@@ -64,6 +64,9 @@ pub fn decided_by(reason: DropReason, direction: u8) -> &'static str {
         DropReason::Fragment => "fragments: no first fragment of this datagram passed",
         DropReason::TinyFragment => "parser: a fragment that could rewrite or hide the header",
         DropReason::TcpFlags => "parser: TCP flags no stack sends",
+        DropReason::Martian => "martians: a source no packet on the wire can have",
+        DropReason::IcmpUnrelated => "essentials: an ICMP error about no traffic of this interface",
+        DropReason::NdpOffLink => "essentials: neighbour discovery that did not come from the link",
         _ => "parser: the frame is not a well-formed TCP/UDP/ICMP packet",
     }
 }
