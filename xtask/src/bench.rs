@@ -17,14 +17,15 @@ use crate::cargo;
 #[derive(Clone, Copy)]
 pub enum Profile {
     Release,
-    Debug,
+    /// The test build (`cargo xtask test`): the `vm` profile, the test profile's checks optimized.
+    Test,
 }
 
 impl Profile {
     fn dir(self) -> &'static str {
         match self {
             Profile::Release => "release",
-            Profile::Debug => "debug",
+            Profile::Test => "vm",
         }
     }
 }
@@ -48,8 +49,9 @@ fn run_part(cmd: &mut Command, json: &Path) -> Part {
 
 pub fn bench(root: &Path, quick: bool, profile: Profile) -> Result<()> {
     let mut build = vec!["build", "-p", "edge-ctl", "-p", "edge-tests"];
-    if let Profile::Release = profile {
-        build.push("--release");
+    match profile {
+        Profile::Release => build.push("--release"),
+        Profile::Test => build.extend(["--profile", "vm"]),
     }
     cargo(root, &build)?;
     let bin = root.join("target").join(profile.dir());

@@ -133,29 +133,36 @@ fn main() -> Result<()> {
 }
 
 fn test(root: &Path, args: &[String]) -> Result<()> {
+    // One build for everything: the host suites, the benchmark's check and the kernel matrix's
+    // guests all run the `vm` profile (the test profile's checks, optimized), so CI compiles
+    // the workspace once, not once unoptimized and again for the guests.
+    const PROFILE: [&str; 2] = ["--profile", "vm"];
     // The integration tests drive the real binary, so build it first.
-    cargo(root, &["build", "-p", "edge-ctl"])?;
+    cargo(root, &[&["build", "-p", "edge-ctl"][..], &PROFILE].concat())?;
+    let edge_ctl = root.join("target/vm/edge-ctl");
     leftovers::clean();
-    let mut cmd = vec!["test", "--workspace", "--"];
+    let mut cmd = [&["test", "--workspace"][..], &PROFILE, &["--"]].concat();
     cmd.extend(args.iter().map(String::as_str));
     let mut c = cargo_cmd(root, &cmd);
-    c.env("EDGE_CTL_BIN", root.join("target/debug/edge-ctl"));
+    c.env("EDGE_CTL_BIN", &edge_ctl);
     run(&mut c)?;
     // The compat object (for kernels before 5.12) on this kernel too: the packet suites, where
     // it differs from the full one. The VM matrix runs it on 5.10.
-    let mut cmd = vec!["test", "-p", "edge-tests", "--test", "packets", "--test", "stateful_packets", "--"];
+    let mut cmd =
+        [&["test", "-p", "edge-tests", "--test", "packets", "--test", "stateful_packets"][..], &PROFILE, &["--"]]
+            .concat();
     cmd.extend(args.iter().map(String::as_str));
     let mut c = cargo_cmd(root, &cmd);
-    c.env("EDGE_CTL_BIN", root.join("target/debug/edge-ctl")).env("EDGE_CTL_OBJECT", "compat");
+    c.env("EDGE_CTL_BIN", &edge_ctl).env("EDGE_CTL_OBJECT", "compat");
     println!("== the packet suites again on the compat object (EDGE_CTL_OBJECT=compat)");
     run(&mut c)?;
     if !args.is_empty() {
         // A filtered run is someone looking at a few tests: skip the benchmark.
         return Ok(());
     }
-    // The benchmark must keep working: its quick mode on the debug build (a few seconds; it
+    // The benchmark must keep working: its quick mode on the test build (a few seconds; it
     // checks what each filter lets through, never times).
-    bench::bench(root, true, bench::Profile::Debug)
+    bench::bench(root, true, bench::Profile::Test)
 }
 
 pub fn is_root() -> bool {
