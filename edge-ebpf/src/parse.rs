@@ -446,7 +446,14 @@ pub struct Quoted {
 
 #[inline(always)]
 pub fn quoted(data: usize, data_end: usize, pkt: &Packet) -> Option<Quoted> {
-    let inner = pkt.l4_offset as usize + 8;
+    // Bounded for the verifier: with the offset's full 16 bits, 6.12 does not carry a bounds
+    // check of `inner + 20` over to the pointer it reads through (offset plus check past
+    // 0xffff), and refuses the read. An ICMP header deeper than this is no error to judge.
+    let l4_offset = pkt.l4_offset as usize;
+    if l4_offset > 1000 {
+        return None;
+    }
+    let inner = crate::bounds::index::<1024>(l4_offset) + 8;
     let (proto, src, dst, l4) = if pkt.v6 {
         let ip: *const Ipv6Hdr = ptr_at(data, data_end, inner)?;
         if load::<u8>(ip as usize) >> 4 != 6 {

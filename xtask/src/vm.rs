@@ -44,12 +44,13 @@ pub const PRIVILEGED: &[&str] =
 /// no flow slots, the precise clock) and real traffic through `attach` (e2e).
 const OLDEST: &[&str] = &["packets", "stateful_packets", "e2e"];
 /// The two kernels that load the full object without tcx (Debian 12's 6.1 and 6.12) share the
-/// other suites: each runs the packet suite, and every other suite runs on one of them, so the
-/// full object attached through netlink runs every suite once. The host (a kernel with tcx)
+/// other suites: each runs the packet suite, and every other suite but the connection table's
+/// packet suite runs on one of them (that one runs on 5.10 for the compat object and on the
+/// host for both), so the full object attached through netlink runs every suite once. The host (a kernel with tcx)
 /// runs every suite too. Running every suite on both took the matrix past CI's time on this
 /// two-core machine without KVM; `--suite all` runs all of them on each kernel named.
-const FULL_A: &[&str] = &["packets", "stateful", "stateful_packets", "observe"];
-const FULL_B: &[&str] = &["packets", "e2e", "reload", "lync", "differential"];
+const FULL_A: &[&str] = &["packets", "stateful", "observe", "differential"];
+const FULL_B: &[&str] = &["packets", "e2e", "reload", "lync"];
 
 pub const KERNELS: &[Kernel] = &[
     Kernel {
