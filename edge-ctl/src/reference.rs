@@ -120,6 +120,10 @@ fn is_ndp(kind: u8) -> bool {
 /// first `MAX_OWN` addresses of each family of the interface.
 fn is_martian(src: IpAddr, dst: IpAddr, interface: &[IpAddr], dad: bool) -> bool {
     let own = |v6: bool| interface.iter().filter(move |a| a.is_ipv6() == v6).take(edge_common::MAX_OWN);
+    // Discovery from :: is judged by its own checks (hop limit, switches), whatever it is sent to.
+    if src.is_unspecified() && src.is_ipv6() {
+        return !dad;
+    }
     if src == dst || own(src.is_ipv6()).any(|a| *a == src) {
         return true;
     }
@@ -129,9 +133,6 @@ fn is_martian(src: IpAddr, dst: IpAddr, interface: &[IpAddr], dad: bool) -> bool
             o[0] == 0 || o[0] == 127 || (224..=239).contains(&o[0]) || a == Ipv4Addr::BROADCAST
         }
         IpAddr::V6(a) => {
-            if a.is_unspecified() {
-                return !dad;
-            }
             let s = a.segments();
             a.is_loopback() || s[0] >> 8 == 0xff || (s[..5] == [0; 5] && s[5] == 0xffff)
         }

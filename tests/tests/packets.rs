@@ -286,6 +286,12 @@ fn martian_sources_are_dropped() {
     // Neighbour discovery from :: is duplicate address detection; from ::1 it is a martian.
     expect_essential(&l, &packet::icmp(ip("::"), ip(EDGE6), 135, 0), PassReason::Ndp);
     expect_drop(&l, &packet::icmp(ip("::1"), ip(EDGE6), 135, 0), DropReason::Martian);
+    // Discovery from :: to :: is judged as discovery (here: a router solicitation with the wrong
+    // hop limit), by the filter and the reference alike (a differential seed found them apart).
+    let mut rs = packet::icmp(ip("::"), ip("::"), 133, 4);
+    rs[14 + 7] = 1;
+    expect_drop(&l, &rs, DropReason::NdpOffLink);
+    assert_eq!(reference(&rs), Decision::Drop(DropReason::NdpOffLink));
     // A packet to itself, from an address the interface does not know it has (LAND).
     let unaware = Loaded::ingress_only(&p, Role::External, &[]);
     for edge in [ip(EDGE4), ip(EDGE6)] {
