@@ -37,6 +37,7 @@ pub fn source_destination(rule: &Rule) -> (String, String) {
 /// The table for one role or both.
 pub fn render(policy: &Policy, role: Option<Role>) -> String {
     let mut out = String::new();
+    let _ = writeln!(out, "Placement: {} ({})\n", policy.placement.as_str(), policy.placement.describe());
     for r in Role::ALL.into_iter().filter(|r| role.is_none_or(|x| x == *r)) {
         let rules: Vec<&Rule> = policy.rules.iter().filter(|x| x.role == r).collect();
         let _ = writeln!(
@@ -93,7 +94,8 @@ mod tests {
     fn document_form() {
         let p = crate::profile::policy(&Default::default()).unwrap();
         let t = render(&p, Some(Role::External));
-        assert!(t.starts_with("External interface (19 rules, 16 enabled)"), "{t}");
+        assert!(t.starts_with("Placement: node (on an edge node's interface"), "{t}");
+        assert!(t.contains("\n\nExternal interface (19 rules, 16 enabled)"), "{t}");
         assert!(!t.contains("Internal interface"));
         let line = t.lines().find(|l| l.contains("vip-access-sip-mtls-in")).unwrap();
         assert!(line.contains("Access/SIP(MTLS)/TCP/5061"), "{line}");
@@ -104,5 +106,24 @@ mod tests {
         assert!(src < out.find("Any").unwrap(), "{out}");
         assert!(t.lines().any(|l| l.contains("ext-av-rtp-udp-in (off)")));
         assert!(render(&p, None).contains("Internal interface (15 rules, 15 enabled)"), "the rows and the failsafe");
+    }
+
+    /// At the perimeter the VIP rows are the document's columns: Any to the VIP.
+    #[test]
+    fn perimeter_form() {
+        let options = crate::profile::Options { placement: crate::policy::Placement::Perimeter, ..Default::default() };
+        let p = crate::profile::policy(&options).unwrap();
+        let t = render(&p, None);
+        assert!(t.starts_with("Placement: perimeter (on the firewall in front of the pool"), "{t}");
+        let cells = |name: &str| -> Vec<String> {
+            let line = t.lines().find(|l| l.trim_start().starts_with(&format!("{name} "))).unwrap();
+            line.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect()
+        };
+        assert_eq!(cells("vip-access-sip-tls-in")[2..4], ["Any", "access_edge_vip"]);
+        assert_eq!(cells("vip-access-sip-mtls-out")[2..4], ["access_edge_vip", "federated_partners"]);
+        assert_eq!(cells("vip-av-stun-udp-in")[2..4], ["Any", "av_edge_vip"]);
+        assert_eq!(cells("ext-av-stun-udp-in")[2..4], ["Any", "av_edge"]);
+        assert_eq!(cells("ivip-sip-avauth-in")[2..4], ["Any", "edge_internal_vip"]);
+        assert_eq!(cells("failsafe-ssh")[2..4], ["Any", "@interface"]);
     }
 }

@@ -71,3 +71,22 @@ pub enum ProfileArg {
     #[value(name = "lync2013-edge-hlb")]
     Lync2013EdgeHlb,
 }
+
+/// `--placement`: where the filter sits.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum PlacementArg {
+    /// On an edge node's interfaces (or a Linux host fronting one), behind the HLB.
+    #[default]
+    Node,
+    /// On the Linux firewalls in front of the pool, forwarding to the HLB's VIPs and the nodes.
+    Perimeter,
+}
+
+impl From<PlacementArg> for crate::policy::Placement {
+    fn from(p: PlacementArg) -> Self {
+        match p {
+            PlacementArg::Node => crate::policy::Placement::Node,
+            PlacementArg::Perimeter => crate::policy::Placement::Perimeter,
+        }
+    }
+}

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 
 use super::DEFAULT_POLICY;
 use crate::dataplane::{self, AttachRequest, Mode};
-use crate::policy::{Policy, Role, read_policy_text};
+use crate::policy::{Placement, Policy, Role, read_policy_text};
 use crate::profile;
 use crate::session::{empty_role_warning, ssh_session_cut};
 
@@ -94,6 +94,18 @@ pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode:
     // connection-table size: read off the file's text, or the default (a wrong guess costs a
     // second load, never a wrong table).
     let source = policy_source(policy)?;
+    let forwarding = dataplane::system::forwarding(interface);
+    if forwarding.any() && matches!(source, PolicySource::Profile) {
+        bail!(
+            "{interface} forwards {} (net.ipv4/ipv6.conf.{interface}.forwarding = 1): this host routes for the \
+             hosts behind it, and the built-in policy would take this host's own addresses for the edge's, \
+             allowing nothing of the pool. Generate the firewall's policy, set the pool's addresses in its \
+             [sets], and attach with it:\n  edge-ctl policy template {} --placement perimeter > {DEFAULT_POLICY}\n  \
+             edge-ctl attach {interface} --role {role} --policy {DEFAULT_POLICY}",
+            forwarding.families(),
+            profile::NAME
+        );
+    }
     let guess = source.conntrack_entries();
     let (policy, prepared) = std::thread::scope(|scope| {
         let reading = scope.spawn(|| source.policy());
@@ -118,6 +130,27 @@ pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode:
     );
     if report.seeded > 0 {
         println!("  {} open connection(s) allowed by the outbound rules kept working (seeded)", report.seeded);
+    }
+    if forwarding.any() {
+        println!(
+            "  routing: {interface} forwards {}; the policy (placement {}) filters the traffic routed through \
+             this host",
+            forwarding.families(),
+            policy.placement.as_str()
+        );
+        if policy.placement == Placement::Node {
+            eprintln!(
+                "warning: the policy is written for an edge node (placement = \"node\"), but {interface} routes for \
+                 the hosts behind it: behind no HLB, rows written for its source NAT allow nothing; for the firewall \
+                 in front of the pool use `edge-ctl policy template {} --placement perimeter`",
+                profile::NAME
+            );
+        }
+        eprintln!(
+            "note: connections the hosts behind {interface} opened before this attach are not in the connection table (edge-ctl \
+             seeds it from this host's own sockets): their answers are dropped as no-flow until the host behind \
+             sends again"
+        );
     }
     if policy.origin.starts_with("<built-in") {
         let addrs: Vec<String> = report.interface_addresses.iter().map(|a| a.to_string()).collect();

@@ -27,7 +27,7 @@ use crate::dataplane::{self, Mode};
 use crate::policy::Role;
 use crate::profile;
 
-pub use args::{DirectionArg, FlagsArg, ProfileArg, ProtoArg, RoleArg};
+pub use args::{DirectionArg, FlagsArg, PlacementArg, ProfileArg, ProtoArg, RoleArg};
 pub use observe::format_time;
 
 /// Exit codes of every command (`edge-ctl --help` lists them; docs/operations.md too).
@@ -303,13 +303,17 @@ pub enum PolicyCommand {
         role: Option<RoleArg>,
     },
     /// The document's address plan for N Edge Servers: public addresses, SNAT, routing.
-    #[command(after_help = "Example:\n  edge-ctl policy plan --nodes 2")]
+    #[command(after_help = "Examples:\n  edge-ctl policy plan --nodes 2\n  edge-ctl policy plan --placement perimeter")]
     Plan {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=profile::MAX_NODES as i64))]
         nodes: u8,
+        /// Where the filter sits: on the nodes, or on the firewalls in front of the pool.
+        #[arg(long, value_enum, default_value_t)]
+        placement: PlacementArg,
     },
     /// Print a built-in profile as a commented policy file.
-    #[command(after_help = "Example:\n  edge-ctl policy template lync2013-edge-hlb --nodes 2 > edge.toml")]
+    #[command(after_help = "Examples:\n  edge-ctl policy template lync2013-edge-hlb --nodes 2 > edge.toml\n  \
+                      edge-ctl policy template lync2013-edge-hlb --placement perimeter > perimeter.toml")]
     Template {
         /// Profile name.
         #[arg(value_enum)]
@@ -317,6 +321,10 @@ pub enum PolicyCommand {
         /// Edge servers in the pool.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=profile::MAX_NODES as i64))]
         nodes: u8,
+        /// Where the filter sits: on an edge node's interfaces (behind the HLB's source NAT), or on
+        /// the firewalls in front of the pool (the document's Source and Destination columns).
+        #[arg(long, value_enum, default_value_t)]
+        placement: PlacementArg,
     },
 }
 
@@ -356,8 +364,10 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Serve(args) => crate::serve::run(args),
         Command::Policy(PolicyCommand::Check { file }) => policy_cmd::check(&file),
         Command::Policy(PolicyCommand::Show { file, role }) => policy_cmd::show(&file, role.map(Role::from)),
-        Command::Policy(PolicyCommand::Plan { nodes }) => policy_cmd::plan(nodes),
-        Command::Policy(PolicyCommand::Template { profile, nodes }) => policy_cmd::template(profile, nodes),
+        Command::Policy(PolicyCommand::Plan { nodes, placement }) => policy_cmd::plan(nodes, placement.into()),
+        Command::Policy(PolicyCommand::Template { profile, nodes, placement }) => {
+            policy_cmd::template(profile, nodes, placement.into())
+        }
     };
     done.map(|()| exit::OK)
 }

@@ -36,6 +36,12 @@ pub(super) fn status(json: bool) -> Result<u8> {
         if let Some(t) = s.attached_at {
             println!("  attached at {}", format_time(t));
         }
+        if s.forwarding.any() {
+            println!(
+                "  routing: forwards {} (it filters the traffic routed through this host, for the hosts behind it)",
+                s.forwarding.families()
+            );
+        }
         if let Some(p) = s.problem {
             println!("  problem: {p}");
         }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::args::ProfileArg;
-use crate::policy::{Role, read_policy};
+use crate::policy::{Placement, Role, read_policy};
 use crate::profile;
 
 pub(super) fn check(file: &Path) -> Result<()> {
@@ -37,15 +37,15 @@ pub(super) fn show(file: &Path, role: Option<Role>) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn plan(nodes: u8) -> Result<()> {
-    print!("{}", profile::plan(nodes));
+pub(super) fn plan(nodes: u8, placement: Placement) -> Result<()> {
+    print!("{}", profile::plan(nodes, placement));
     Ok(())
 }
 
-pub(super) fn template(name: ProfileArg, nodes: u8) -> Result<()> {
+pub(super) fn template(name: ProfileArg, nodes: u8, placement: Placement) -> Result<()> {
     match name {
         ProfileArg::Lync2013EdgeHlb => {
-            print!("{}", profile::render(&profile::Options { nodes, ..Default::default() }));
+            print!("{}", profile::render(&profile::Options { nodes, placement, ..Default::default() }));
         }
     }
     Ok(())

@@ -32,6 +32,8 @@ pub struct InterfaceStatus {
     /// The interface was deleted and created again: the attachment went with the old device,
     /// and the new one is not filtered (`attach` replaces what is left).
     pub stale: bool,
+    /// The families the kernel forwards from this interface: it filters a router's traffic.
+    pub forwarding: system::Forwarding,
     /// What is wrong, when something is.
     pub problem: Option<String>,
 }
@@ -80,6 +82,7 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
         policy_loaded_at: None,
         interface_present: ifindex.is_some(),
         stale: false,
+        forwarding: system::forwarding(&p.ifname),
         problem: None,
     };
     match PinnedLink::from_pin(p.pins.join(XDP_LINK)) {

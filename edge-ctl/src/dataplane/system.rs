@@ -125,6 +125,41 @@ pub fn interface_addresses(name: &str) -> Vec<IpAddr> {
     out
 }
 
+/// Which families the kernel forwards from an interface (net.ipv4.conf.IF.forwarding,
+/// net.ipv6.conf.IF.forwarding): a router's interfaces carry packets for the hosts behind them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Forwarding {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl Forwarding {
+    pub fn any(self) -> bool {
+        self.ipv4 || self.ipv6
+    }
+
+    /// "IPv4 and IPv6", "IPv4", "IPv6" (empty when neither).
+    pub fn families(self) -> &'static str {
+        match (self.ipv4, self.ipv6) {
+            (true, true) => "IPv4 and IPv6",
+            (true, false) => "IPv4",
+            (false, true) => "IPv6",
+            (false, false) => "",
+        }
+    }
+}
+
+/// The interface's forwarding switches; an unreadable one counts as off.
+pub fn forwarding(name: &str) -> Forwarding {
+    let on = |family: &str| {
+        // An interface name never holds '/', so it cannot leave the conf directory.
+        !name.contains('/')
+            && std::fs::read_to_string(format!("/proc/sys/net/{family}/conf/{name}/forwarding"))
+                .is_ok_and(|v| v.trim() == "1")
+    };
+    Forwarding { ipv4: on("ipv4"), ipv6: on("ipv6") }
+}
+
 /// Whether the interface is a loopback device (IFF_LOOPBACK), whatever its name.
 pub fn is_loopback(name: &str) -> bool {
     nix::ifaddrs::getifaddrs().is_ok_and(|mut addrs| {

@@ -260,6 +260,37 @@ pub enum RoleMode {
     Audit,
 }
 
+/// Where the filter sits (`placement = ...`): what the policy's local sets hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// On an edge node's own interface (or a host fronting one node): the local sets are the
+    /// node's addresses, and behind the HLB's source NAT clients arrive as the VIP.
+    #[default]
+    Node,
+    /// On the firewall in front of the pool, forwarding to it: the local sets are the pool's
+    /// addresses behind the firewall (the HLB's VIPs and the nodes' own), the remote side is
+    /// what the document's Source and Destination columns name.
+    Perimeter,
+}
+
+impl Placement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Placement::Node => "node",
+            Placement::Perimeter => "perimeter",
+        }
+    }
+
+    /// Where the filter sits, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Placement::Node => "on an edge node's interface, behind the hardware load balancer",
+            Placement::Perimeter => "on the firewall in front of the pool, forwarding to the HLB's VIPs and the nodes",
+        }
+    }
+}
+
 /// Settings of one interface role.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RoleSettings {
@@ -350,6 +381,7 @@ pub struct Policy {
     pub origin: String,
     /// The text it was parsed from.
     pub text: String,
+    pub placement: Placement,
     pub sets: Vec<AddressSet>,
     pub external: RoleSettings,
     pub internal: RoleSettings,

@@ -14,6 +14,7 @@ use crate::tomlkeys::Shape;
 #[derive(Debug, Deserialize)]
 pub struct RawPolicy {
     pub version: Option<Spanned<i64>>,
+    pub placement: Option<Spanned<String>>,
     #[serde(default)]
     pub sets: BTreeMap<String, Spanned<Scalars>>,
     #[serde(default)]
@@ -90,6 +91,7 @@ pub const SHAPE: Shape = Shape::Table(
     "the top level",
     &[
         ("version", Shape::Any),
+        ("placement", Shape::Any),
         ("sets", Shape::Any),
         (
             "roles",

@@ -11,8 +11,8 @@ use super::diag::{Diagnostics, Location};
 use super::raw::{RawConntrack, RawEvents, RawFailsafe, RawPolicy, RawRole, RawRule, Scalar, Scalars};
 use super::{
     AddrMatch, AddrTerm, AddressSet, ConntrackSettings, DEFAULT_EVENTS_PER_SECOND, Direction, EgressMode, Essentials,
-    FAILSAFE_RULE, FORMAT_VERSION, Fragments, INTERFACE_TOKEN, Martians, Policy, PolicyError, PortRange, Ports,
-    Protocol, Role, RoleMode, RoleSettings, Rule, SetEntry,
+    FAILSAFE_RULE, FORMAT_VERSION, Fragments, INTERFACE_TOKEN, Martians, Placement, Policy, PolicyError, PortRange,
+    Ports, Protocol, Role, RoleMode, RoleSettings, Rule, SetEntry,
 };
 
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
@@ -38,13 +38,16 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
             format!("unsupported policy version {}: this edge-ctl reads version {FORMAT_VERSION}", v.get_ref()),
         );
     }
-    let sets = sets(&raw, &mut diags);
+    let placement = placement(raw.placement.as_ref(), &mut diags);
+    let mut sets = sets(&raw, &mut diags);
     let external = role_settings(raw.roles.external.as_ref(), Role::External, &mut diags);
     let internal = role_settings(raw.roles.internal.as_ref(), Role::Internal, &mut diags);
     let conntrack = conntrack(raw.conntrack.as_ref(), &mut diags);
     let events_per_second = events(raw.events.as_ref(), &mut diags);
     let mut rules = rules(&raw.rules, &sets, &mut diags);
     if let Some(f) = failsafe(raw.failsafe.as_ref(), &mut diags) {
+        // The failsafe's local side: the interface's own addresses (a set no file can name).
+        sets.push(AddressSet { name: INTERFACE_TOKEN.to_string(), entries: vec![SetEntry::Interface], at: f.at });
         if let Some(clash) = raw.rules.iter().find(|r| r.get_ref().name.get_ref() == FAILSAFE_RULE) {
             diags.error(
                 clash.get_ref().name.span().start,
@@ -57,6 +60,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     Ok(Policy {
         origin: origin.to_string(),
         text: text.to_string(),
+        placement,
         sets,
         external,
         internal,
@@ -65,6 +69,23 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         rules,
         warnings,
     })
+}
+
+fn placement(raw: Option<&Spanned<String>>, diags: &mut Diagnostics) -> Placement {
+    match raw.map(|p| (p.get_ref().as_str(), p.span().start)) {
+        None | Some(("node", _)) => Placement::Node,
+        Some(("perimeter", _)) => Placement::Perimeter,
+        Some((other, at)) => {
+            diags.error(
+                at,
+                format!(
+                    "placement = \"{other}\": expected \"node\" (on an edge node's interface) or \"perimeter\" \
+                     (on the firewall in front of the pool)"
+                ),
+            );
+            Placement::Node
+        }
+    }
 }
 
 /// Names start with a letter or `_` so they never read as addresses.
@@ -284,9 +305,13 @@ fn failsafe_rule(remote: AddrMatch, at: Location) -> Rule {
         direction: Direction::Inbound,
         protocol: Protocol::Tcp,
         ports: Ports(vec![PortRange { first: 22, last: 22 }]),
-        local: AddrMatch::Any,
+        // The filtering host itself, never the hosts behind it when it forwards.
+        local: AddrMatch::Terms(vec![AddrTerm::Set(INTERFACE_TOKEN.to_string())]),
         remote,
-        note: Some("failsafe: management SSH on the internal interface ([failsafe] ssh = false to remove)".into()),
+        note: Some(
+            "failsafe: management SSH to the internal interface's own addresses ([failsafe] ssh = false to remove)"
+                .into(),
+        ),
         service: Some("Management/SSH".into()),
         enabled: true,
         at,

@@ -109,7 +109,7 @@ fn every_unknown_key_is_reported_with_the_other_errors_in_line_order() {
 #[test]
 fn every_key_of_the_format_is_known() {
     // Every key the structs take, once: none may be reported unknown.
-    let text = "version = 1\n[sets]\nedge = [\"203.0.113.10\"]\n\
+    let text = "version = 1\nplacement = \"perimeter\"\n[sets]\nedge = [\"203.0.113.10\"]\n\
                 [roles.external]\ndefault = \"drop\"\nessentials = { arp = true, ndp = true, pmtu = true }\n\
                 egress = \"enforce\"\nmode = \"enforce\"\nfragments = \"drop\"\nmartians = \"drop\"\n\
                 [roles.internal]\nessentials.arp = true\n\
@@ -207,6 +207,14 @@ fn unsupported_version_and_default() {
 }
 
 #[test]
+fn placement_is_node_or_perimeter() {
+    assert_eq!(parse("", "p.toml").unwrap().placement, Placement::Node);
+    assert_eq!(parse("placement = \"perimeter\"", "p.toml").unwrap().placement, Placement::Perimeter);
+    let e = one_error("placement = \"router\"");
+    assert!(e.contains("p.toml:1:13") && e.contains("expected \"node\"") && e.contains("\"perimeter\""), "{e}");
+}
+
+#[test]
 fn interface_token_and_any_name() {
     let p = parse("[sets]\nme = [\"@interface\"]\n", "p.toml").unwrap();
     assert_eq!(p.sets[0].entries, vec![SetEntry::Interface]);
@@ -224,6 +232,11 @@ fn failsafe_ssh_is_on_by_default_and_first() {
     );
     assert_eq!(r.ports.0, vec![PortRange { first: 22, last: 22 }]);
     assert_eq!(r.remote, AddrMatch::Any);
+    // The filtering host's own addresses, never the hosts behind a forwarding interface.
+    assert_eq!(r.local, AddrMatch::Terms(vec![AddrTerm::Set(INTERFACE_TOKEN.into())]));
+    assert_eq!(p.set(INTERFACE_TOKEN).unwrap().entries, vec![SetEntry::Interface]);
+    // ... which no rule of a file can name.
+    assert!(one_error(&rule_with("local", "\"@interface\"")).contains("@interface"));
     let p = parse(&format!("{GOOD}\n[failsafe]\nssh_from = [\"192.0.2.0/24\"]\n"), "p.toml").unwrap();
     assert_eq!(p.rules[0].remote, AddrMatch::Terms(vec![AddrTerm::Net("192.0.2.0/24".parse().unwrap())]));
     assert_eq!(p.rules[0].name, FAILSAFE_RULE);
