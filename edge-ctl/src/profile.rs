@@ -538,12 +538,18 @@ fn vip_of(local: &str) -> &'static str {
 }
 
 impl Row {
-    /// The rule's local set: the node's own service address, or at the perimeter for the VIP
-    /// tables, the VIP (what the firewall in front of the HLB sees).
-    pub fn local_at(&self, placement: Placement) -> &'static str {
-        match (placement, self.table) {
-            (Placement::Perimeter, Table::ExternalVip | Table::InternalVip) => vip_of(self.local),
-            _ => self.local,
+    /// The rule's local side as TOML: the node's own service address; at the perimeter, for the
+    /// VIP tables, the VIP (what the firewall in front of the HLB sees), and for their outbound
+    /// rows the nodes' addresses as well: the document's source is the VIP, which holds where
+    /// the HLB source-NATs what the nodes open, but a node's internal interface is routed past
+    /// the HLB, and an HLB that does not NAT outbound connections lets them leave as the node.
+    pub fn local_at(&self, placement: Placement) -> String {
+        match (placement, self.table, self.direction) {
+            (Placement::Perimeter, Table::ExternalVip | Table::InternalVip, "outbound") => {
+                format!("[\"{}\", \"{}\"]", vip_of(self.local), self.local)
+            }
+            (Placement::Perimeter, Table::ExternalVip | Table::InternalVip, _) => format!("\"{}\"", vip_of(self.local)),
+            _ => format!("\"{}\"", self.local),
         }
     }
 }
@@ -654,7 +660,7 @@ fn rule(row: &Row, o: &Options) -> String {
     } else {
         let _ = writeln!(s, "ports = {}", row.ports);
     }
-    let _ = writeln!(s, "local = \"{}\"", row.local_at(o.placement));
+    let _ = writeln!(s, "local = {}", row.local_at(o.placement));
     match row.remote {
         Any([]) => s += "remote = \"any\"\n",
         Any(narrow) => {
@@ -729,7 +735,8 @@ pub fn render(o: &Options) -> String {
             s += "# Inbound is toward the pool, outbound from it. The rules are the document's columns as\n";
             s += "# written: clients (Any) to the HLB's VIPs, and to each node's own A/V address (no NAT for\n";
             s += "# A/V: clients talk to the node once a call is set up); outbound rows from the addresses the\n";
-            s += "# document names as their source. The SSH failsafe admits SSH to this firewall only.\n";
+            s += "# document names as their source (for the VIP tables, the VIP and the nodes: what the HLB\n";
+            s += "# does not source-NAT leaves as the node). The SSH failsafe admits SSH to this firewall only.\n";
         }
     }
     s += "# Rows the document lists twice (node table and VIP table) appear twice; the first counts.\n\n";
@@ -828,9 +835,13 @@ mod tests {
         for row in ROWS {
             let rule = p.rules.iter().find(|r| r.name == row.name).unwrap();
             let local = rule.local.to_string();
-            match row.table {
-                Table::ExternalVip | Table::InternalVip => assert!(local.ends_with("_vip"), "{}: {local}", row.name),
-                Table::ExternalNode | Table::InternalNode => assert_eq!(local, row.local, "{}", row.name),
+            let vip = format!("{}_vip", row.local);
+            match (row.table, row.direction) {
+                (Table::ExternalVip | Table::InternalVip, "inbound") => assert_eq!(local, vip, "{}", row.name),
+                (Table::ExternalVip | Table::InternalVip, _) => {
+                    assert_eq!(local, format!("{vip}, {}", row.local), "{}", row.name)
+                }
+                _ => assert_eq!(local, row.local, "{}", row.name),
             }
             assert!(!rule.remote.to_string().contains("_vip"), "{}: the VIP is never the remote", row.name);
         }
@@ -938,7 +949,8 @@ fn placement_plan(nodes: u8, placement: Placement) -> String {
                 "    Front End / Director -> the internal VIP {} and the nodes' internal addresses",
                 addr::INTERNAL_VIP
             );
-            s += "    the nodes' outbound rows from the addresses the document names as their source\n";
+            s += "    the nodes' outbound rows from the addresses the document names as their source (the VIP\n";
+            s += "    tables' from the VIP and the nodes: what the HLB does not source-NAT leaves as the node)\n";
             s += "  The SSH failsafe admits SSH to the firewall's own addresses, never to the hosts behind it.\n\n";
         }
     }

@@ -120,7 +120,7 @@ mod tests {
             line.split("  ").map(str::trim).filter(|c| !c.is_empty()).map(String::from).collect()
         };
         assert_eq!(cells("vip-access-sip-tls-in")[2..4], ["Any", "access_edge_vip"]);
-        assert_eq!(cells("vip-access-sip-mtls-out")[2..4], ["access_edge_vip", "federated_partners"]);
+        assert_eq!(cells("vip-access-sip-mtls-out")[2..4], ["access_edge_vip, access_edge", "federated_partners"]);
         assert_eq!(cells("vip-av-stun-udp-in")[2..4], ["Any", "av_edge_vip"]);
         assert_eq!(cells("ext-av-stun-udp-in")[2..4], ["Any", "av_edge"]);
         assert_eq!(cells("ivip-sip-avauth-in")[2..4], ["Any", "edge_internal_vip"]);

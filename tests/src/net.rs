@@ -191,12 +191,17 @@ fn unspecified(to: SocketAddr, port: u16) -> SocketAddr {
 /// source port matters: Linux's ephemeral range overlaps the Lync A/V range 50000-59999, so a
 /// test that lets the kernel choose can pass by accident.
 pub fn tcp_connect_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    tcp_connect_bound(ns, unspecified(to, sport), to, timeout)
+}
+
+/// A TCP socket bound to `local` (an address of the namespace, and a port or 0), connected.
+fn tcp_connect_bound(ns: &str, local: SocketAddr, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     in_netns(ns, move || {
         use socket2::{Domain, Protocol, SockAddr, Socket, Type};
         let domain = if to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
         let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
         s.set_reuse_address(true)?;
-        let local = SockAddr::from(unspecified(to, sport));
+        let local = SockAddr::from(local);
         bind_retry("tcp client", || s.bind(&local));
         s.connect_timeout(&SockAddr::from(to), timeout)?;
         let stream: TcpStream = s.into();
@@ -207,7 +212,18 @@ pub fn tcp_connect_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration)
 
 /// Connects from a pinned source port and reads the server's banner.
 pub fn tcp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -> Outcome {
-    match tcp_connect_from(ns, sport, to, timeout) {
+    banner(tcp_connect_from(ns, sport, to, timeout))
+}
+
+/// Connects from `src`, an address of the namespace (a host with several, such as an edge
+/// node's three service addresses) and a pinned port (see [`tcp_connect_from`]), and reads the
+/// server's banner.
+pub fn tcp_probe_bound(ns: &str, src: SocketAddr, to: SocketAddr, timeout: Duration) -> Outcome {
+    banner(tcp_connect_bound(ns, src, to, timeout))
+}
+
+fn banner(connected: std::io::Result<TcpStream>) -> Outcome {
+    match connected {
         Ok(mut s) => {
             let mut buf = [0u8; 16];
             match s.read(&mut buf) {
@@ -228,8 +244,17 @@ pub fn udp_probe_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration) -
 /// [`udp_probe_from`] with `payload`: answered when the same bytes come back (a payload over
 /// the link's MTU goes out, and comes back, in fragments).
 pub fn udp_exchange_from(ns: &str, sport: u16, to: SocketAddr, payload: Vec<u8>, timeout: Duration) -> Outcome {
+    udp_exchange_bound(ns, unspecified(to, sport), to, payload, timeout)
+}
+
+/// Sends a datagram from `src` (as in [`tcp_probe_bound`]) and waits for the echo.
+pub fn udp_probe_bound(ns: &str, src: SocketAddr, to: SocketAddr, timeout: Duration) -> Outcome {
+    udp_exchange_bound(ns, src, to, b"edge-lab probe".to_vec(), timeout)
+}
+
+fn udp_exchange_bound(ns: &str, local: SocketAddr, to: SocketAddr, payload: Vec<u8>, timeout: Duration) -> Outcome {
     in_netns(ns, move || {
-        let sock = bind_retry("udp client", || UdpSocket::bind(unspecified(to, sport)));
+        let sock = bind_retry("udp client", || UdpSocket::bind(local));
         sock.connect(to).expect("connect udp");
         sock.set_read_timeout(Some(timeout)).expect("timeout");
         if sock.send(&payload).is_err() {

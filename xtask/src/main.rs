@@ -26,7 +26,12 @@ enum Task {
     /// Build edge-ctl (release) with its embedded eBPF object.
     Build,
     /// Build and run the lab demo: namespaces, attach, probes, counters, teardown. Needs root.
-    Demo,
+    Demo {
+        /// `node`: edge-ctl on both interfaces of both edge nodes; `perimeter`: on the two
+        /// Linux firewalls in front of the pool, which forward to it.
+        #[arg(long, default_value = "node", value_parser = ["node", "perimeter"])]
+        placement: String,
+    },
     /// cargo fmt --check, clippy for the host crates and for the eBPF crate (BPF target).
     Lint,
     /// Fuzz the policy parser and compiler with cargo fuzz (installs cargo-fuzz into .tools/).
@@ -79,12 +84,13 @@ fn main() -> Result<()> {
             setup::run(&root, false)?;
             cargo(&root, &["build", "--release", "-p", "edge-ctl"])
         }
-        Task::Demo => {
+        Task::Demo { placement } => {
             require_root("the demo")?;
             let _bpffs = leftovers::Bpffs::note();
             setup::run(&root, false)?;
             cargo(&root, &["build", "--release", "-p", "edge-ctl", "-p", "edge-tests"])?;
             run(Command::new(root.join("target/release/edge-demo"))
+                .args(["--placement", &placement])
                 .env("EDGE_CTL_BIN", root.join("target/release/edge-ctl")))
         }
         Task::Lint => {

@@ -38,7 +38,7 @@ pub struct Kernel {
 
 /// Every privileged suite, for `--suite all` (and a guest that should run them all).
 pub const PRIVILEGED: &[&str] =
-    &["packets", "e2e", "stateful", "stateful_packets", "reload", "lync", "observe", "differential"];
+    &["packets", "e2e", "stateful", "stateful_packets", "reload", "lync", "perimeter", "observe", "differential"];
 /// What the oldest kernel runs: the packet suite (every program and path through the verifier
 /// and BPF_PROG_TEST_RUN), the connection table's packet suite (where its compat object differs:
 /// no flow slots, the precise clock) and real traffic through `attach` (e2e).
@@ -49,7 +49,7 @@ const OLDEST: &[&str] = &["packets", "stateful_packets", "e2e"];
 /// host for both), so the full object attached through netlink runs every suite once. The host (a kernel with tcx)
 /// runs every suite too. Running every suite on both took the matrix past CI's time on this
 /// two-core machine without KVM; `--suite all` runs all of them on each kernel named.
-const FULL_A: &[&str] = &["packets", "stateful", "observe", "differential"];
+const FULL_A: &[&str] = &["packets", "stateful", "observe", "differential", "perimeter"];
 const FULL_B: &[&str] = &["packets", "e2e", "reload", "lync"];
 
 pub const KERNELS: &[Kernel] = &[
