@@ -195,7 +195,7 @@ pub fn tcp_connect_from(ns: &str, sport: u16, to: SocketAddr, timeout: Duration)
 }
 
 /// A TCP socket bound to `local` (an address of the namespace, and a port or 0), connected.
-fn tcp_connect_bound(ns: &str, local: SocketAddr, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+pub fn tcp_connect_bound(ns: &str, local: SocketAddr, to: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     in_netns(ns, move || {
         use socket2::{Domain, Protocol, SockAddr, Socket, Type};
         let domain = if to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };

@@ -7,6 +7,7 @@
 //! through, the outbound rows get their answers back, and SSH reaches the internal firewall
 //! itself but no host behind it. Needs root.
 
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -15,7 +16,9 @@ use edge_ctl::policy::{Placement, Role};
 use edge_ctl::profile::{Options, addr};
 use edge_tests::lab::reason_packets;
 use edge_tests::lync::{CLIENT4, CLIENT6, FE4, FE6, LyncLab, conformance};
-use edge_tests::net::{Outcome, Servers, tcp_probe, tcp_probe_bound, udp_probe_bound};
+use edge_tests::net::{
+    HeldConnection, Outcome, Servers, tcp_connect_bound, tcp_probe, tcp_probe_bound, udp_probe_bound,
+};
 
 const PARTNER4: &str = "192.0.2.60";
 const PARTNER6: &str = "2001:db8:c::60";
@@ -116,11 +119,27 @@ fn ssh_reaches_the_firewall_only(lab: &LyncLab) {
     }
 }
 
+/// Loads an nftables ruleset in a namespace.
+fn nft(ns: &str, ruleset: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    child.stdin.take().unwrap().write_all(ruleset.as_bytes()).unwrap();
+    let out = child.wait_with_output().expect("nft");
+    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 const FE_BEHIND4: &str = "198.51.100.21";
 const FE_BEHIND6: &str = "2001:db8:1::21";
 
 /// The whole perimeter: attach refuses the built-in policy on a forwarding interface, says it
-/// routes, then the four tables through both firewalls, with every switchable row on and then
+/// routes and keeps the connections open through it working (seeded from the kernel's
+/// connection tracking), then the four tables through both firewalls, with every switchable row on and then
 /// with the default switches (rolled out by reload), the outbound rows and SSH.
 #[test]
 fn the_firewalls_in_front_of_the_pool_enforce_the_four_tables() {
@@ -135,7 +154,42 @@ fn the_firewalls_in_front_of_the_pool_enforce_the_four_tables() {
         assert!(err.contains("up0 forwards IPv4 and IPv6") && err.contains("--placement perimeter"), "{err}");
         assert!(lab.lab.edge_ctl_ok(&xfw, &["status"]).contains("not attached"), "nothing half-done");
     }
-    lab.attach_all();
+    // Connections node 1 opened through the external firewall before the filter goes on
+    // (nftables there makes the kernel track them, as on any Linux firewall).
+    nft(
+        &xfw,
+        "table inet fw {\n chain forward {\n type filter hook forward priority filter;\n ct state established,related accept\n }\n}\n",
+    );
+    let mut open = Vec::new();
+    for (i, (client, node)) in
+        [(CLIENT4, addr::node_external(1)[0].clone()), (CLIENT6, addr::node_external6(1)[0].clone())]
+            .into_iter()
+            .enumerate()
+    {
+        let held = HeldConnection::listen_at(&lab.client, at(client, 80));
+        let src = SocketAddr::new(node.parse().unwrap(), 41800 + i as u16);
+        let conn = tcp_connect_bound(&lab.edges[0], src, at(client, 80), Duration::from_secs(3)).expect("connect");
+        held.accepted();
+        open.push((held, conn));
+    }
+    let policy = lab.policy_file.to_str().unwrap().to_string();
+    let out = lab.lab.edge_ctl_ok(&xfw, &["attach", "up0", "--role", "external", "--policy", &policy]);
+    assert!(out.contains("routing: up0 forwards IPv4 and IPv6"), "{out}");
+    assert!(
+        out.contains("2 connection(s) the hosts behind opened through this router, allowed by the outbound rules, kept working (seeded from the kernel's connection tracking)"),
+        "{out}"
+    );
+    for (ns, iface) in lab.filters(Role::Internal) {
+        lab.lab.edge_ctl_ok(&ns, &["attach", iface, "--role", "internal", "--policy", &policy]);
+    }
+    // The client's next data arrives although node 1 sent nothing since the attach.
+    for (held, conn) in open.iter_mut() {
+        held.send(b"after attach");
+        let mut buf = [0u8; 12];
+        conn.read_exact(&mut buf).expect("data from the client arrives after attach");
+        assert_eq!(&buf, b"after attach");
+    }
+    drop(open);
     let status = lab.lab.edge_ctl_ok(&xfw, &["status"]);
     assert!(status.contains("routing: forwards IPv4 and IPv6"), "{status}");
     let shown = lab.lab.edge_ctl_ok(&xfw, &["policy", "show", lab.policy_file.to_str().unwrap()]);

@@ -128,8 +128,8 @@ pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode:
         "attached to {interface} as {role} ({} XDP, {} egress, program {}), policy {} ({} rules for this role)",
         report.mode, report.egress, report.program_id, policy.origin, report.rules
     );
-    if report.seeded > 0 {
-        println!("  {} open connection(s) allowed by the outbound rules kept working (seeded)", report.seeded);
+    if report.seeded.sockets > 0 {
+        println!("  {} open connection(s) allowed by the outbound rules kept working (seeded)", report.seeded.sockets);
     }
     if forwarding.any() {
         println!(
@@ -146,11 +146,22 @@ pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode:
                 profile::NAME
             );
         }
-        eprintln!(
-            "note: connections the hosts behind {interface} opened before this attach are not in the connection table (edge-ctl \
-             seeds it from this host's own sockets): their answers are dropped as no-flow until the host behind \
-             sends again"
-        );
+        let stall = "their answers are dropped as no-flow until the host behind sends again";
+        match &report.seeded.forwarded {
+            dataplane::Forwarded::Seeded(n) => println!(
+                "  {n} connection(s) the hosts behind opened through this router, allowed by the outbound rules, kept \
+                 working (seeded from the kernel's connection tracking)"
+            ),
+            dataplane::Forwarded::NoConntrack => eprintln!(
+                "note: nf_conntrack is not loaded, so connections the hosts behind {interface} opened before this \
+                 attach could not be read and are not in the connection table: {stall}"
+            ),
+            dataplane::Forwarded::Failed(e) => eprintln!(
+                "note: reading the kernel's connection tracking failed ({e}): connections the hosts behind \
+                 {interface} opened before this attach are not in the connection table: {stall}"
+            ),
+            dataplane::Forwarded::NotForwarding => {}
+        }
     }
     if policy.origin.starts_with("<built-in") {
         let addrs: Vec<String> = report.interface_addresses.iter().map(|a| a.to_string()).collect();

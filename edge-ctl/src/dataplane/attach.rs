@@ -41,8 +41,9 @@ pub struct AttachReport {
     pub egress: &'static str,
     pub program_id: u32,
     pub rules: usize,
-    /// Open connections put into the connection table.
-    pub seeded: usize,
+    /// Open connections put into the connection table: the host's own, and on a forwarding
+    /// interface those the kernel's connection tracking holds for the hosts behind.
+    pub seeded: seed::Seeded,
     /// A stale attachment (the interface had been deleted and created again) was removed first.
     pub replaced_stale: bool,
     pub interface_addresses: Vec<IpAddr>,
@@ -146,7 +147,8 @@ fn finish(
     let mut maps = MapSet::open(&p.staging)?;
     maps.write_generation(0, &tables)?;
     maps.set_active_generation(0)?;
-    let seeded = seed::established(req.policy, req.role, &addrs, &tables, &mut maps)?;
+    let forwarding = system::forwarding(req.ifname);
+    let seeded = seed::established(req.policy, req.role, &addrs, &tables, &mut maps, forwarding.any())?;
     step();
 
     let mut egress = attach_egress(&mut ebpf, req.ifname, &p.staging)?;

@@ -27,6 +27,7 @@ pub use attach::{AttachReport, AttachRequest, Mode, Prepared, attach, attach_pre
 pub use explain::{ExplainAnswer, ExplainRequest, RuleRef, explain};
 pub use reload::{ReloadReport, RemovedRule, UpgradeReport, needs_upgrade, reload, upgrade, wait_for_running_programs};
 pub use report::{ConntrackStats, EventStats, InterfaceStats, InterfaceStatus, ReasonStats, RuleStats, stats, status};
+pub use seed::{Forwarded, Seeded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {

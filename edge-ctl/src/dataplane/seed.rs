@@ -1,14 +1,20 @@
-//! Seeding the connection table at attach from the kernel's socket table (netlink sock_diag),
-//! so connections that are open and allowed by an outbound rule keep working when the filter
-//! goes on. Only the flows the outbound rules allow are seeded.
+//! Seeding the connection table at attach, so connections that are open and allowed by an
+//! outbound rule keep working when the filter goes on: the host's own from its socket table
+//! (netlink sock_diag), and on a router the ones it forwards for the hosts behind it from the
+//! kernel's connection tracking (ctnetlink), when nf_conntrack is loaded. Only the flows the
+//! outbound rules allow are seeded.
 
 use std::net::IpAddr;
 
 use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::conntrack::{
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol as CtProtocol, Tuple,
+};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER, protocols::NETLINK_SOCK_DIAG};
 
 use super::DataplaneError;
 use super::conntrack::{FlowKey, seeded_entry};
@@ -17,7 +23,8 @@ use crate::compile::Tables;
 use crate::policy::{Direction, Policy, Protocol, Role};
 use crate::reference::{self, Decision, Frame, Payload};
 
-/// A socket of this network namespace with a remote end.
+/// A socket of this network namespace with a remote end, or a forwarded connection as it
+/// leaves this host (`local` is the host behind, after any address translation here).
 struct OpenSocket {
     tcp: bool,
     local: IpAddr,
@@ -88,47 +95,205 @@ fn dump(family: u8, protocol: u8) -> Result<Vec<OpenSocket>, DataplaneError> {
     }
 }
 
-/// Seeds the tables with the open connections that the role's outbound rules allow; returns
-/// how many. Sets the live-entry gauges to match.
+/// What the connection tracking of a forwarding interface gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forwarded {
+    /// The interface does not forward: the host's own sockets are all there is.
+    NotForwarding,
+    /// nf_conntrack is not loaded: the kernel tracks nothing to read.
+    NoConntrack,
+    /// Read: this many connections the hosts behind opened were seeded.
+    Seeded(usize),
+    /// The dump failed (the message); the host's own sockets were still seeded.
+    Failed(String),
+}
+
+/// What seeding put into the table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seeded {
+    /// The host's own open connections.
+    pub sockets: usize,
+    pub forwarded: Forwarded,
+}
+
+/// Whether nf_conntrack is loaded (its sysctls exist in every namespace then). Reading the table
+/// through ctnetlink would load it otherwise, which seeding must not do.
+fn conntrack_loaded() -> bool {
+    std::path::Path::new("/proc/sys/net/netfilter/nf_conntrack_max").exists()
+}
+
+/// TCP connections the kernel's connection tracking holds as established, and UDP flows, of one
+/// family, as their packets leave this host toward the connection's responder: the reply
+/// tuple reversed, so that address translation on this host is accounted for.
+fn conntrack_dump(family: NetfilterProtoFamily) -> Result<Vec<OpenSocket>, DataplaneError> {
+    const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
+    let err = |e: &dyn std::fmt::Display| DataplaneError::Io {
+        what: "ctnetlink dump".into(),
+        source: std::io::Error::other(e.to_string()),
+    };
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| err(&e))?;
+    socket.bind_auto().map_err(|e| err(&e))?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(|e| err(&e))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut request = NetlinkMessage::new(
+        header,
+        NetlinkPayload::from(NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), ConntrackMessage::Get(vec![]))),
+    );
+    request.finalize();
+    let mut buf = vec![0; request.header.length as usize];
+    request.serialize(&mut buf[..]);
+    socket.send(&buf, 0).map_err(|e| err(&e))?;
+
+    let mut out = Vec::new();
+    let mut rx = vec![0u8; 65536];
+    loop {
+        let size = socket.recv(&mut &mut rx[..], 0).map_err(|e| err(&e))?;
+        let mut offset = 0;
+        while offset < size {
+            let msg = <NetlinkMessage<NetfilterMessage>>::deserialize(&rx[offset..size]).map_err(|e| err(&e))?;
+            let len = msg.header.length as usize;
+            match msg.payload {
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)),
+                    ..
+                }) => {
+                    let mut reply = None;
+                    let mut tcp_state = None;
+                    for a in &attributes {
+                        match a {
+                            ConntrackAttribute::CtaTupleReply(t) => reply = tuple(t),
+                            ConntrackAttribute::CtaProtoInfo(info) => {
+                                for i in info {
+                                    if let ProtoInfo::TCP(tcp) = i {
+                                        for t in tcp {
+                                            if let ProtoInfoTCP::State(s) = t {
+                                                tcp_state = Some(*s);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some((tcp, src, sport, dst, dport)) = reply
+                        && (!tcp || tcp_state == Some(TCP_CONNTRACK_ESTABLISHED))
+                    {
+                        // The reply comes from the responder to the originator as this host
+                        // rewrote it: the originator's packets leave with the reverse.
+                        out.push(OpenSocket { tcp, local: dst, local_port: dport, remote: src, remote_port: sport });
+                    }
+                }
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => return Err(err(&format!("{e:?}"))),
+                _ => {}
+            }
+            if len == 0 {
+                break;
+            }
+            offset += len;
+        }
+    }
+}
+
+/// A conntrack tuple of TCP or UDP: (tcp, source, source port, destination, destination port).
+fn tuple(t: &[Tuple]) -> Option<(bool, IpAddr, u16, IpAddr, u16)> {
+    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, None, None);
+    for part in t {
+        match part {
+            Tuple::Ip(ips) => {
+                for ip in ips {
+                    match ip {
+                        IPTuple::SourceAddress(a) => src = Some(*a),
+                        IPTuple::DestinationAddress(a) => dst = Some(*a),
+                        _ => {}
+                    }
+                }
+            }
+            Tuple::Proto(ps) => {
+                for p in ps {
+                    match p {
+                        ProtoTuple::Protocol(CtProtocol::Tcp) => proto = Some(true),
+                        ProtoTuple::Protocol(CtProtocol::Udp) => proto = Some(false),
+                        ProtoTuple::SourcePort(p) => sport = Some(*p),
+                        ProtoTuple::DestinationPort(p) => dport = Some(*p),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((proto?, src?, sport?, dst?, dport?))
+}
+
+/// Seeds the tables with the open connections that the role's outbound rules allow: the host's
+/// own, and when the interface forwards (`forwarding`), those the kernel's connection tracking
+/// holds for the hosts behind. Sets the live-entry gauges to match.
 pub fn established(
     policy: &Policy,
     role: Role,
     interface: &[IpAddr],
     tables: &Tables,
     maps: &mut MapSet,
-) -> Result<usize, DataplaneError> {
+    forwarding: bool,
+) -> Result<Seeded, DataplaneError> {
     let mut counts = [0u64; 2];
+    let mut seed = |s: &OpenSocket, maps: &mut MapSet| -> Result<bool, DataplaneError> {
+        let frame = Frame::Ip {
+            src: s.local,
+            dst: s.remote,
+            payload: Payload::Ports {
+                protocol: if s.tcp { Protocol::Tcp } else { Protocol::Udp },
+                sport: s.local_port,
+                dport: s.remote_port,
+                tcp_flags: crate::reference::TCP_ACK,
+            },
+        };
+        let Decision::Rule(name) = reference::decide(policy, role, interface, Direction::Outbound, &frame) else {
+            return Ok(false);
+        };
+        let slot = tables.slots.0[&name];
+        let flow = FlowKey {
+            protocol: if s.tcp { "tcp" } else { "udp" },
+            local: s.local,
+            local_port: s.local_port,
+            remote: s.remote,
+            remote_port: s.remote_port,
+        };
+        maps.ct_insert(&flow, seeded_entry(s.tcp, slot))?;
+        counts[usize::from(s.local.is_ipv6())] += 1;
+        Ok(true)
+    };
+    let mut sockets = 0;
     for family in [AF_INET, AF_INET6] {
         for protocol in [IPPROTO_TCP, IPPROTO_UDP] {
             for s in dump(family, protocol)? {
-                let frame = Frame::Ip {
-                    src: s.local,
-                    dst: s.remote,
-                    payload: Payload::Ports {
-                        protocol: if s.tcp { Protocol::Tcp } else { Protocol::Udp },
-                        sport: s.local_port,
-                        dport: s.remote_port,
-                        tcp_flags: crate::reference::TCP_ACK,
-                    },
-                };
-                let Decision::Rule(name) = reference::decide(policy, role, interface, Direction::Outbound, &frame)
-                else {
-                    continue;
-                };
-                let slot = tables.slots.0[&name];
-                let flow = FlowKey {
-                    protocol: if s.tcp { "tcp" } else { "udp" },
-                    local: s.local,
-                    local_port: s.local_port,
-                    remote: s.remote,
-                    remote_port: s.remote_port,
-                };
-                maps.ct_insert(&flow, seeded_entry(s.tcp, slot))?;
-                counts[usize::from(family == AF_INET6)] += 1;
+                sockets += usize::from(seed(&s, maps)?);
             }
         }
     }
+    let forwarded = if !forwarding {
+        Forwarded::NotForwarding
+    } else if !conntrack_loaded() {
+        Forwarded::NoConntrack
+    } else {
+        let mut n = 0;
+        let mut failed = None;
+        for family in [NetfilterProtoFamily::IPv4, NetfilterProtoFamily::IPv6] {
+            match conntrack_dump(family) {
+                Ok(flows) => {
+                    for s in &flows {
+                        n += usize::from(seed(s, maps)?);
+                    }
+                }
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        failed.map_or(Forwarded::Seeded(n), Forwarded::Failed)
+    };
     maps.set_ct_live(0, counts[0])?;
     maps.set_ct_live(1, counts[1])?;
-    Ok((counts[0] + counts[1]) as usize)
+    Ok(Seeded { sockets, forwarded })
 }
