@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use edge_ctl::policy::{Placement, Role};
-use edge_ctl::profile::{Options, addr};
+use edge_ctl::profile::{self, Options, addr};
 use edge_tests::lab::reason_packets;
 use edge_tests::lync::{CLIENT4, CLIENT6, FE4, FE6, LyncLab, conformance};
 use edge_tests::net::{
@@ -53,6 +53,7 @@ fn outbound_rows(lab: &LyncLab) {
         out("ext-access-dns-tcp-out", ext, &access, at(client, 53), false, true);
         out("ext-access-dns-udp-out", ext, &access, at(client, 53), true, true);
         out("ext-av-rtp-tcp-out", ext, &av, at(client, 50000), false, true);
+        out("ext-av-rtp-udp-out", ext, &av, at(client, 50000), true, true);
         out("ext-av-stun-udp-out", ext, &av, at(client, 3478), true, true);
         out("ext-av-stun-tcp-out", ext, &av, at(client, 443), false, true);
         // Through the HLB, which source-NATs them to the Access Edge VIP.
@@ -66,8 +67,12 @@ fn outbound_rows(lab: &LyncLab) {
         out("ivip-stun-tcp-out", int, &internal, at(fe, 443), false, true);
         out("no row: internal to 8080", int, &internal, at(fe, 8080), false, false);
     }
+    // Every outbound row of the four tables is tried (the lab has every switch on).
+    for row in profile::ROWS.iter().filter(|r| r.direction == "outbound") {
+        assert!(probes.iter().any(|p| p.what == row.name), "no probe for the outbound row {}", row.name);
+    }
     let _servers = [
-        Servers::start(&lab.client, &[53, 80, 443, 8080, 50000], &[53, 3478]),
+        Servers::start(&lab.client, &[53, 80, 443, 8080, 50000], &[53, 3478, 50000]),
         Servers::start(&lab.partner, &[5061, 5269], &[]),
         Servers::start(&lab.fe, &[443, 5061, 8080], &[]),
     ];
