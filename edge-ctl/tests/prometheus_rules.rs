@@ -8,9 +8,10 @@ use std::process::Command;
 
 fn promtool(args: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus");
-    let out = Command::new("promtool").args(args).current_dir(&dir).output().unwrap_or_else(|e| {
-        panic!("promtool: {e}; install Debian's prometheus package (`cargo xtask setup` does)")
-    });
+    let out =
+        Command::new("promtool").args(args).current_dir(&dir).output().unwrap_or_else(|e| {
+            panic!("promtool: {e}; install Debian's prometheus package (`cargo xtask setup` does)")
+        });
     assert!(
         out.status.success(),
         "promtool {args:?}:\n{}{}",

@@ -2,6 +2,7 @@
 //! are missing, so a fresh clone needs nothing else.
 
 mod bench;
+mod deb;
 mod leftovers;
 mod setup;
 mod vm;
@@ -34,6 +35,9 @@ enum Task {
     },
     /// cargo fmt --check, clippy for the host crates and for the eBPF crate (BPF target).
     Lint,
+    /// Build target/deb/edge-ctl_<version>_amd64.deb (binary, systemd unit, example
+    /// configuration, man pages, completions) and check it with lintian.
+    Deb,
     /// Fuzz the policy parser and compiler with cargo fuzz (installs cargo-fuzz into .tools/).
     Fuzz {
         /// How long to run.
@@ -92,6 +96,28 @@ fn main() -> Result<()> {
             run(Command::new(root.join("target/release/edge-demo"))
                 .args(["--placement", &placement])
                 .env("EDGE_CTL_BIN", root.join("target/release/edge-ctl")))
+        }
+        Task::Deb => {
+            setup::run(&root, false)?;
+            cargo(
+                &root,
+                &[
+                    "build",
+                    "--release",
+                    "-p",
+                    "edge-ctl",
+                    "-p",
+                    "edge-tests",
+                    "--bin",
+                    "edge-ctl",
+                    "--bin",
+                    "edge-assets",
+                ],
+            )?;
+            let deb = deb::build(&root, "release")?;
+            deb::lintian(&deb)?;
+            println!("{}", deb.display());
+            Ok(())
         }
         Task::Lint => {
             setup::run(&root, false)?;
@@ -166,6 +192,9 @@ fn test(root: &Path, args: &[String]) -> Result<()> {
         // A filtered run is someone looking at a few tests: skip the benchmark.
         return Ok(());
     }
+    // The Debian package of the test build, checked by lintian.
+    let deb = deb::build(root, "vm")?;
+    deb::lintian(&deb)?;
     // The benchmark must keep working: its quick mode on the test build (a few seconds; it
     // checks what each filter lets through, never times).
     bench::bench(root, true, bench::Profile::Test)

@@ -5,7 +5,8 @@
 //!   toolchain update cannot break it (bpf-linker's LLVM major must equal rustc's);
 //! - (it reports bpffs, which edge-ctl and the tests mount when they need it);
 //! - the system commands the tests, the demo and the benchmark run (iproute2, util-linux,
-//!   nftables, prometheus for promtool, xdp-tools for the comparison).
+//!   nftables, prometheus for promtool, xdp-tools for the comparison, dpkg-dev and lintian for
+//!   the Debian package).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,9 @@ const COMMANDS: &[(&str, &str)] = &[
     ("xdp-filter", "xdp-tools"),
     // The serve tests check the metrics exposition with `promtool check metrics`.
     ("promtool", "prometheus"),
+    // `cargo xtask deb`: the package's Depends, and its check.
+    ("dpkg-shlibdeps", "dpkg-dev"),
+    ("lintian", "lintian"),
 ];
 
 pub fn run(root: &Path, verbose: bool) -> Result<()> {
