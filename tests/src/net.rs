@@ -544,3 +544,19 @@ pub fn udp_flood(ns: &str, to: SocketAddr, duration: Duration) -> u64 {
         sent
     })
 }
+
+/// `GET path` over HTTP/1.1 from inside namespace `ns`, read to the end (the servers here close
+/// the connection): the response head and body.
+pub fn http_get(ns: &str, addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    let path = path.to_string();
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut text = String::new();
+        s.read_to_string(&mut text)?;
+        let (head, body) =
+            text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other(format!("no end of head in {text:?}")))?;
+        Ok((head.to_string(), body.to_string()))
+    })
+}

@@ -4,15 +4,15 @@
 //!
 //! Waits poll with generous timeouts and never assert on how long something took.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use edge_tests::lab::{Lab, drop_packets, edge_ctl_bin, rule_packets};
-use edge_tests::net::{Outcome, Servers, in_netns, udp_probe};
+use edge_tests::net::{Outcome, Servers, http_get, in_netns, udp_probe};
 
 const EDGE4: &str = edge_tests::lab::EDGE[0];
 const PORT: u16 = 9469;
@@ -165,20 +165,6 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
-}
-
-fn http_get(ns: &str, addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
-    let path = path.to_string();
-    in_netns(ns, move || {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        let (head, body) =
-            text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other(format!("no end of head in {text:?}")))?;
-        Ok((head.to_string(), body.to_string()))
-    })
 }
 
 /// A scraped exposition. Label values in these tests hold no `",` so a simple split reads them.
