@@ -144,6 +144,11 @@ named_enum! {
         /// `pass` or `drop` (egress). Under `track` a later fragment is counted as its first
         /// fragment was.
         Fragment = 9 => "fragment",
+        /// Ingress, for a short window after attach on a forwarding interface whose flows the
+        /// kernel's connection tracking could not give: a mid-stream TCP segment (ACK, no SYN
+        /// or RST) of a connection an outbound rule allows a host behind to have opened. Its
+        /// flow is put into the table, as Linux conntrack's loose pickup does.
+        Pickup = 10 => "pickup",
     }
 }
 

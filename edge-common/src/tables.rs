@@ -281,6 +281,9 @@ pub struct GenConfig {
     pub ct_timeout_jiffies: [u64; CT_STATES],
     /// The kernel's tick rate (CONFIG_HZ): jiffies per second.
     pub hz: u64,
+    /// Until when (jiffies) inbound mid-stream TCP of a connection an outbound rule allows is
+    /// picked up into the connection table ([`crate::PassReason::Pickup`]); 0: never.
+    pub pickup_until: u64,
     /// Drop events each CPU may emit per second (0: none).
     pub events_per_cpu: u32,
     /// Slots of each flow-slot array minus one (a power of two minus one, see [`ct_slots`]).
@@ -304,6 +307,7 @@ impl GenConfig {
             ct_max: 0,
             ct_timeout_jiffies: [0; CT_STATES],
             hz: 0,
+            pickup_until: 0,
             events_per_cpu: 0,
             ct_slot_mask: 0,
             own_v4: [0; MAX_OWN],

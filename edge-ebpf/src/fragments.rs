@@ -30,7 +30,7 @@ pub fn stage(key: &FragKey) {
 pub fn record_staged(kind: u8, detail: u16) {
     let entry = FragEntry { seen: jiffies(), detail, kind, _pad0: 0, _pad1: 0 };
     if let Some(key) = EDGE_FRAGKEY.get(0) {
-        let _ = EDGE_FRAGS.insert(key, &entry, 0);
+        let _ = EDGE_FRAGS.insert(key, entry, 0);
     }
 }
 

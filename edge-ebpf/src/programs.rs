@@ -25,7 +25,7 @@ use edge_common::{
 use crate::conntrack;
 use crate::maps::{EDGE_EXPLAIN, EDGE_TABLES};
 use crate::parse::{
-    FIRST, Frame, LATER, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_SYN, WHOLE,
+    FIRST, Frame, LATER, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet, TCP_ACK, TCP_RST, TCP_SYN, WHOLE,
 };
 use crate::{counters, events, fragments, parse, policy};
 
@@ -205,12 +205,11 @@ fn apply(cfg: &GenConfig, direction: u32, decision: Decision, pkt: Option<&Packe
             decision.kind == Kind::WouldDrop
         }
     };
-    if pass {
-        if let Some(p) = pkt {
-            if p.fragment == FIRST {
-                remember(cfg, decision);
-            }
-        }
+    if pass
+        && let Some(p) = pkt
+        && p.fragment == FIRST
+    {
+        remember(cfg, decision);
     }
     pass
 }
@@ -408,20 +407,54 @@ fn tracked_inbound<const DRY: bool>(live: &Live, pkt: &Packet) -> Decision {
     // The tracked-port byte first, before a key is even built: a flood to untracked ports
     // costs one memory read (the benchmark shows that building the key first makes every
     // denied packet dearer).
-    if !conntrack::may_be_tracked(pkt.proto, pkt.dport) {
-        return untracked(pkt);
+    if conntrack::may_be_tracked(pkt.proto, pkt.dport) {
+        // A bare SYN opens a connection: it answers nothing, even on a tracked four-tuple.
+        if pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            return Decision::Drop(DropReason::PolicyDefault);
+        }
+        let flow = conntrack::flow_of(pkt, false);
+        let t = conntrack::live_checked::<DRY>(live.cfg(), &flow);
+        if t.found {
+            conntrack::advance::<DRY>(&flow, &t, pkt, true);
+            return Decision::Pass(PassReason::Conntrack);
+        }
     }
-    // A bare SYN opens a connection: it answers nothing, even on a tracked four-tuple.
-    if pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-        return Decision::Drop(DropReason::PolicyDefault);
-    }
-    let flow = conntrack::flow_of(pkt, false);
-    let t = conntrack::live_checked::<DRY>(live.cfg(), &flow);
-    if t.found {
-        conntrack::advance::<DRY>(&flow, &t, pkt, true);
-        return Decision::Pass(PassReason::Conntrack);
+    if let Some(slot) = picked_up(live, pkt) {
+        let host = as_sent_by_the_host(pkt);
+        conntrack::create::<DRY>(live.cfg(), &conntrack::flow_of(&host, true), &host, slot);
+        return Decision::Pass(PassReason::Pickup);
     }
     untracked(pkt)
+}
+
+/// Loose pickup, for a window after attach on a forwarding interface whose open flows the
+/// kernel's connection tracking could not give (`GenConfig::pickup_until`): a mid-stream TCP
+/// segment (ACK, neither SYN nor RST) of a connection an outbound rule allows the host behind
+/// to have opened (the segment reversed matches it). The rule's slot, for the flow's entry.
+#[inline(always)]
+fn picked_up(live: &Live, pkt: &Packet) -> Option<u16> {
+    let cfg = live.cfg();
+    if cfg.pickup_until == 0 || pkt.proto != PROTO_TCP || pkt.tcp_flags & (TCP_SYN | TCP_RST | TCP_ACK) != TCP_ACK {
+        return None;
+    }
+    if conntrack::jiffies() >= cfg.pickup_until {
+        return None;
+    }
+    policy::match_rule(live.generation, live.tables, &as_sent_by_the_host(pkt), OUTBOUND)
+}
+
+/// An inbound segment as the host behind would send its answer: addresses and ports swapped,
+/// and acknowledging what this segment carries (so the flow's RST check starts from the far
+/// side's sequence number; the host's next segment updates it).
+#[inline(always)]
+fn as_sent_by_the_host(pkt: &Packet) -> Packet {
+    let mut reversed = *pkt;
+    reversed.src = pkt.dst;
+    reversed.dst = pkt.src;
+    reversed.sport = pkt.dport;
+    reversed.dport = pkt.sport;
+    reversed.ack = pkt.seq;
+    reversed
 }
 
 /// The drop for a TCP/UDP packet no rule allows and no flow explains. A segment without SYN

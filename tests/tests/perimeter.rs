@@ -124,6 +124,31 @@ fn ssh_reaches_the_firewall_only(lab: &LyncLab) {
     }
 }
 
+/// HTTP connections (TCP 80, the CRL row) from node 1's Access Edge address to the client, one
+/// per family, opened through the external firewall from source ports `first`, `first + 1`.
+fn open_through_the_firewall(lab: &LyncLab, first: u16) -> Vec<(HeldConnection, std::net::TcpStream)> {
+    let pairs = [(CLIENT4, addr::node_external(1)[0].clone()), (CLIENT6, addr::node_external6(1)[0].clone())];
+    let mut open = Vec::new();
+    for (i, (client, node)) in pairs.into_iter().enumerate() {
+        let held = HeldConnection::listen_at(&lab.client, at(client, 80));
+        let src = SocketAddr::new(node.parse().unwrap(), first + i as u16);
+        let conn = tcp_connect_bound(&lab.edges[0], src, at(client, 80), Duration::from_secs(3)).expect("connect");
+        held.accepted();
+        open.push((held, conn));
+    }
+    open
+}
+
+/// The client's next data on each connection arrives, although node 1 sent nothing since.
+fn the_clients_data_arrives(open: &mut [(HeldConnection, std::net::TcpStream)]) {
+    for (held, conn) in open.iter_mut() {
+        held.send(b"after attach");
+        let mut buf = [0u8; 12];
+        conn.read_exact(&mut buf).expect("data from the client arrives after attach");
+        assert_eq!(&buf, b"after attach");
+    }
+}
+
 /// Loads an nftables ruleset in a namespace.
 fn nft(ns: &str, ruleset: &str) {
     use std::io::Write;
@@ -165,18 +190,7 @@ fn the_firewalls_in_front_of_the_pool_enforce_the_four_tables() {
         &xfw,
         "table inet fw {\n chain forward {\n type filter hook forward priority filter;\n ct state established,related accept\n }\n}\n",
     );
-    let mut open = Vec::new();
-    for (i, (client, node)) in
-        [(CLIENT4, addr::node_external(1)[0].clone()), (CLIENT6, addr::node_external6(1)[0].clone())]
-            .into_iter()
-            .enumerate()
-    {
-        let held = HeldConnection::listen_at(&lab.client, at(client, 80));
-        let src = SocketAddr::new(node.parse().unwrap(), 41800 + i as u16);
-        let conn = tcp_connect_bound(&lab.edges[0], src, at(client, 80), Duration::from_secs(3)).expect("connect");
-        held.accepted();
-        open.push((held, conn));
-    }
+    let mut open = open_through_the_firewall(&lab, 41800);
     let policy = lab.policy_file.to_str().unwrap().to_string();
     let out = lab.lab.edge_ctl_ok(&xfw, &["attach", "up0", "--role", "external", "--policy", &policy]);
     assert!(out.contains("routing: up0 forwards IPv4 and IPv6"), "{out}");
@@ -188,12 +202,7 @@ fn the_firewalls_in_front_of_the_pool_enforce_the_four_tables() {
         lab.lab.edge_ctl_ok(&ns, &["attach", iface, "--role", "internal", "--policy", &policy]);
     }
     // The client's next data arrives although node 1 sent nothing since the attach.
-    for (held, conn) in open.iter_mut() {
-        held.send(b"after attach");
-        let mut buf = [0u8; 12];
-        conn.read_exact(&mut buf).expect("data from the client arrives after attach");
-        assert_eq!(&buf, b"after attach");
-    }
+    the_clients_data_arrives(&mut open);
     drop(open);
     let status = lab.lab.edge_ctl_ok(&xfw, &["status"]);
     assert!(status.contains("routing: forwards IPv4 and IPv6"), "{status}");
@@ -207,4 +216,21 @@ fn the_firewalls_in_front_of_the_pool_enforce_the_four_tables() {
     lab.reload_all(Options::default());
     assert_eq!(lab.policy.placement, Placement::Perimeter, "reload keeps the lab's placement");
     conformance(&lab);
+}
+
+/// Without connection tracking in the firewall's namespace (no ruleset there uses it), attach
+/// cannot read the connections open through it, and picks their mid-stream TCP up for a
+/// window instead: the client's data on a connection node 1 opened before arrives.
+#[test]
+fn forwarded_connections_are_picked_up_without_connection_tracking() {
+    let lab = LyncLab::build(1, Options { placement: Placement::Perimeter, ..Default::default() });
+    let [xfw, _] = lab.firewalls.clone().unwrap();
+    let mut open = open_through_the_firewall(&lab, 41810);
+    let policy = lab.policy_file.to_str().unwrap().to_string();
+    let out = lab.lab.edge_ctl_ok(&xfw, &["attach", "up0", "--role", "external", "--policy", &policy]);
+    assert!(out.contains("the kernel's connection tracking tracks nothing here"), "{out}");
+    assert!(out.contains("for 60 s the filter picks up their mid-stream TCP"), "{out}");
+    the_clients_data_arrives(&mut open);
+    let stats = lab.lab.stats(&xfw, "up0");
+    assert!(reason_packets(&stats, "passes", "inbound", "pickup") >= 2, "{stats}");
 }

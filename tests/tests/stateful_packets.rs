@@ -462,3 +462,48 @@ fn flush_empties_slots_and_table() {
         assert_eq!(l.run(&packet::udp(peer, edge, 53, 42000)), XDP_DROP);
     }
 }
+
+/// Loose pickup (a window after attach on a router the kernel's connection tracking could not
+/// seed): a mid-stream segment of a connection an outbound rule allows passes and becomes a
+/// flow; a bare SYN, a RST, a segment no outbound rule explains and UDP do not; outside the
+/// window nothing is picked up.
+#[test]
+fn mid_stream_tcp_is_picked_up_in_the_window_only() {
+    let mut l = load("");
+    for (edge, peer) in families() {
+        // No window (the default): the answer of a connection opened before is a stray segment.
+        let segment = packet::tcp_seq(peer, edge, 5061, 41100, ACK, 1000, 2000);
+        assert_eq!(l.run(&segment), XDP_DROP, "{edge}: no pickup outside the window");
+    }
+    let until = u64::MAX;
+    l.maps.set_pickup_until(0, until).unwrap();
+    for (edge, peer) in families() {
+        let created = l.ct_event(CtEvent::Created);
+        let picked = l.passed(PassReason::Pickup).packets;
+        // sip-out allows the edge's TCP to port 5061: the far side's segment is picked up ...
+        let segment = packet::tcp_seq(peer, edge, 5061, 41100, ACK, 1000, 2000);
+        assert_eq!(l.run(&segment), XDP_PASS, "{edge}: picked up");
+        assert_eq!(l.passed(PassReason::Pickup).packets, picked + 1);
+        assert_eq!(l.ct_event(CtEvent::Created), created + 1, "{edge}: its flow is in the table");
+        // ... and is a flow from then on.
+        let hits = l.passed(PassReason::Conntrack).packets;
+        assert_eq!(l.run(&segment), XDP_PASS);
+        assert_eq!(l.passed(PassReason::Conntrack).packets, hits + 1);
+        assert_eq!(l.run_egress(&packet::tcp_seq(edge, peer, 41100, 5061, ACK, 2000, 1001)), TC_PASS);
+        // Not a pickup: a bare SYN, a RST, SYN-ACK, no outbound rule for the port, UDP.
+        for (what, frame) in [
+            ("bare SYN", packet::tcp(peer, edge, 5061, 41101, SYN)),
+            ("SYN-ACK", packet::tcp(peer, edge, 5061, 41101, SYN | ACK)),
+            ("RST", packet::tcp_seq(peer, edge, 5061, 41101, RST | ACK, 1000, 2000)),
+            ("port 8080", packet::tcp_seq(peer, edge, 8080, 41101, ACK, 1000, 2000)),
+            ("UDP from 53", packet::udp(peer, edge, 53, 41101)),
+        ] {
+            assert_eq!(l.run(&frame), XDP_DROP, "{edge}: {what} is not picked up");
+        }
+    }
+    // The window closed (a deadline in the past).
+    l.maps.set_pickup_until(0, 1).unwrap();
+    for (edge, peer) in families() {
+        assert_eq!(l.run(&packet::tcp_seq(peer, edge, 5061, 41102, ACK, 1000, 2000)), XDP_DROP, "{edge}: closed");
+    }
+}

@@ -146,19 +146,27 @@ pub(super) fn attach(interface: &str, role: Role, policy: Option<PathBuf>, mode:
                 profile::NAME
             );
         }
-        let stall = "their answers are dropped as no-flow until the host behind sends again";
+        let pickup = match report.pickup_seconds {
+            Some(s) => format!(
+                "for {s} s the filter picks up their mid-stream TCP (a segment of a connection an outbound rule \
+                 allows) into the connection table; UDP and connections quiet for longer wait until the host \
+                 behind sends"
+            ),
+            None => "their answers are dropped as no-flow until the host behind sends again".to_string(),
+        };
         match &report.seeded.forwarded {
             dataplane::Forwarded::Seeded(n) => println!(
                 "  {n} connection(s) the hosts behind opened through this router, allowed by the outbound rules, kept \
                  working (seeded from the kernel's connection tracking)"
             ),
-            dataplane::Forwarded::NoConntrack => eprintln!(
-                "note: nf_conntrack is not loaded, so connections the hosts behind {interface} opened before this \
-                 attach could not be read and are not in the connection table: {stall}"
+            dataplane::Forwarded::NotTracked => println!(
+                "  the kernel's connection tracking tracks nothing here (nf_conntrack not loaded, or no ruleset uses \
+                 it), so connections the hosts behind {interface} opened before this attach could not be read: \
+                 {pickup}"
             ),
             dataplane::Forwarded::Failed(e) => eprintln!(
                 "note: reading the kernel's connection tracking failed ({e}): connections the hosts behind \
-                 {interface} opened before this attach are not in the connection table: {stall}"
+                 {interface} opened before this attach are not in the connection table: {pickup}"
             ),
             dataplane::Forwarded::NotForwarding => {}
         }

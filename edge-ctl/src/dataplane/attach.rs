@@ -44,6 +44,9 @@ pub struct AttachReport {
     /// Open connections put into the connection table: the host's own, and on a forwarding
     /// interface those the kernel's connection tracking holds for the hosts behind.
     pub seeded: seed::Seeded,
+    /// Seconds the filter picks up mid-stream TCP of connections the outbound rules allow, on
+    /// a forwarding interface the kernel's connection tracking could not seed.
+    pub pickup_seconds: Option<u64>,
     /// A stale attachment (the interface had been deleted and created again) was removed first.
     pub replaced_stale: bool,
     pub interface_addresses: Vec<IpAddr>,
@@ -149,6 +152,14 @@ fn finish(
     maps.set_active_generation(0)?;
     let forwarding = system::forwarding(req.ifname);
     let seeded = seed::established(req.policy, req.role, &addrs, &tables, &mut maps, forwarding.any())?;
+    // Flows through a router that nothing could seed are picked up for a while instead.
+    let pickup = match (&seeded.forwarded, system::jiffies_now()) {
+        (seed::Forwarded::NotTracked | seed::Forwarded::Failed(_), Some(now)) => {
+            maps.set_pickup_until(0, now + seed::PICKUP_SECONDS * system::kernel_hz())?;
+            Some(seed::PICKUP_SECONDS)
+        }
+        _ => None,
+    };
     step();
 
     let mut egress = attach_egress(&mut ebpf, req.ifname, &p.staging)?;
@@ -186,6 +197,7 @@ fn finish(
         program_id,
         rules: tables.rules.len(),
         seeded,
+        pickup_seconds: pickup,
         replaced_stale,
         interface_addresses: addrs,
     })

@@ -126,6 +126,11 @@ pub fn explain(req: &ExplainRequest) -> Result<ExplainAnswer, DataplaneError> {
                 }
                 Some(PassReason::Reply) => "it answers from a port an inbound rule allows".into(),
                 Some(PassReason::Unfiltered) => "egress is off for this role".into(),
+                Some(PassReason::Pickup) => {
+                    "it continues a connection an outbound rule allows, picked up in the window after attach on \
+                     a router"
+                        .into()
+                }
                 _ => format!("it passes as `{reason}`"),
             };
         }

@@ -130,6 +130,14 @@ impl MapSet {
         Ok(())
     }
 
+    /// Sets until when (jiffies; 0: never) generation `generation` picks up inbound mid-stream
+    /// TCP of connections its outbound rules allow (see `edge_common::PassReason::Pickup`).
+    pub fn set_pickup_until(&mut self, generation: u32, until: u64) -> Result<(), DataplaneError> {
+        let mut mapped = self.tables()?;
+        mapped.entries_mut()[0].generations[(generation & 1) as usize].config.pickup_until = until;
+        Ok(())
+    }
+
     fn write_remotes(&mut self, generation: u32, tables: &Tables) -> Result<(), DataplaneError> {
         let g = generation as u8;
         let stale4: Vec<Key<RemoteKeyV4>> =

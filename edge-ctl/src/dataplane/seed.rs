@@ -100,13 +100,18 @@ fn dump(family: u8, protocol: u8) -> Result<Vec<OpenSocket>, DataplaneError> {
 pub enum Forwarded {
     /// The interface does not forward: the host's own sockets are all there is.
     NotForwarding,
-    /// nf_conntrack is not loaded: the kernel tracks nothing to read.
-    NoConntrack,
+    /// The kernel's connection tracking tracks nothing in this namespace (nf_conntrack is not
+    /// loaded, or nothing here uses it): attach picks flows up instead ([`PICKUP_SECONDS`]).
+    NotTracked,
     /// Read: this many connections the hosts behind opened were seeded.
     Seeded(usize),
     /// The dump failed (the message); the host's own sockets were still seeded.
     Failed(String),
 }
+
+/// How long after attach a forwarding interface picks up inbound mid-stream TCP of connections
+/// its outbound rules allow, when the kernel's connection tracking could not give them.
+pub const PICKUP_SECONDS: u64 = 60;
 
 /// What seeding put into the table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,10 +121,15 @@ pub struct Seeded {
     pub forwarded: Forwarded,
 }
 
-/// Whether nf_conntrack is loaded (its sysctls exist in every namespace then). Reading the table
-/// through ctnetlink would load it otherwise, which seeding must not do.
-fn conntrack_loaded() -> bool {
-    std::path::Path::new("/proc/sys/net/netfilter/nf_conntrack_max").exists()
+/// Whether the kernel's connection tracking tracks anything in this network namespace:
+/// nf_conntrack is loaded (its sysctls exist then; reading the table through ctnetlink would
+/// load it otherwise, which seeding must not do) and holds entries here (it tracks a namespace
+/// only once something there uses it: an nftables or iptables rule with `ct`, NAT).
+pub fn conntrack_tracking() -> bool {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count")
+        .ok()
+        .and_then(|c| c.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
 }
 
 /// TCP connections the kernel's connection tracking holds as established, and UDP flows, of one
@@ -276,8 +286,8 @@ pub fn established(
     }
     let forwarded = if !forwarding {
         Forwarded::NotForwarding
-    } else if !conntrack_loaded() {
-        Forwarded::NoConntrack
+    } else if !conntrack_tracking() {
+        Forwarded::NotTracked
     } else {
         let mut n = 0;
         let mut failed = None;
