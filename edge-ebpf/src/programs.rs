@@ -448,13 +448,7 @@ fn picked_up(live: &Live, pkt: &Packet) -> Option<u16> {
 /// side's sequence number; the host's next segment updates it).
 #[inline(always)]
 fn as_sent_by_the_host(pkt: &Packet) -> Packet {
-    let mut reversed = *pkt;
-    reversed.src = pkt.dst;
-    reversed.dst = pkt.src;
-    reversed.sport = pkt.dport;
-    reversed.dport = pkt.sport;
-    reversed.ack = pkt.seq;
-    reversed
+    Packet { ack: pkt.seq, ..reversed(pkt) }
 }
 
 /// The drop for a TCP/UDP packet no rule allows and no flow explains. A segment without SYN
@@ -670,12 +664,18 @@ fn is_reply(live: &Live, pkt: &Packet) -> bool {
     if pkt.proto == PROTO_TCP && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         return false;
     }
-    let mut reversed = *pkt;
-    reversed.src = pkt.dst;
-    reversed.dst = pkt.src;
-    reversed.sport = pkt.dport;
-    reversed.dport = pkt.sport;
-    policy::match_rule(live.generation, live.tables, &reversed, INBOUND).is_some()
+    policy::match_rule(live.generation, live.tables, &reversed(pkt), INBOUND).is_some()
+}
+
+/// The same packet the other way: addresses and ports swapped.
+#[inline(always)]
+fn reversed(pkt: &Packet) -> Packet {
+    let mut r = *pkt;
+    r.src = pkt.dst;
+    r.dst = pkt.src;
+    r.sport = pkt.dport;
+    r.dport = pkt.sport;
+    r
 }
 
 /// The edge's own ICMP: neighbour discovery passes, and errors about a packet this interface

@@ -6,7 +6,10 @@
 
 use std::net::IpAddr;
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable,
+};
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol as CtProtocol, Tuple,
 };
@@ -33,58 +36,39 @@ struct OpenSocket {
     remote_port: u16,
 }
 
-fn err(e: impl std::fmt::Display) -> DataplaneError {
-    DataplaneError::Io { what: "sock_diag dump".into(), source: std::io::Error::other(e.to_string()) }
+fn err(what: &str, e: impl std::fmt::Display) -> DataplaneError {
+    DataplaneError::Io { what: what.into(), source: std::io::Error::other(e.to_string()) }
 }
 
-/// Established TCP connections and connected UDP sockets of one family.
-fn dump(family: u8, protocol: u8) -> Result<Vec<OpenSocket>, DataplaneError> {
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(err)?;
-    socket.bind_auto().map_err(err)?;
-    socket.connect(&SocketAddr::new(0, 0)).map_err(err)?;
-    let states = if protocol == IPPROTO_TCP { StateFlags::ESTABLISHED } else { StateFlags::all() };
-    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+/// Sends one dump request on a netlink socket of `protocol` and returns the messages of the
+/// answer, up to its end (`what` names it in errors).
+fn netlink_dump<T>(protocol: isize, what: &str, request: NetlinkPayload<T>) -> Result<Vec<T>, DataplaneError>
+where
+    T: NetlinkSerializable + NetlinkDeserializable + std::fmt::Debug,
+{
+    let mut socket = Socket::new(protocol).map_err(|e| err(what, e))?;
+    socket.bind_auto().map_err(|e| err(what, e))?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(|e| err(what, e))?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut request = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol,
-            extensions: ExtensionFlags::empty(),
-            states,
-            socket_id,
-        })
-        .into(),
-    );
+    let mut request = NetlinkMessage::new(header, request);
     request.finalize();
     let mut buf = vec![0; request.header.length as usize];
     request.serialize(&mut buf[..]);
-    socket.send(&buf, 0).map_err(err)?;
+    socket.send(&buf, 0).map_err(|e| err(what, e))?;
 
     let mut out = Vec::new();
     let mut rx = vec![0u8; 65536];
     loop {
-        let size = socket.recv(&mut &mut rx[..], 0).map_err(err)?;
+        let size = socket.recv(&mut &mut rx[..], 0).map_err(|e| err(what, e))?;
         let mut offset = 0;
         while offset < size {
-            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..size]).map_err(err)?;
+            let msg = <NetlinkMessage<T>>::deserialize(&rx[offset..size]).map_err(|e| err(what, e))?;
             let len = msg.header.length as usize;
             match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                    let id = &r.header.socket_id;
-                    if id.destination_port != 0 && !id.destination_address.is_unspecified() {
-                        out.push(OpenSocket {
-                            tcp: protocol == IPPROTO_TCP,
-                            local: id.source_address,
-                            local_port: id.source_port,
-                            remote: id.destination_address,
-                            remote_port: id.destination_port,
-                        });
-                    }
-                }
+                NetlinkPayload::InnerMessage(m) => out.push(m),
                 NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => return Err(err(format!("{e:?}"))),
+                NetlinkPayload::Error(e) => return Err(err(what, format!("{e:?}"))),
                 _ => {}
             }
             if len == 0 {
@@ -93,6 +77,35 @@ fn dump(family: u8, protocol: u8) -> Result<Vec<OpenSocket>, DataplaneError> {
             offset += len;
         }
     }
+}
+
+/// Established TCP connections and connected UDP sockets of one family.
+fn dump(family: u8, protocol: u8) -> Result<Vec<OpenSocket>, DataplaneError> {
+    let states = if protocol == IPPROTO_TCP { StateFlags::ESTABLISHED } else { StateFlags::all() };
+    let socket_id = if family == AF_INET { SocketId::new_v4() } else { SocketId::new_v6() };
+    let request = SockDiagMessage::InetRequest(InetRequest {
+        family,
+        protocol,
+        extensions: ExtensionFlags::empty(),
+        states,
+        socket_id,
+    });
+    let mut out = Vec::new();
+    for msg in netlink_dump(NETLINK_SOCK_DIAG, "sock_diag dump", request.into())? {
+        if let SockDiagMessage::InetResponse(r) = msg {
+            let id = &r.header.socket_id;
+            if id.destination_port != 0 && !id.destination_address.is_unspecified() {
+                out.push(OpenSocket {
+                    tcp: protocol == IPPROTO_TCP,
+                    local: id.source_address,
+                    local_port: id.source_port,
+                    remote: id.destination_address,
+                    remote_port: id.destination_port,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// What the connection tracking of a forwarding interface gave.
@@ -137,74 +150,38 @@ pub fn conntrack_tracking() -> bool {
 /// tuple reversed, so that address translation on this host is accounted for.
 fn conntrack_dump(family: NetfilterProtoFamily) -> Result<Vec<OpenSocket>, DataplaneError> {
     const TCP_CONNTRACK_ESTABLISHED: u8 = 3;
-    let err = |e: &dyn std::fmt::Display| DataplaneError::Io {
-        what: "ctnetlink dump".into(),
-        source: std::io::Error::other(e.to_string()),
-    };
-    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(|e| err(&e))?;
-    socket.bind_auto().map_err(|e| err(&e))?;
-    socket.connect(&SocketAddr::new(0, 0)).map_err(|e| err(&e))?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut request = NetlinkMessage::new(
-        header,
-        NetlinkPayload::from(NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), ConntrackMessage::Get(vec![]))),
-    );
-    request.finalize();
-    let mut buf = vec![0; request.header.length as usize];
-    request.serialize(&mut buf[..]);
-    socket.send(&buf, 0).map_err(|e| err(&e))?;
-
+    let request = NetfilterMessage::new(NetfilterHeader::new(family, 0, 0), ConntrackMessage::Get(vec![]));
     let mut out = Vec::new();
-    let mut rx = vec![0u8; 65536];
-    loop {
-        let size = socket.recv(&mut &mut rx[..], 0).map_err(|e| err(&e))?;
-        let mut offset = 0;
-        while offset < size {
-            let msg = <NetlinkMessage<NetfilterMessage>>::deserialize(&rx[offset..size]).map_err(|e| err(&e))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(NetfilterMessage {
-                    inner: NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)),
-                    ..
-                }) => {
-                    let mut reply = None;
-                    let mut tcp_state = None;
-                    for a in &attributes {
-                        match a {
-                            ConntrackAttribute::CtaTupleReply(t) => reply = tuple(t),
-                            ConntrackAttribute::CtaProtoInfo(info) => {
-                                for i in info {
-                                    if let ProtoInfo::TCP(tcp) = i {
-                                        for t in tcp {
-                                            if let ProtoInfoTCP::State(s) = t {
-                                                tcp_state = Some(*s);
-                                            }
-                                        }
-                                    }
+    for msg in netlink_dump(NETLINK_NETFILTER, "ctnetlink dump", NetlinkPayload::from(request))? {
+        let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attributes)) = msg.inner else { continue };
+        let mut reply = None;
+        let mut tcp_state = None;
+        for a in &attributes {
+            match a {
+                ConntrackAttribute::CtaTupleReply(t) => reply = tuple(t),
+                ConntrackAttribute::CtaProtoInfo(info) => {
+                    for i in info {
+                        if let ProtoInfo::TCP(tcp) = i {
+                            for t in tcp {
+                                if let ProtoInfoTCP::State(s) = t {
+                                    tcp_state = Some(*s);
                                 }
                             }
-                            _ => {}
                         }
                     }
-                    if let Some((tcp, src, sport, dst, dport)) = reply
-                        && (!tcp || tcp_state == Some(TCP_CONNTRACK_ESTABLISHED))
-                    {
-                        // The reply comes from the responder to the originator as this host
-                        // rewrote it: the originator's packets leave with the reverse.
-                        out.push(OpenSocket { tcp, local: dst, local_port: dport, remote: src, remote_port: sport });
-                    }
                 }
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => return Err(err(&format!("{e:?}"))),
                 _ => {}
             }
-            if len == 0 {
-                break;
-            }
-            offset += len;
+        }
+        if let Some((tcp, src, sport, dst, dport)) = reply
+            && (!tcp || tcp_state == Some(TCP_CONNTRACK_ESTABLISHED))
+        {
+            // The reply comes from the responder to the originator as this host rewrote it:
+            // the originator's packets leave with the reverse.
+            out.push(OpenSocket { tcp, local: dst, local_port: dport, remote: src, remote_port: sport });
         }
     }
+    Ok(out)
 }
 
 /// A conntrack tuple of TCP or UDP: (tcp, source, source port, destination, destination port).
