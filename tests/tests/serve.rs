@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -92,6 +92,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(s: &Setup, metrics_arg: bool) -> Daemon {
+        Daemon::start_with(s, metrics_arg, &[], &[])
+    }
+
+    /// Starts the daemon with more arguments and environment variables.
+    fn start_with(s: &Setup, metrics_arg: bool, args: &[&str], env: &[(&str, &Path)]) -> Daemon {
         static STARTS: AtomicU32 = AtomicU32::new(0);
         let n = STARTS.fetch_add(1, Ordering::SeqCst);
         let stderr = s.dir.join(format!("serve-{n}.log"));
@@ -100,6 +105,7 @@ impl Daemon {
         if metrics_arg {
             cmd.arg("--metrics").arg(format!("127.0.0.1:{PORT}"));
         }
+        cmd.args(args).envs(env.iter().copied());
         let child = cmd
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -432,4 +438,69 @@ fn a_bad_configuration_is_refused_with_its_location() {
         err.trim(),
         format!("{}:3:8: error: unknown role `outside`: use `external` or `internal`", config.display())
     );
+}
+
+/// Under systemd (Type=notify, ordered before network-pre.target): READY=1 only once the
+/// configured interfaces that exist are filtered, after waiting --wait-for-interfaces for one
+/// that does not exist yet; that one is attached when it appears, and the policy is compiled
+/// again when the interface gets an address (`@interface`).
+#[test]
+fn ready_after_attaching_then_a_late_interface_is_attached_and_its_addresses_followed() {
+    let s = setup("late");
+    std::fs::write(
+        s.config_file(),
+        "[[interface]]\nname = \"edge0\"\nrole = \"external\"\npolicy = \"policy.toml\"\n\n\
+         [[interface]]\nname = \"late0\"\nrole = \"external\"\npolicy = \"policy.toml\"\n",
+    )
+    .unwrap();
+    // systemd's notification socket, as the service manager would pass it.
+    let socket = s.dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    notify.set_read_timeout(Some(PATIENCE)).unwrap();
+    let started = Instant::now();
+    let d = Daemon::start_with(&s, true, &["--wait-for-interfaces", "2"], &[("NOTIFY_SOCKET", &socket)]);
+    let mut buf = [0u8; 512];
+    let n = notify.recv(&mut buf).unwrap_or_else(|e| panic!("no notification ({e}); log:\n{}", d.log()));
+    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(message.lines().any(|l| l == "READY=1"), "{message}");
+    assert!(message.contains("STATUS=2 configured interface(s), 1 present"), "{message}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "ready before the wait for late0 ended");
+    // When it said ready, edge0 was filtered; late0 was waited for, then left for later.
+    let status = s.lab.edge_ctl_ok(&s.edge, &["status"]);
+    assert!(status.contains("edge0: role external"), "{status}");
+    let log = d.log();
+    assert!(log.contains("late0: no such interface (yet)"), "{log}");
+    assert!(log.contains("late0 did not appear within 2 s"), "{log}");
+    let m = d.scrape();
+    assert_eq!(m.get("edge_ctl_interface_attached", &[("interface", "late0")]), Some(0));
+
+    // It appears (a driver loaded late, a VLAN created): attached.
+    s.lab.ip(&s.edge, &["link", "add", "late0", "type", "dummy"]);
+    s.lab.ip(&s.edge, &["link", "set", "late0", "up"]);
+    d.wait_for("late0 attached", |m| m.get("edge_ctl_interface_attached", &[("interface", "late0")]) == Some(1));
+    let addresses = |ifname: &str| -> Vec<String> {
+        let out = s.lab.edge_ctl_ok(&s.edge, &["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["interface"] == ifname)
+            .flat_map(|i| i["interface_addresses"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()))
+            .collect()
+    };
+    assert_eq!(addresses("late0"), Vec::<String>::new());
+
+    // It gets its address after the attach (the network comes up after the filters): the
+    // policy is compiled again for it, by a reload.
+    s.lab.addr(&s.edge, "late0", "198.51.100.7/32");
+    let start = Instant::now();
+    while addresses("late0") != ["198.51.100.7"] {
+        assert!(start.elapsed() < PATIENCE, "the address was not picked up; log:\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.log().contains("late0: reloaded"), "{}", d.log());
+    assert!(d.log().contains("for addresses [198.51.100.7]"), "{}", d.log());
+    // edge0 was left alone: attached once, never reloaded.
+    assert_eq!(d.scrape().reloads(), (1, 0));
 }

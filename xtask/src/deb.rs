@@ -9,7 +9,7 @@
 //!   generated from the command line (`edge-assets`: clap_mangen, clap_complete);
 //! - /usr/share/doc/edge-ctl: copyright (machine-readable, MIT or Apache-2.0), changelog, the
 //!   Prometheus rules and the operations guide;
-//! - DEBIAN: control (Depends from `dpkg-shlibdeps`), conffiles, md5sums, postinst and postrm.
+//! - DEBIAN: control (Depends from `dpkg-shlibdeps`), conffiles, md5sums, postinst, prerm and postrm.
 //!
 //! `lintian` then checks it (`cargo xtask test` fails on any lintian error).
 
@@ -93,15 +93,34 @@ if [ \"$1\" = configure ] && [ -d /run/systemd/system ]; then
 fi
 ";
 
+const PRERM: &str = "#!/bin/sh
+set -e
+# The filters outlive the package: say which stay attached, and how to take them off.
+if [ \"$1\" = remove ] && [ -x /usr/sbin/edge-ctl ]; then
+\tif attached=$(/usr/sbin/edge-ctl status 2>/dev/null | awk '/^[^ ].*: role / {sub(\":\", \"\", $1); print $1}' | tr '\\n' ' ') && [ -n \"$attached\" ]; then
+\t\techo \"edge-ctl: the filters on $attached stay attached and counting (pinned in /sys/fs/bpf/edge-ctl); before removing, \\`edge-ctl detach IFACE\\` takes one off\"
+\tfi
+fi
+";
+
 const POSTRM: &str = "#!/bin/sh
 set -e
 # remove: the filters stay attached and counting (they are pinned in /sys/fs/bpf and keep
-# filtering without the binary); `edge-ctl detach IFACE` before removing takes them off.
-# purge: dpkg removes the conffiles in /etc/edge-ctl; this removes the directory if it is empty
-# and the daemon's runtime state in /run/edge-ctl. Pinned filters are left alone.
+# filtering without the binary, until the interface goes or the machine reboots).
+# purge: dpkg removes the conffiles (/etc/edge-ctl/serve.toml and the example policy); this
+# removes /etc/edge-ctl if nothing else is left in it, and the runtime state in /run/edge-ctl
+# unless filters are still pinned (their state belongs to them). Files the admin made there
+# (a policy.toml) and pinned filters are left alone, and said so.
 if [ \"$1\" = purge ]; then
-\trmdir /etc/edge-ctl/examples /etc/edge-ctl 2>/dev/null || true
-\trm -rf /run/edge-ctl
+\trmdir /etc/edge-ctl/examples 2>/dev/null || true
+\tif ! rmdir /etc/edge-ctl 2>/dev/null && [ -d /etc/edge-ctl ]; then
+\t\techo \"edge-ctl: purged the conffiles; /etc/edge-ctl keeps files that are not the package's: $(ls /etc/edge-ctl | tr '\\n' ' ')\"
+\tfi
+\tif [ -n \"$(ls -A /sys/fs/bpf/edge-ctl 2>/dev/null)\" ]; then
+\t\techo \"edge-ctl: filters are still pinned in /sys/fs/bpf/edge-ctl (and their state in /run/edge-ctl): they filter until reboot; \\`ip link set dev IFACE xdp off\\` and removing the pins takes them off\"
+\telse
+\t\trm -rf /run/edge-ctl
+\tfi
 fi
 if [ -d /run/systemd/system ]; then
 \tsystemctl --system daemon-reload >/dev/null || true
@@ -269,6 +288,7 @@ pub fn build(root: &Path, profile_dir: &str) -> Result<PathBuf> {
         0o644,
     )?;
     write(&debian.join("postinst"), POSTINST.as_bytes(), 0o755)?;
+    write(&debian.join("prerm"), PRERM.as_bytes(), 0o755)?;
     write(&debian.join("postrm"), POSTRM.as_bytes(), 0o755)?;
     write(&debian.join("md5sums"), md5sums(&tree)?.as_bytes(), 0o644)?;
     // Directories 0755, whatever the umask made them.

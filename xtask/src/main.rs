@@ -2,6 +2,7 @@
 //! are missing, so a fresh clone needs nothing else.
 
 mod bench;
+mod boot;
 mod deb;
 mod leftovers;
 mod setup;

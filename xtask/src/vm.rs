@@ -37,8 +37,18 @@ pub struct Kernel {
 }
 
 /// Every privileged suite, for `--suite all` (and a guest that should run them all).
-pub const PRIVILEGED: &[&str] =
-    &["packets", "e2e", "stateful", "stateful_packets", "reload", "lync", "perimeter", "observe", "differential"];
+pub const PRIVILEGED: &[&str] = &[
+    "packets",
+    "e2e",
+    "stateful",
+    "stateful_packets",
+    "reload",
+    "lync",
+    "perimeter",
+    "observe",
+    "differential",
+    crate::boot::SUITE,
+];
 /// What the oldest kernel runs: the packet suite (every program and path through the verifier
 /// and BPF_PROG_TEST_RUN), the connection table's packet suite (where its compat object differs:
 /// no flow slots, the precise clock) and real traffic through `attach` (e2e).
@@ -54,7 +64,9 @@ const OLDEST: &[&str] = &["packets", "stateful_packets", "e2e"];
 /// egress program is a clsact filter replaced through netlink (6.12 and the host have tcx). The perimeter and pool suites run
 /// on the host (their programs are the ones every guest verifies and drives; `--suite
 /// perimeter` runs that one in a guest, as it was on 5.10 and 6.1 when it was written).
-const FULL_A: &[&str] = &["packets", "stateful", "observe", "differential", "reload"];
+/// 6.1 also runs the boot suite (crate::boot): the Debian package installed in a booted Debian 12
+/// guest with systemd, Debian 12's own kernel as the issue of the package asks.
+const FULL_A: &[&str] = &["packets", "stateful", "observe", "differential", "reload", crate::boot::SUITE];
 const FULL_B: &[&str] = &["packets", "e2e", "lync"];
 
 pub const KERNELS: &[Kernel] = &[
@@ -118,13 +130,13 @@ struct SuitePlan {
 
 /// What the guest reports for one suite.
 #[derive(Serialize, Deserialize, Clone)]
-struct SuiteResult {
-    name: String,
+pub struct SuiteResult {
+    pub name: String,
     /// "ok", "failed", "timeout" or "error".
-    outcome: String,
-    passed: u64,
-    failed: u64,
-    seconds: f64,
+    pub outcome: String,
+    pub passed: u64,
+    pub failed: u64,
+    pub seconds: f64,
 }
 
 /// Per-suite time limit inside a guest: the slowest suite takes about 7 minutes under TCG.
@@ -145,7 +157,7 @@ pub fn run(root: &Path, kernels: &[&'static Kernel], suites: &[String], filter: 
     }
     host_packages()?;
     let vng = virtme_ng(root)?;
-    let binaries = build(root)?;
+    let binaries = build(root, kernels, suites)?;
     let cache = root.join("target/kernels");
     let mut booted = Vec::new();
     for k in kernels {
@@ -175,7 +187,7 @@ pub fn run(root: &Path, kernels: &[&'static Kernel], suites: &[String], filter: 
 pub struct Image {
     package: String,
     version: String,
-    vmlinuz: PathBuf,
+    pub vmlinuz: PathBuf,
 }
 
 /// The outcome of one guest.
@@ -235,7 +247,8 @@ fn report(out: &Path, reports: &BTreeMap<&str, (Image, Result<GuestReport>)>) ->
             if s.outcome != "ok" {
                 failed.push(format!("{name}: {} {}", s.name, s.outcome));
                 let log = std::fs::read_to_string(out.join(name).join(format!("{}.log", s.name))).unwrap_or_default();
-                for line in failures(&log) {
+                let lines = if s.name == crate::boot::SUITE { crate::boot::failures(&log) } else { failures(&log) };
+                for line in lines {
                     println!("    {line}");
                 }
             }
@@ -340,12 +353,14 @@ fn virtme_ng(root: &Path) -> Result<PathBuf> {
 struct Binaries {
     edge_ctl: PathBuf,
     suites: BTreeMap<String, PathBuf>,
+    /// The Debian package, when a guest runs the boot suite.
+    deb: Option<PathBuf>,
     xtask: PathBuf,
 }
 
 /// The guests run a build of their own, the `vm` profile (Cargo.toml): the test profile's checks,
 /// optimized, because under emulation unoptimized code multiplies every suite's time.
-fn build(root: &Path) -> Result<Binaries> {
+fn build(root: &Path, kernels: &[&Kernel], only: &[String]) -> Result<Binaries> {
     crate::run(&mut crate::cargo_cmd(root, &["build", "--profile", "vm", "-p", "edge-ctl"]))?;
     let out =
         crate::cargo_cmd(root, &["test", "--profile", "vm", "-p", "edge-tests", "--no-run", "--message-format=json"])
@@ -368,9 +383,16 @@ fn build(root: &Path) -> Result<Binaries> {
             suites.insert(name.to_string(), PathBuf::from(exe));
         }
     }
+    // The boot suite installs the package of this build.
+    let deb = if kernels.iter().any(|k| suite_names(k, only).contains(&crate::boot::SUITE)) {
+        Some(crate::deb::build(root, "vm")?)
+    } else {
+        None
+    };
     Ok(Binaries {
         edge_ctl: root.join("target/vm/edge-ctl"),
         suites,
+        deb,
         xtask: std::env::current_exe().context("this xtask's path")?,
     })
 }
@@ -480,25 +502,41 @@ fn accelerator(root: &Path, vng: &Path, image: &Image) -> Result<String> {
 
 fn vng_command(vng: &Path, accel: &str, image: &Image, rwdir: &Path, exec: &str) -> Command {
     let mut c = Command::new(vng.join("vng"));
-    c.arg("-r").arg(&image.vmlinuz);
-    if accel == "kvm" {
-        c.args(["--cpus", "2"]);
-    } else {
-        c.args(["--disable-kvm", "--qemu-opts=-accel tcg,thread=single", "--cpus", "2"]);
-    }
+    c.arg("-r").arg(&image.vmlinuz).args(accel_args(accel));
     c.args(["--memory", "2G"]).arg(format!("--rwdir={}", rwdir.display())).args(["--exec", exec]);
+    c.env("PATH", path_with(vng)).current_dir(rwdir).stdin(Stdio::null());
+    c
+}
+
+/// vng's arguments for the accelerator and the guest's CPUs.
+pub fn accel_args(accel: &str) -> &'static [&'static str] {
+    if accel == "kvm" { &["--cpus", "2"] } else { &["--disable-kvm", "--qemu-opts=-accel tcg,thread=single", "--cpus", "2"] }
+}
+
+/// PATH with virtme-ng's bin directory first (vng runs virtme-run through it).
+pub fn path_with(vng: &Path) -> std::ffi::OsString {
     let mut path = std::ffi::OsString::from(vng);
     if let Some(p) = std::env::var_os("PATH") {
         path.push(":");
         path.push(p);
     }
-    c.env("PATH", path).current_dir(rwdir).stdin(Stdio::null());
-    c
+    path
+}
+
+/// The suites a guest of kernel `k` runs: its share, or those `--suite` names.
+fn suite_names(k: &Kernel, only: &[String]) -> Vec<&'static str> {
+    if only.is_empty() {
+        k.suites.to_vec()
+    } else if only.iter().any(|o| o == "all") {
+        PRIVILEGED.to_vec()
+    } else {
+        PRIVILEGED.iter().copied().filter(|s| only.iter().any(|o| o == s)).collect()
+    }
 }
 
 /// Runs `cmd` in a process group of its own with output to `log`; kills the group at the
 /// deadline. The exit code, or `None` when it was killed.
-fn run_with_timeout(cmd: &mut Command, limit: Duration, log: &Path) -> Result<Option<i32>> {
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration, log: &Path) -> Result<Option<i32>> {
     use std::os::unix::process::CommandExt;
     let file = std::fs::File::create(log)?;
     cmd.stdout(file.try_clone()?).stderr(file).process_group(0);
@@ -538,14 +576,10 @@ fn boot(
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     let mut suites = Vec::new();
-    let names: Vec<&str> = if only.is_empty() {
-        k.suites.to_vec()
-    } else if only.iter().any(|o| o == "all") {
-        PRIVILEGED.to_vec()
-    } else {
-        PRIVILEGED.iter().copied().filter(|s| only.iter().any(|o| o == s)).collect()
-    };
-    for name in names {
+    let names = suite_names(k, only);
+    // The boot suite boots a guest of its own (crate::boot), after this one.
+    let booted = names.contains(&crate::boot::SUITE);
+    for name in names.into_iter().filter(|n| *n != crate::boot::SUITE) {
         let exe = bins.suites.get(name).with_context(|| format!("no test binary for suite {name}"))?;
         suites.push(SuitePlan {
             name: name.to_string(),
@@ -561,11 +595,16 @@ fn boot(
     let exec = format!("{} vm-guest {}", bins.xtask.display(), out.join("plan.json").display());
     let started = Instant::now();
     let code = run_with_timeout(&mut vng_command(vng, accel, image, &out, &exec), limit, &out.join("console.log"))?;
-    let seconds = started.elapsed().as_secs_f64();
-    let results: Vec<SuiteResult> =
+    let mut results: Vec<SuiteResult> =
         std::fs::read(out.join("results.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let complete = results.len();
+    if booted && let Some(deb) = &bins.deb {
+        println!("vm: booting {} with systemd for the boot suite", k.name);
+        results.push(crate::boot::run(root, vng, accel, image, deb, &out));
+    }
+    let seconds = started.elapsed().as_secs_f64();
     let kernel = std::fs::read(out.join("kernel.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let problem = if results.len() < plan.suites.len() || kernel.is_none() {
+    let problem = if complete < plan.suites.len() || kernel.is_none() {
         Some(match code {
             None => format!("the guest did not finish within {} min; see {}", limit.as_secs() / 60, out.display()),
             Some(c) => format!("the guest stopped early (exit {c}); see {}/console.log", out.display()),

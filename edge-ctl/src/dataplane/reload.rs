@@ -38,6 +38,8 @@ pub struct ReloadReport {
     /// The generation now live.
     pub generation: u32,
     pub policy_hash: String,
+    /// The interface's addresses the policy was compiled for.
+    pub interface_addresses: Vec<std::net::IpAddr>,
     pub added: Vec<String>,
     /// Removed rules with their final counts.
     pub removed: Vec<RemovedRule>,
@@ -103,6 +105,7 @@ pub fn reload(ifname: &str, policy: &Policy) -> Result<ReloadReport, DataplaneEr
         interface: ifname.into(),
         generation: next_gen,
         policy_hash: policy.hash(),
+        interface_addresses: addrs,
         added,
         removed,
         changed,

@@ -24,6 +24,9 @@ pub struct InterfaceStatus {
     pub generation: Option<u32>,
     pub policy_origin: Option<String>,
     pub policy_hash: Option<String>,
+    /// The interface's addresses when the live policy was compiled (`@interface` and the
+    /// martian check's own addresses stand for them).
+    pub interface_addresses: Vec<std::net::IpAddr>,
     pub rules: usize,
     pub attached_at: Option<u64>,
     /// When the live policy was loaded (attach or reload), Unix seconds.
@@ -77,6 +80,7 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
         generation: None,
         policy_origin: None,
         policy_hash: None,
+        interface_addresses: Vec::new(),
         rules: 0,
         attached_at: None,
         policy_loaded_at: None,
@@ -111,6 +115,7 @@ fn interface_status(p: &InterfacePaths) -> InterfaceStatus {
             if let Some(live) = st.live(g) {
                 s.policy_origin = Some(live.policy_origin.clone());
                 s.policy_hash = Some(live.policy_hash.clone());
+                s.interface_addresses = live.interface_addresses.clone();
                 s.rules = live.rules.len();
                 s.policy_loaded_at = Some(live.loaded_at);
             }

@@ -11,16 +11,22 @@ use crate::dataplane::{self, AttachReport, AttachRequest, DataplaneError, Reload
 pub enum Applied {
     Attached(AttachReport),
     Reloaded(ReloadReport),
-    /// The live policy already is the file's.
+    /// The live policy already is the file's, compiled for the interface's addresses.
     Unchanged {
         generation: Option<u32>,
     },
+    /// The interface does not exist (yet): nothing to filter. The daemon attaches it when it
+    /// appears (a driver still loading at boot, a VLAN or bond created later).
+    Absent,
 }
 
 /// Reads the interface's policy file and makes it the live policy. A file that does not
 /// parse or validate changes nothing (the error names file:line:col).
 pub fn apply(iface: &InterfaceConfig) -> Result<Applied> {
     let policy = crate::policy::read_policy(&iface.policy)?;
+    if dataplane::system::if_index(&iface.name).is_err() {
+        return Ok(Applied::Absent);
+    }
     for w in &policy.warnings {
         log::warn!("{w}");
     }
@@ -55,7 +61,10 @@ pub fn apply(iface: &InterfaceConfig) -> Result<Applied> {
             iface.name
         );
     }
-    if live.policy_hash.as_deref() == Some(policy.hash().as_str()) {
+    // The interface's addresses are compiled in (`@interface`, the martian check's own
+    // addresses): when they changed since (an address configured after boot, DHCP), the same
+    // policy is compiled again for them.
+    if live.policy_hash.as_deref() == Some(policy.hash().as_str()) && live.interface_addresses == addrs {
         return Ok(Applied::Unchanged { generation: live.generation });
     }
     if let Some(w) = crate::session::empty_role_warning(&policy, iface.role, &iface.name) {

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use log::{debug, error, info, warn};
@@ -25,7 +25,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use apply::Applied;
 use config::{Config, InterfaceConfig};
 use metrics::{InterfaceSample, ReloadCounts};
-use watch::{Debouncer, FileWatch, Observation};
+use watch::{Debouncer, FileWatch, Link, Observation};
+
+/// What the watcher looks at for one interface: its policy file and the interface itself.
+type Watched = (Observation, Link);
 
 use crate::dataplane;
 
@@ -43,6 +46,11 @@ pub struct ServeArgs {
     /// only; use e.g. 0.0.0.0:9469 to let a remote Prometheus scrape it.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS)]
     pub metrics: SocketAddr,
+    /// At start, how long to wait for configured interfaces that do not exist yet (a driver
+    /// still loading at boot) before telling systemd the daemon is ready, which lets the network
+    /// come up. An interface that appears later is attached then.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15)]
+    pub wait_for_interfaces: u64,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -53,7 +61,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?
-        .block_on(daemon(config, args.metrics))
+        .block_on(daemon(config, args.metrics, Duration::from_secs(args.wait_for_interfaces)))
 }
 
 /// What the daemon keeps between scrapes.
@@ -62,6 +70,8 @@ struct Daemon {
     reloads: Mutex<HashMap<String, ReloadCounts>>,
     /// Programs whose log records are being forwarded.
     forwarded: Mutex<HashSet<u32>>,
+    /// Configured interfaces that did not exist when last looked at.
+    absent: Mutex<HashSet<String>>,
 }
 
 impl Daemon {
@@ -76,7 +86,7 @@ impl Daemon {
     }
 }
 
-async fn daemon(config: Config, addr: SocketAddr) -> Result<()> {
+async fn daemon(config: Config, addr: SocketAddr, wait: Duration) -> Result<()> {
     // Installed first, so a signal during start-up is not fatal but ends the daemon after it.
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -90,12 +100,13 @@ async fn daemon(config: Config, addr: SocketAddr) -> Result<()> {
         reloads: Mutex::new(config.interfaces.iter().map(|i| (i.name.clone(), ReloadCounts::default())).collect()),
         config,
         forwarded: Mutex::new(HashSet::new()),
+        absent: Mutex::new(HashSet::new()),
     });
     info!("managing {} interface(s) from {}", daemon.config.interfaces.len(), daemon.config.origin);
     let mut watches = Vec::new();
     for iface in &daemon.config.interfaces {
         let mut file = FileWatch::new(&iface.policy);
-        let seen = file.poll();
+        let seen = (file.poll(), Link::of(&iface.name));
         // After a transient failure nothing is settled: the watcher tries again shortly.
         let settled = apply_and_log(&daemon, iface).await.then_some(seen);
         watches.push((file, Debouncer::new(watch::QUIET_PERIOD, settled)));
@@ -115,10 +126,36 @@ async fn daemon(config: Config, addr: SocketAddr) -> Result<()> {
     info!("serving metrics on http://{addr}/metrics");
     let watcher = tokio::spawn(watch_policies(daemon.clone(), watches));
 
+    // Ready once every configured interface that exists has its filter (or its failure
+    // logged): under systemd (Type=notify, Before=network-pre.target) the network comes up only
+    // then. Interfaces still missing are waited for a while, then attached whenever they appear.
+    let ready = async {
+        let deadline = Instant::now() + wait;
+        loop {
+            let absent: Vec<String> = daemon.absent.lock().expect("absent interfaces").iter().cloned().collect();
+            if absent.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                warn!(
+                    "{} did not appear within {} s: ready without; each is attached when it appears, \
+                     and is not filtered until then",
+                    absent.join(", "),
+                    wait.as_secs()
+                );
+                break;
+            }
+            tokio::time::sleep(watch::POLL_INTERVAL).await;
+        }
+        notify_ready(&daemon);
+        std::future::pending::<()>().await
+    };
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        _ = ready => unreachable!("readiness never ends"),
     };
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     info!("{name}: stopping; the filters stay attached and counting");
     server.abort();
     watcher.abort();
@@ -135,6 +172,9 @@ async fn apply_and_log(daemon: &Arc<Daemon>, iface: &InterfaceConfig) -> bool {
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("the apply task failed: {e}")));
     let name = &iface.name;
+    if !matches!(result, Ok(Applied::Absent)) {
+        daemon.absent.lock().expect("absent interfaces").remove(name);
+    }
     let policy = iface.policy.display();
     match result {
         Ok(Applied::Attached(r)) => {
@@ -151,9 +191,10 @@ async fn apply_and_log(daemon: &Arc<Daemon>, iface: &InterfaceConfig) -> bool {
         Ok(Applied::Reloaded(r)) => {
             daemon.count(name, true);
             info!(
-                "{name}: reloaded {policy} (sha256 {}), generation {} live: {} added, {} changed, \
-                 {} removed, {} unchanged",
+                "{name}: reloaded {policy} (sha256 {}) for addresses [{}], generation {} live: {} \
+                 added, {} changed, {} removed, {} unchanged",
                 &r.policy_hash[..16],
+                r.interface_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
                 r.generation,
                 r.added.len(),
                 r.changed.len(),
@@ -163,6 +204,12 @@ async fn apply_and_log(daemon: &Arc<Daemon>, iface: &InterfaceConfig) -> bool {
             for n in &r.notes {
                 warn!("{name}: {n}");
             }
+        }
+        Ok(Applied::Absent) => {
+            if daemon.absent.lock().expect("absent interfaces").insert(name.clone()) {
+                warn!("{name}: no such interface (yet): not filtered; attached when it appears");
+            }
+            return true;
         }
         Ok(Applied::Unchanged { generation }) => {
             info!(
@@ -187,6 +234,22 @@ async fn apply_and_log(daemon: &Arc<Daemon>, iface: &InterfaceConfig) -> bool {
     true
 }
 
+/// Tells systemd (Type=notify) that the configured interfaces are filtered; nothing without
+/// $NOTIFY_SOCKET.
+fn notify_ready(daemon: &Daemon) {
+    let absent = daemon.absent.lock().expect("absent interfaces").len();
+    let status = format!(
+        "{} configured interface(s), {} present",
+        daemon.config.interfaces.len(),
+        daemon.config.interfaces.len() - absent
+    );
+    info!("ready: {status}");
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)])
+    {
+        warn!("cannot tell systemd the daemon is ready: {e}");
+    }
+}
+
 async fn is_attached(ifname: &str) -> bool {
     let ifname = ifname.to_string();
     tokio::task::spawn_blocking(move || dataplane::status().is_ok_and(|l| l.iter().any(|s| s.interface == ifname)))
@@ -194,21 +257,32 @@ async fn is_attached(ifname: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Polls every policy file and applies each once it has changed and settled.
-async fn watch_policies(daemon: Arc<Daemon>, mut watches: Vec<(FileWatch, Debouncer)>) {
+/// Polls every policy file and interface, and applies a policy once its file or its
+/// interface (appeared, replaced, addresses changed) has changed and settled.
+async fn watch_policies(daemon: Arc<Daemon>, mut watches: Vec<(FileWatch, Debouncer<Watched>)>) {
     let mut tick = tokio::time::interval(watch::POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         for (iface, (file, debouncer)) in daemon.config.interfaces.iter().zip(&mut watches) {
-            let seen = file.poll();
+            let seen = (file.poll(), Link::of(&iface.name));
             if !debouncer.observe(&seen, Instant::now()) {
                 continue;
             }
-            if let Observation::Unreadable(why) = &seen {
-                info!("{}: policy file {}: {why}", iface.name, iface.policy.display());
-            } else {
-                info!("{}: policy file {} changed", iface.name, iface.policy.display());
+            match &seen.0 {
+                _ if debouncer.settled().is_some_and(|(f, _)| *f == seen.0) => {
+                    let link = &seen.1;
+                    match link.index {
+                        None => info!("{}: the interface is gone", iface.name),
+                        Some(i) => info!(
+                            "{}: interface index {i}, addresses [{}]",
+                            iface.name,
+                            link.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                        ),
+                    }
+                }
+                Observation::Unreadable(why) => info!("{}: policy file {}: {why}", iface.name, iface.policy.display()),
+                Observation::Content(..) => info!("{}: policy file {} changed", iface.name, iface.policy.display()),
             }
             if apply_and_log(&daemon, iface).await {
                 debouncer.settle(seen);

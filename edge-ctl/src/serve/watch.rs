@@ -5,6 +5,7 @@
 //! alike, and a few stats a second cost nothing. An editor writes a file in several steps, so
 //! a change is acted on only once the file has stayed the same for a quiet period.
 
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -96,24 +97,45 @@ impl FileWatch {
     }
 }
 
-/// Decides when a changed file is ready to apply: it must differ from what was applied last
-/// and have stayed the same for the quiet period. Pure: the caller passes the time.
-#[derive(Debug)]
-pub struct Debouncer {
-    quiet: Duration,
-    /// What was applied (or tried) last; seeing it again is no change.
-    settled: Option<Observation>,
-    /// A different observation and since when it has been seen unchanged.
-    pending: Option<(Observation, Instant)>,
+/// What decides an interface's filter besides its policy file: whether the interface exists
+/// (and which device it is), and its addresses, which the policy is compiled for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// The interface index; None while no interface has the name.
+    pub index: Option<u32>,
+    pub addresses: Vec<IpAddr>,
 }
 
-impl Debouncer {
-    pub fn new(quiet: Duration, settled: Option<Observation>) -> Debouncer {
+impl Link {
+    pub fn of(name: &str) -> Link {
+        let index = crate::dataplane::system::if_index(name).ok();
+        let addresses = match index {
+            Some(_) => crate::dataplane::system::interface_addresses(name),
+            None => Vec::new(),
+        };
+        Link { index, addresses }
+    }
+}
+
+/// Decides when a change (of a file, of an interface) is ready to apply: it must differ from
+/// what was applied last and have stayed the same for the quiet period. Pure: the caller passes
+/// the time.
+#[derive(Debug)]
+pub struct Debouncer<T = Observation> {
+    quiet: Duration,
+    /// What was applied (or tried) last; seeing it again is no change.
+    settled: Option<T>,
+    /// A different observation and since when it has been seen unchanged.
+    pending: Option<(T, Instant)>,
+}
+
+impl<T: Clone + PartialEq> Debouncer<T> {
+    pub fn new(quiet: Duration, settled: Option<T>) -> Debouncer<T> {
         Debouncer { quiet, settled, pending: None }
     }
 
     /// Feeds one observation; true when it is new and has been stable for the quiet period.
-    pub fn observe(&mut self, seen: &Observation, now: Instant) -> bool {
+    pub fn observe(&mut self, seen: &T, now: Instant) -> bool {
         if self.settled.as_ref() == Some(seen) {
             self.pending = None;
             return false;
@@ -129,9 +151,14 @@ impl Debouncer {
 
     /// Records that `seen` was applied (successfully or not): it is not tried again until the
     /// file changes.
-    pub fn settle(&mut self, seen: Observation) {
+    pub fn settle(&mut self, seen: T) {
         self.settled = Some(seen);
         self.pending = None;
+    }
+
+    /// What was applied (or tried) last.
+    pub fn settled(&self) -> Option<&T> {
+        self.settled.as_ref()
     }
 
     /// Starts the quiet period again (after a transient failure: try once more later).
