@@ -106,7 +106,7 @@ async fn daemon(config: Config, addr: SocketAddr) -> Result<()> {
     let server = tokio::spawn(http::serve(listener, move || {
         let d = scraper.clone();
         async move {
-            tokio::task::spawn_blocking(move || collect(&d).map(|s| metrics::render(&s)))
+            tokio::task::spawn_blocking(move || collect(&d).map(|s| metrics::render(s, metrics::Format::Prometheus)))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("{e:#}"))
