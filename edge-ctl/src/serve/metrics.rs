@@ -1,16 +1,19 @@
-//! Counters -> Prometheus text exposition format (version 0.0.4).
+//! Counters -> Prometheus exposition, through the `prometheus-client` crate.
 //!
 //! Every value is a snapshot the kernel's maps (or the daemon's reload counters) hold at scrape
-//! time; nothing is accumulated here. The text is written directly instead of through a client
-//! library: such libraries are built around registering metrics and updating them in process,
-//! while here each scrape reads a fresh, complete set of values, and the format for that is a
-//! few lines (HELP, TYPE, samples with escaped label values).
+//! time; nothing is accumulated here. Each scrape builds a registry holding one collector over
+//! that snapshot ([`Snapshot`]), and the crate writes the text: names, HELP and TYPE lines,
+//! label escaping, and the two formats a scraper may ask for (see [`Format`]).
 
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
 use crate::dataplane::{InterfaceStats, ReasonStats};
 use crate::policy::Role;
-
 /// Reloads the daemon made on an interface (an attach at start counts as one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReloadCounts {
@@ -106,20 +109,85 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The exposition text for a scrape.
-pub fn render(samples: &[InterfaceSample]) -> String {
-    let mut x = Exposition::default();
-    for (name, kind, help) in METRICS {
-        x.family(name, kind, help);
-        for s in samples {
-            family_samples(&mut x, name, s);
+/// The exposition formats the endpoint speaks; the scraper's Accept header chooses (serve/http.rs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The classic Prometheus text format, version 0.0.4: what every scraper understands.
+    Prometheus,
+    /// OpenMetrics 1.0 text (counters named without `_total` in HELP and TYPE, `# EOF` at the
+    /// end): what Prometheus asks for first.
+    OpenMetrics,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
         }
     }
-    x.out
+}
+
+/// The exposition text for a scrape.
+pub fn render(samples: Vec<InterfaceSample>, format: Format) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(samples)));
+    let mut out = String::new();
+    let written = match format {
+        Format::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+    };
+    // Writing to a String cannot fail, and the collector returns only the writer's errors.
+    written.expect("encoding into a String");
+    out
+}
+
+/// One scrape's values, handed to the library as a collector: it is asked to encode them once.
+#[derive(Debug)]
+struct Snapshot(Vec<InterfaceSample>);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, kind, help) in METRICS {
+            let mut rows = Rows::default();
+            for s in &self.0 {
+                family_samples(&mut rows, name, s);
+            }
+            // A family without samples (e.g. nothing attached yet) is left out, HELP and TYPE too.
+            if rows.0.is_empty() {
+                continue;
+            }
+            // The library adds `_total` to a counter's samples (and, in text 0.0.4, to its HELP and
+            // TYPE lines); the table names the samples, as Prometheus users query them.
+            let (family, metric_type) = match *kind {
+                "counter" => (name.strip_suffix("_total").expect("counters end in _total"), MetricType::Counter),
+                _ => (*name, MetricType::Gauge),
+            };
+            let mut family_encoder = encoder.encode_descriptor(family, help, None, metric_type)?;
+            for (labels, value) in &rows.0 {
+                let sample = family_encoder.encode_family(labels)?;
+                match metric_type {
+                    MetricType::Counter => ConstCounter::new(*value).encode(sample)?,
+                    _ => ConstGauge::new(*value).encode(sample)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The samples of one family: label pairs and value.
+#[derive(Default)]
+struct Rows<'a>(Vec<(Vec<(&'a str, &'a str)>, u64)>);
+
+impl<'a> Rows<'a> {
+    fn sample(&mut self, base: &[(&'a str, &'a str)], extra: &[(&'a str, &'a str)], value: u64) {
+        self.0.push((base.iter().chain(extra).copied().collect(), value));
+    }
 }
 
 /// The samples of metric `name` for one interface.
-fn family_samples(x: &mut Exposition, name: &str, s: &InterfaceSample) {
+fn family_samples<'a>(x: &mut Rows<'a>, name: &str, s: &'a InterfaceSample) {
     let base = [("interface", s.interface.as_str()), ("role", s.role.as_str())];
     let st = s.stats.as_ref();
     match name {
@@ -192,58 +260,12 @@ fn scalar(name: &str, st: &InterfaceStats) -> Option<u64> {
     })
 }
 
-fn reasons(x: &mut Exposition, base: &[(&str, &str)], rows: Option<&[ReasonStats]>, name: &str) {
+fn reasons<'a>(x: &mut Rows<'a>, base: &[(&'a str, &'a str)], rows: Option<&'a [ReasonStats]>, name: &str) {
     for r in rows.unwrap_or_default() {
         let labels = [("direction", r.direction.as_str()), ("reason", r.reason)];
         let v = if name.ends_with("_packets_total") { r.packets } else { r.bytes };
         x.sample(base, &labels, v);
     }
-}
-
-/// Text format writer. A family's HELP and TYPE lines are written with its first sample, so
-/// families without samples (e.g. nothing attached yet) are left out.
-#[derive(Default)]
-struct Exposition {
-    out: String,
-    name: String,
-    header: Option<String>,
-}
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        self.name = name.to_string();
-        self.header = Some(format!("# HELP {name} {}\n# TYPE {name} {kind}\n", escape(help, false)));
-    }
-
-    fn sample(&mut self, base: &[(&str, &str)], extra: &[(&str, &str)], value: u64) {
-        if let Some(h) = self.header.take() {
-            self.out.push_str(&h);
-        }
-        self.out.push_str(&self.name);
-        let mut sep = '{';
-        for (k, v) in base.iter().chain(extra) {
-            let _ = write!(self.out, "{sep}{k}=\"{}\"", escape(v, true));
-            sep = ',';
-        }
-        if sep == ',' {
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
-    }
-}
-
-/// Escapes backslash and newline (HELP text), and double quotes too in label values.
-fn escape(s: &str, label: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '"' if label => out.push_str("\\\""),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -300,7 +322,7 @@ mod tests {
 
     #[test]
     fn renders_every_family_with_labels() {
-        let text = render(&[sample(Some(stats()))]);
+        let text = render(vec![sample(Some(stats()))], Format::Prometheus);
         let l = r#"interface="eth0",role="external""#;
         for line in [
             "# HELP edge_ctl_rule_packets_total Packets a policy rule allowed (the first matching rule counts each packet).".to_string(),
@@ -338,7 +360,7 @@ mod tests {
     fn an_interface_that_is_not_attached_has_only_daemon_metrics() {
         let mut s = sample(None);
         s.loaded_at = None;
-        let text = render(&[s]);
+        let text = render(vec![s], Format::Prometheus);
         let names: Vec<&str> =
             text.lines().filter(|l| !l.starts_with('#')).map(|l| l.split('{').next().unwrap()).collect();
         assert_eq!(
@@ -349,9 +371,75 @@ mod tests {
     }
 
     #[test]
-    fn escapes_label_values_and_help() {
-        assert_eq!(escape("a\\b\"c\nd", true), "a\\\\b\\\"c\\nd");
-        assert_eq!(escape("a\\b\"c\nd", false), "a\\\\b\"c\\nd");
+    fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
+        let text = render(vec![sample(Some(stats()))], Format::OpenMetrics);
+        let l = r#"interface="eth0",role="external""#;
+        for line in [
+            "# HELP edge_ctl_rule_packets Packets a policy rule allowed (the first matching rule counts each packet)."
+                .to_string(),
+            "# TYPE edge_ctl_rule_packets counter".into(),
+            format!(r#"edge_ctl_rule_packets_total{{{l},rule="sip \"tls\"",direction="inbound"}} 7"#),
+            "# TYPE edge_ctl_conntrack_entries gauge".into(),
+            format!(r#"edge_ctl_conntrack_entries{{{l},family="ipv6"}} 5"#),
+            format!(r#"edge_ctl_policy_reload_failures_total{{{l}}} 1"#),
+        ] {
+            assert!(text.lines().any(|x| x == line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.ends_with("\n# EOF\n"), "{text}");
+        assert!(!render(vec![sample(Some(stats()))], Format::Prometheus).contains("# EOF"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let mut st = stats();
+            st.rules[0].name = "a\\b\"c\nd".into();
+            let text = render(vec![sample(Some(st))], format);
+            assert!(text.contains(r#"rule="a\\b\"c\nd""#), "{format:?}:\n{text}");
+        }
+    }
+
+    /// `promtool check metrics` (Debian's prometheus package, which `cargo xtask setup` installs)
+    /// with the lint Prometheus applies. promtool 2.42 reads only the text format 0.0.4: that one
+    /// must pass clean. OpenMetrics must parse (exit 3 is lint, 1 a parse error), and its only
+    /// lint is the one 0.0.4 rules find in any OpenMetrics text: a counter's `_total` samples have
+    /// no HELP of their own, since OpenMetrics names the family without the suffix.
+    #[test]
+    fn both_formats_pass_promtool() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let mut idle = sample(None);
+            idle.interface = "eth1".into();
+            let text = render(vec![sample(Some(stats())), idle], format);
+            let mut child = Command::new("promtool")
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("promtool: {e}; install Debian's prometheus package (`cargo xtask setup` does)")
+                });
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            match format {
+                Format::Prometheus => {
+                    assert!(out.status.success() && said.trim().is_empty(), "{format:?}: promtool: {said}\n{text}")
+                }
+                Format::OpenMetrics => {
+                    assert_eq!(out.status.code(), Some(3), "{format:?}: promtool: {said}\n{text}");
+                    let counters = METRICS.iter().filter(|(_, kind, _)| *kind == "counter").count();
+                    let lint: Vec<&str> = said.lines().collect();
+                    assert_eq!(lint.len(), counters, "{said}");
+                    for line in lint {
+                        let name = line.strip_suffix(" no help text").unwrap_or_else(|| panic!("{said}"));
+                        assert!(METRICS.iter().any(|(n, kind, _)| *n == name && *kind == "counter"), "{said}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

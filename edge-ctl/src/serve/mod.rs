@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod watch;
+pub mod web_config;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -51,17 +52,28 @@ pub struct ServeArgs {
     /// come up. An interface that appears later is attached then.
     #[arg(long, value_name = "SECONDS", default_value_t = 15)]
     pub wait_for_interfaces: u64,
+    /// TLS and basic authentication for the metrics endpoint: a YAML file in the format of
+    /// Prometheus' exporter-toolkit (node_exporter's flag of the same name), with
+    /// tls_server_config (cert_file, key_file, client_auth_type, client_ca_file, min_version) and
+    /// basic_auth_users (user: bcrypt hash). Checked at start; without it, plain HTTP and no
+    /// authentication.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(args: ServeArgs) -> Result<()> {
     let config = config::load(&args.config)?;
+    let web = match &args.web_config_file {
+        Some(path) => web_config::load(path)?,
+        None => web_config::WebConfig::default(),
+    };
     dataplane::system::require_privileges()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?
-        .block_on(daemon(config, args.metrics, Duration::from_secs(args.wait_for_interfaces)))
+        .block_on(daemon(config, args.metrics, web, Duration::from_secs(args.wait_for_interfaces)))
 }
 
 /// What the daemon keeps between scrapes.
@@ -86,7 +98,7 @@ impl Daemon {
     }
 }
 
-async fn daemon(config: Config, addr: SocketAddr, wait: Duration) -> Result<()> {
+async fn daemon(config: Config, addr: SocketAddr, web: web_config::WebConfig, wait: Duration) -> Result<()> {
     // Installed first, so a signal during start-up is not fatal but ends the daemon after it.
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -114,16 +126,17 @@ async fn daemon(config: Config, addr: SocketAddr, wait: Duration) -> Result<()> 
     forward_kernel_logs(&daemon);
 
     let scraper = daemon.clone();
-    let server = tokio::spawn(http::serve(listener, move || {
+    let scheme = web.scheme();
+    let server = tokio::spawn(http::serve(listener, web, move |format| {
         let d = scraper.clone();
         async move {
-            tokio::task::spawn_blocking(move || collect(&d).map(|s| metrics::render(&s)))
+            tokio::task::spawn_blocking(move || collect(&d).map(|s| metrics::render(s, format)))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("{e:#}"))
         }
     }));
-    info!("serving metrics on http://{addr}/metrics");
+    info!("serving metrics on {scheme}://{addr}/metrics");
     let watcher = tokio::spawn(watch_policies(daemon.clone(), watches));
 
     // Ready once every configured interface that exists has its filter (or its failure
