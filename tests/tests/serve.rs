@@ -475,8 +475,9 @@ fn ready_after_attaching_then_a_late_interface_is_attached_and_its_addresses_fol
     assert_eq!(m.get("edge_ctl_interface_attached", &[("interface", "late0")]), Some(0));
 
     // It appears (a driver loaded late, a VLAN created): attached.
-    s.lab.ip(&s.edge, &["link", "add", "late0", "type", "dummy"]);
+    s.lab.ip(&s.edge, &["link", "add", "late0", "type", "veth", "peer", "name", "late1"]);
     s.lab.ip(&s.edge, &["link", "set", "late0", "up"]);
+    s.lab.ip(&s.edge, &["link", "set", "late1", "up"]);
     d.wait_for("late0 attached", |m| m.get("edge_ctl_interface_attached", &[("interface", "late0")]) == Some(1));
     let addresses = |ifname: &str| -> Vec<String> {
         let out = s.lab.edge_ctl_ok(&s.edge, &["status", "--json"]);
