@@ -28,8 +28,12 @@ check() { # check "what" command...
 }
 # The NIC QEMU gives the guest: the only interface but lo.
 nic() { ls /sys/class/net | grep -v '^lo$' | head -n1; }
-# Whether an XDP program is attached to $1, and its id.
-xdp_id() { ip -details link show dev "$1" | grep -o 'prog/xdp id [0-9]*' | grep -o '[0-9]*$'; }
+# The id of the XDP program attached to $1 ("none" when there is none).
+xdp_id() {
+  local id
+  id=$(ip -details link show dev "$1" | grep -o 'prog/xdp id [0-9]*' | grep -o '[0-9]*$')
+  echo "${id:-none}"
+}
 # Every packet counter of the interface, summed (rules, drops, passes; ingress and egress).
 packets() { edge-ctl stats "$1" --json | grep -o '"packets": *[0-9]*' | awk -F: '{s += $2} END {print s + 0}'; }
 # Sends a few UDP datagrams out of the NIC (to a documentation address with a static
@@ -69,7 +73,7 @@ install() {
   check "bash completion" test -f /usr/share/bash-completion/completions/edge-ctl
   check "the conffiles" dpkg-query --control-show edge-ctl conffiles
   check "installing enables nothing" sh -c '! systemctl is-enabled -q edge-ctl'
-  check "nothing is attached by the install" sh -c "! ip -details link show dev $ifname | grep -q prog/xdp"
+  check "nothing is attached by the install" test "$(xdp_id "$ifname")" = none
   # The admin's configuration: the example policy, the NIC as the external interface, and the
   # address the network configuration gives it (after network-pre.target).
   cp /etc/edge-ctl/examples/lync2013-edge-hlb.toml /etc/edge-ctl/policy.toml
@@ -99,7 +103,7 @@ check_boot() {
   systemctl is-system-running --wait >/dev/null
   check "edge-ctl.service is active after the reboot" systemctl is-active -q edge-ctl
   id=$(xdp_id "$ifname")
-  check "an XDP program is attached to $ifname (id ${id:-none})" test -n "$id"
+  check "an XDP program is attached to $ifname (id $id)" test "$id" != none
   # Order: edge-ctl.service became active (Type=notify: after attaching) before
   # network-pre.target was reached, and networkd started after it.
   n_edge=$(monotonic edge-ctl.service ActiveEnterTimestampMonotonic)
@@ -115,7 +119,7 @@ check_boot() {
   check "the filter picked up 192.0.2.10 (networkd configured it after the attach)" until_ok 30 sh -c \
     "edge-ctl status --json | grep -q '192.0.2.10'"
   journalctl -u edge-ctl -b -o cat --no-pager | sed 's/^/# edge-ctl: /' | tail -n 12
-  check "the metrics endpoint answers" sh -c "$(declare -f scrape); scrape | grep -q '^edge_ctl_interface_attached{.*} 1'"
+  check "the metrics endpoint answers" bash -c "$(declare -f scrape); scrape | grep -q '^edge_ctl_interface_attached{.*} 1'"
 
   # stop: the filter stays attached and counting.
   check "systemctl stop edge-ctl" systemctl stop edge-ctl
@@ -140,7 +144,7 @@ check_boot() {
     "journalctl -u edge-ctl -b -o cat --no-pager | grep -q 'not applied, the live policy stays'"
   journalctl -u edge-ctl -b -o cat --no-pager | grep -A3 'not applied' | head -n 4 | sed 's/^/# edge-ctl: /'
   check "the live policy is the old one ($hash)" sh -c "edge-ctl status --json | grep -q '$hash'"
-  check "the failure is counted" sh -c "$(declare -f scrape); scrape | grep -q '^edge_ctl_policy_reload_failures_total{.*} 1'"
+  check "the failure is counted" bash -c "$(declare -f scrape); scrape | grep -q '^edge_ctl_policy_reload_failures_total{.*} 1'"
   check "still attached" test "$(xdp_id "$ifname")" = "$id"
 
   # remove: the binary goes, the filter stays; purge: the conffiles go.

@@ -74,6 +74,11 @@ fn disk(cache: &Path, out: &Path, deb: &Path) -> Result<PathBuf> {
     crate::run(Command::new("tar").args(["--numeric-owner", "-xpf"]).arg(&tar).arg("-C").arg(&tree))?;
     let home = tree.join("root");
     std::fs::copy(deb, home.join(deb.file_name().context("the package's file name")?))?;
+    // The journal in /run: virtme-ng mounts a tmpfs over /var/log after journald has moved its
+    // files there, which would hide every entry from journalctl.
+    let journald = tree.join("etc/systemd/journald.conf.d");
+    std::fs::create_dir_all(&journald)?;
+    std::fs::write(journald.join("volatile.conf"), "[Journal]\nStorage=volatile\n")?;
     let script = home.join("guest.sh");
     std::fs::write(&script, GUEST_SCRIPT)?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -86,54 +91,61 @@ fn disk(cache: &Path, out: &Path, deb: &Path) -> Result<PathBuf> {
 }
 
 /// Runs the suite: install, reboot, check. Its result as the matrix reports a suite's; the
-/// guests' output is in target/matrix/K/boot-*.log.
+/// guests' output is in target/matrix/K/boot-*.log, and boot.log has both and what went wrong.
 pub fn run(root: &Path, vng: &Path, accel: &str, image: &Image, deb: &Path, out: &Path) -> SuiteResult {
     let started = Instant::now();
-    let log = out.join(format!("{SUITE}.log"));
-    let (outcome, passed, failed) = match boots(root, vng, accel, image, deb, out) {
-        Ok((passed, failed)) => (if failed == 0 { "ok" } else { "failed" }, passed, failed),
+    let mut tally = Tally::default();
+    let outcome = match boots(root, vng, accel, image, deb, out, &mut tally) {
+        Ok(()) => "ok",
         Err(e) => {
-            let _ = std::fs::write(&log, format!("{e:#}\n"));
-            ("error", 0, 0)
+            tally.text.push_str(&format!("== {e:#}\n"));
+            if tally.failed > 0 { "failed" } else { "error" }
         }
     };
+    let _ = std::fs::write(out.join(format!("{SUITE}.log")), &tally.text);
     let _ = std::fs::remove_file(out.join("disk.img"));
     SuiteResult {
         name: SUITE.into(),
         outcome: outcome.into(),
-        passed,
-        failed,
+        passed: tally.passed,
+        failed: tally.failed,
         seconds: started.elapsed().as_secs_f64(),
     }
 }
 
-fn boots(root: &Path, vng: &Path, accel: &str, image: &Image, deb: &Path, out: &Path) -> Result<(u64, u64)> {
+/// The checks so far, and the guests' output.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    text: String,
+}
+
+fn boots(root: &Path, vng: &Path, accel: &str, image: &Image, deb: &Path, out: &Path, t: &mut Tally) -> Result<()> {
     let img = disk(&root.join("target/kernels"), out, deb)?;
-    let mut passed = 0;
-    let mut failed = 0;
-    let mut text = String::new();
     for phase in ["install", "check"] {
         let log = out.join(format!("{SUITE}-{phase}.log"));
         let mut c = Command::new(vng.join("vng"));
         c.arg("-r").arg(&image.vmlinuz);
         c.args(crate::vm::accel_args(accel));
-        c.arg("--root-disk").arg(&img).args(["--root-fstype", "ext4", "--systemd", "--network", "user"]);
+        // --rw: the image itself is written (no overlays), so the install survives the reboot.
+        c.arg("--root-disk").arg(&img).args(["--root-fstype", "ext4", "--systemd", "--rw", "--network", "user"]);
+        // The command goes on the kernel's command line (2,048 bytes in all): keep it short.
         c.args(["--memory", "2G", "--exec", &format!("/root/guest.sh {phase}")]);
         c.env("PATH", crate::vm::path_with(vng)).current_dir(out).stdin(std::process::Stdio::null());
         let code = crate::vm::run_with_timeout(&mut c, BOOT_TIMEOUT, &log)?;
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         let (p, f) = tally(&output);
-        passed += p;
-        failed += f;
-        text.push_str(&format!("== {phase} (exit {code:?})\n{output}"));
-        std::fs::write(out.join(format!("{SUITE}.log")), &text)?;
+        t.passed += p;
+        t.failed += f;
+        t.text.push_str(&format!("== {phase} (exit {code:?})\n{output}"));
         match code {
             Some(0) if f == 0 && p > 0 => {}
             Some(c) => bail!("the {phase} boot failed (exit {c}, {f} check(s) failed); see {}", log.display()),
             None => bail!("the {phase} boot did not finish within {} s; see {}", BOOT_TIMEOUT.as_secs(), log.display()),
         }
     }
-    Ok((passed, failed))
+    Ok(())
 }
 
 /// Passed and failed checks of the guest script's "ok - " and "FAIL - " lines.

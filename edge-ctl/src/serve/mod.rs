@@ -149,7 +149,12 @@ async fn daemon(config: Config, addr: SocketAddr, web: web_config::WebConfig, wa
             if absent.is_empty() {
                 break;
             }
-            if Instant::now() >= deadline {
+            // An interface that appeared is being attached (loading the programs may take a
+            // while): its outcome is waited for. The deadline is for those still missing.
+            let missing: Vec<&String> =
+                absent.iter().filter(|n| dataplane::system::if_index(n.as_str()).is_err()).collect();
+            if Instant::now() >= deadline && !missing.is_empty() {
+                let absent: Vec<String> = missing.into_iter().cloned().collect();
                 warn!(
                     "{} did not appear within {} s: ready without; each is attached when it appears, \
                      and is not filtered until then",
