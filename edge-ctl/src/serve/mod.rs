@@ -102,7 +102,7 @@ async fn daemon(config: Config, addr: SocketAddr, web: web_config::WebConfig, wa
     // Installed first, so a signal during start-up is not fatal but ends the daemon after it.
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+    let listener = listen(addr).with_context(|| {
         format!(
             "cannot listen on {addr} for metrics (is another `edge-ctl serve` running? choose \
              another address with --metrics ADDR)"
@@ -180,6 +180,22 @@ async fn daemon(config: Config, addr: SocketAddr, web: web_config::WebConfig, wa
     // A reload in progress runs on a blocking thread: the runtime waits for it as it shuts
     // down, so it is never cut short (and a reload is atomic even if it were).
     Ok(())
+}
+
+/// The metrics listener. IP_FREEBIND: at boot the daemon starts before the network gives the
+/// interfaces their addresses, so `--metrics 192.0.2.10:9469` must bind an address that does
+/// not exist yet (as `ip_nonlocal_bind` would allow for every socket of the machine).
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    // IP_FREEBIND covers IPv6 sockets as well (one flag of the inet socket).
+    nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::IpFreebind, &true)
+        .map_err(std::io::Error::from)?;
+    socket.bind(addr)?;
+    socket.listen(128)
 }
 
 /// Applies one interface's policy file, logs what happened and counts it. False when the
@@ -395,5 +411,20 @@ async fn forward<T: log::Log>(mut fd: tokio::io::unix::AsyncFd<aya_log::EbpfLogg
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The metrics endpoint can be bound to an address no interface has yet (at boot).
+    #[test]
+    fn the_metrics_listener_binds_an_address_not_configured_yet() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            for addr in ["192.0.2.234:0", "[2001:db8::234]:0"] {
+                let l = super::listen(addr.parse().unwrap()).unwrap_or_else(|e| panic!("{addr}: {e}"));
+                assert_eq!(l.local_addr().unwrap().ip(), addr.parse::<std::net::SocketAddr>().unwrap().ip());
+            }
+        });
     }
 }
