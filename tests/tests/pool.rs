@@ -17,6 +17,9 @@ use edge_tests::net::{http_get, in_netns};
 const PROM: &str = "198.51.100.1";
 const NODES: [&str; 2] = ["198.51.100.11", "198.51.100.12"];
 const PATIENCE: Duration = Duration::from_secs(60);
+/// The scrape credentials of the pool's Prometheus (basic auth over TLS).
+const SCRAPE_USER: &str = "prometheus";
+const SCRAPE_PASSWORD: &str = "pool-scrape-secret";
 
 /// The pool's policy: the external role allows UDP 6000 from anywhere and the metrics port from
 /// the Prometheus host; `extra` adds a rule (the change rolled out).
@@ -136,6 +139,16 @@ fn build() -> Pool {
     let config =
         lab.file("serve.toml", "[[interface]]\nname = \"edge0\"\nrole = \"external\"\npolicy = \"policy.toml\"\n");
     let dir = config.parent().unwrap().to_path_buf();
+    // The endpoints leave loopback, so as an admin would: TLS with a certificate of the pool's
+    // CA for each node's address, and basic auth (--web.config.file, node_exporter's format).
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "edge pool test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let ca_file = lab.file("ca.pem", &ca.pem());
+    let hash = bcrypt::hash(SCRAPE_PASSWORD, 4).unwrap();
     // One directory per node: the same policy file, distributed (as configuration management
     // would) by copying.
     let mut daemons = Vec::new();
@@ -144,6 +157,20 @@ fn build() -> Pool {
         std::fs::create_dir_all(&node_dir).unwrap();
         std::fs::write(node_dir.join("policy.toml"), policy(false)).unwrap();
         std::fs::copy(&config, node_dir.join("serve.toml")).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![NODES[i].to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+        std::fs::write(node_dir.join("node.pem"), cert.pem()).unwrap();
+        std::fs::write(node_dir.join("node.key"), key.serialize_pem()).unwrap();
+        std::fs::set_permissions(node_dir.join("node.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::write(
+            node_dir.join("web.yml"),
+            format!(
+                "tls_server_config:\n  cert_file: node.pem\n  key_file: node.key\n\
+                 basic_auth_users:\n  {SCRAPE_USER}: {hash}\n"
+            ),
+        )
+        .unwrap();
         let mut cmd = lab.edge_ctl_command(
             ns,
             &[
@@ -152,6 +179,8 @@ fn build() -> Pool {
                 node_dir.join("serve.toml").to_str().unwrap(),
                 "--metrics",
                 &format!("{}:9469", NODES[i]),
+                "--web.config.file",
+                node_dir.join("web.yml").to_str().unwrap(),
             ],
         );
         cmd.env("RUST_LOG", "info");
@@ -171,8 +200,16 @@ fn build() -> Pool {
         &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: edge\n    static_configs:\n      - targets: [{}]\n",
+             scrape_configs:\n\
+             \x20 - job_name: edge\n    scheme: https\n    tls_config:\n      ca_file: {}\n\
+             \x20   basic_auth:\n      username: {SCRAPE_USER}\n      password: {SCRAPE_PASSWORD}\n\
+             \x20   static_configs:\n      - targets: [{}]\n\
+             \x20 - job_name: edge-without-credentials\n    scheme: https\n    tls_config:\n      ca_file: {}\n\
+             \x20   static_configs:\n      - targets: [{}]\n",
             rules_file.display(),
+            ca_file.display(),
+            targets.join(", "),
+            ca_file.display(),
             targets.join(", ")
         ),
     );
@@ -186,8 +223,16 @@ fn build() -> Pool {
     ]);
     let prometheus = KillOnDrop(spawn_logged(cmd, &dir.join("prometheus.log")));
     let pool = Pool { _prometheus: prometheus, _daemons: daemons, prom, dir, _lab: lab };
-    // Both nodes scraped and attached.
+    // Both nodes scraped (over TLS, with credentials) and attached; without credentials, neither.
     pool.wait("both nodes up", "sum(up{job=\"edge\"})", |r| r[0]["value"][1] == "2");
+    pool.wait("no scrape without credentials", "sum(up{job=\"edge-without-credentials\"})", |r| {
+        r[0]["value"][1] == "0"
+    });
+    assert_eq!(
+        pool.query("count(edge_ctl_interface_attached{job=\"edge-without-credentials\"})"),
+        serde_json::json!([]),
+        "no sample came through without credentials"
+    );
     pool.wait("both filters attached", "sum(edge_ctl_interface_attached{job=\"edge\"})", |r| r[0]["value"][1] == "2");
     pool
 }
