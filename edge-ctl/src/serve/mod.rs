@@ -28,10 +28,10 @@ use config::{Config, InterfaceConfig};
 use metrics::{InterfaceSample, ReloadCounts};
 use watch::{Debouncer, FileWatch, Link, Observation};
 
+use crate::dataplane;
+
 /// What the watcher looks at for one interface: its policy file and the interface itself.
 type Watched = (Observation, Link);
-
-use crate::dataplane;
 
 /// The configuration `serve` reads when given none.
 pub const DEFAULT_CONFIG: &str = "/etc/edge-ctl/serve.toml";
