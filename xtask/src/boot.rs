@@ -53,14 +53,19 @@ fn root_tarball(cache: &Path) -> Result<PathBuf> {
         })?;
     }
     std::fs::create_dir_all(cache)?;
-    let partial = cache.join("bookworm-root.tar.partial");
+    // mmdebstrap picks its output's format from the name: the partial file must end in .tar.
+    let partial = cache.join("bookworm-root.partial.tar");
+    let _ = std::fs::remove_dir_all(&partial);
+    let _ = std::fs::remove_file(&partial);
     println!("vm: making a minimal Debian 12 root for the boot suite (mmdebstrap, about a minute)");
     crate::run(
         Command::new("mmdebstrap")
-            .args(["--quiet", "--variant=minbase", &format!("--include={PACKAGES}"), "bookworm"])
+            .args(["--quiet", "--variant=minbase", "--format=tar", &format!("--include={PACKAGES}"), "bookworm"])
             .arg(&partial)
             .arg(MIRROR),
     )?;
+    // (A directory in its place is what an older xtask's mmdebstrap left.)
+    let _ = std::fs::remove_dir_all(&tar);
     std::fs::rename(&partial, &tar)?;
     Ok(tar)
 }
